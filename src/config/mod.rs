@@ -1,0 +1,166 @@
+//! Configuration: the YAML schema (`schema`), positions of its fields (`locate`) and the checks
+//! that run before anything starts (`validate`).
+//!
+//! Problems are collected, not returned one at a time: a user fixing a config wants the whole
+//! list, each with `file:line:column: field.path: message`.
+
+mod locate;
+mod schema;
+mod validate;
+pub(crate) use validate::check_readable_file;
+
+pub use locate::{Locator, Pos};
+pub use schema::*;
+pub use validate::validate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One thing wrong with a config, located in its file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub file: PathBuf,
+    pub pos: Pos,
+    /// Field path such as `streams[0].url`; empty for the document itself.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: ",
+            self.file.display(),
+            self.pos.line,
+            self.pos.col
+        )?;
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found in one config.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(
+            f,
+            "{n} problem{} in the configuration:",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.0 {
+            writeln!(f, "  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A parsed config with what is needed to report problems against its text.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub file: PathBuf,
+    pub locator: Locator,
+}
+
+impl Loaded {
+    /// A problem at `path`, located in the file.
+    pub fn problem(&self, path: impl Into<String>, message: impl Into<String>) -> Problem {
+        let path = path.into();
+        Problem {
+            file: self.file.clone(),
+            pos: self.locator.find(&path),
+            path,
+            message: message.into(),
+        }
+    }
+
+    /// Resolves a path from the config against the config file's folder.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        resolve_against(&self.file, p)
+    }
+}
+
+fn resolve_against(config_file: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        return p.to_path_buf();
+    }
+    match config_file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(p),
+        _ => p.to_path_buf(),
+    }
+}
+
+/// Reads and parses a config file. Syntax and type errors come back located; nothing here
+/// touches the files the config names (see [`validate`]).
+pub fn load(file: &Path) -> Result<Loaded, Problems> {
+    let whole = |message: String| {
+        Problems(vec![Problem {
+            file: file.to_path_buf(),
+            pos: Pos { line: 1, col: 1 },
+            path: String::new(),
+            message,
+        }])
+    };
+    if file.is_dir() {
+        return Err(whole("is a directory, not a YAML config file".into()));
+    }
+    let bytes =
+        std::fs::read(file).map_err(|e| whole(format!("cannot read the config file: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|e| whole(format!("not UTF-8 text: {e}")))?;
+    parse(file, &text)
+}
+
+/// Parses config text; `file` names it in problems and anchors relative paths.
+pub fn parse(file: &Path, text: &str) -> Result<Loaded, Problems> {
+    let locator = Locator::new(text);
+    match serde_yaml::from_str::<Config>(text) {
+        Ok(config) => Ok(Loaded {
+            config,
+            file: file.to_path_buf(),
+            locator,
+        }),
+        Err(e) => Err(Problems(vec![from_serde(file, &locator, &e)])),
+    }
+}
+
+/// serde_yaml's message reads `path: what at line L column C`; split it into our parts.
+fn from_serde(file: &Path, locator: &Locator, e: &serde_yaml::Error) -> Problem {
+    let mut message = e.to_string();
+    if let Some(i) = message.rfind(" at line ") {
+        message.truncate(i);
+    }
+    let mut path = String::new();
+    if let Some((head, rest)) = message.split_once(": ") {
+        let looks_like_path = !head.is_empty()
+            && head
+                .chars()
+                .all(|c| c.is_alphanumeric() || "_.[]".contains(c));
+        if looks_like_path {
+            path = head.to_string();
+            message = rest.to_string();
+        }
+    }
+    if message.is_empty() || message == "EOF while parsing a value" {
+        message = "the file is empty: a config needs at least a `streams:` list".into();
+    }
+    let pos = match e.location() {
+        Some(l) => Pos {
+            line: l.line(),
+            col: l.column(),
+        },
+        None => locator.find(&path),
+    };
+    Problem {
+        file: file.to_path_buf(),
+        pos,
+        path,
+        message,
+    }
+}

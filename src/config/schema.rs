@@ -1,0 +1,210 @@
+//! The YAML schema. Every struct denies unknown keys, and every field says its unit and default:
+//! these comments are the source of `docs/config.md`.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// One entry per camera or file. Required, at least one.
+    pub streams: Vec<StreamConfig>,
+    /// The action branch: sampler, clip window, model, smoother.
+    #[serde(default)]
+    pub action: ActionConfig,
+    /// Where events go. Default: stdout only.
+    #[serde(default = "default_sinks")]
+    pub sinks: Vec<SinkConfig>,
+    /// The Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// ONNX Runtime: library, execution provider, threads.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+}
+
+/// One video source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Name used in events, logs and metric labels: letters, digits, `_`, `-`, `.`; at most 64.
+    pub id: String,
+    /// A video file path (relative paths are resolved against the config file's folder).
+    pub url: String,
+}
+
+/// The action-recognition branch.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActionConfig {
+    /// Run the branch at all. Default true.
+    pub enabled: bool,
+    /// The classifier model. Required when the branch is enabled.
+    pub model: Option<ActionModelConfig>,
+    /// Frames per second the sampler resamples to (nearest frame by timestamp). Default 25.
+    pub sample_fps: f64,
+    /// Clip length T in sampled frames. Default 32.
+    pub frames: usize,
+    /// Sampled frames between the starts of consecutive clips. Default 16.
+    pub stride: usize,
+    /// The short side of each frame is resized to this many pixels (bilinear). Default 256.
+    pub resize_short_side: u32,
+    /// Side of the centre crop fed to the model, in pixels. Default 224.
+    pub crop: u32,
+    /// Most clips (from any streams) in one inference call. Default 4.
+    pub max_batch: usize,
+    /// Longest wait for a batch to fill once its first clip is queued, milliseconds. Default 20.
+    pub max_wait_ms: u64,
+    /// Turns per-clip scores into segments.
+    pub smoother: SmootherConfig,
+}
+
+impl Default for ActionConfig {
+    fn default() -> Self {
+        ActionConfig {
+            enabled: true,
+            model: None,
+            sample_fps: 25.0,
+            frames: 32,
+            stride: 16,
+            resize_short_side: 256,
+            crop: 224,
+            max_batch: 4,
+            max_wait_ms: 20,
+            smoother: SmootherConfig::default(),
+        }
+    }
+}
+
+/// An ONNX action classifier taking `[N, 3, T, crop, crop]` RGB 0..255 and giving `[N, classes]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionModelConfig {
+    /// The `.onnx` file. Required.
+    pub path: PathBuf,
+    /// Class names, one per line, in output order. Required.
+    pub labels: PathBuf,
+    /// Input tensor name. Default `rgb`.
+    #[serde(default = "default_input")]
+    pub input: String,
+    /// Output tensor name holding class probabilities. Default `probs`.
+    #[serde(default = "default_output")]
+    pub output: String,
+}
+
+fn default_input() -> String {
+    "rgb".into()
+}
+
+fn default_output() -> String {
+    "probs".into()
+}
+
+/// Hysteresis over per-clip scores.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmootherConfig {
+    /// A segment starts when a label's probability reaches this. 0..1, default 0.5.
+    pub start_threshold: f32,
+    /// A running segment ends when its label's probability falls below this. 0..1, not above
+    /// `start_threshold`; default 0.3.
+    pub end_threshold: f32,
+    /// A segment is reported only once it has lasted this long (media time, first clip start to
+    /// last clip end), milliseconds. Default 1000.
+    pub min_duration_ms: u64,
+}
+
+impl Default for SmootherConfig {
+    fn default() -> Self {
+        SmootherConfig {
+            start_threshold: 0.5,
+            end_threshold: 0.3,
+            min_duration_ms: 1000,
+        }
+    }
+}
+
+/// Where events are written; chosen by `type:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// JSON lines on standard output.
+    Stdout,
+    /// JSON lines appended to a file.
+    File {
+        /// The file; created if missing, appended to otherwise.
+        path: PathBuf,
+    },
+}
+
+fn default_sinks() -> Vec<SinkConfig> {
+    vec![SinkConfig::Stdout]
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` at all. Default true.
+    pub enabled: bool,
+    /// Address and port. Default `127.0.0.1:9464`; port 0 picks a free port (logged at start).
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
+/// ONNX Runtime.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Path to `libonnxruntime.so`. Default: the `ORT_DYLIB_PATH` environment variable.
+    pub onnxruntime_library: Option<PathBuf>,
+    /// `cpu`, `cuda` or `tensorrt`. Default `cpu`. A provider that can't be had is an error,
+    /// never a silent fallback to the CPU.
+    pub execution_provider: ExecutionProvider,
+    /// Threads inside one inference call; 0 means one per core. Default 0.
+    pub intra_threads: usize,
+    /// Capacity of each queue between stages, in items. Default 8.
+    pub queue_capacity: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            onnxruntime_library: None,
+            execution_provider: ExecutionProvider::Cpu,
+            intra_threads: 0,
+            queue_capacity: 8,
+        }
+    }
+}
+
+/// Where inference runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionProvider {
+    /// ONNX Runtime's CPU provider.
+    Cpu,
+    /// NVIDIA CUDA.
+    Cuda,
+    /// NVIDIA TensorRT.
+    Tensorrt,
+}
+
+impl ExecutionProvider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionProvider::Cpu => "cpu",
+            ExecutionProvider::Cuda => "cuda",
+            ExecutionProvider::Tensorrt => "tensorrt",
+        }
+    }
+}

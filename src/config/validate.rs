@@ -1,0 +1,293 @@
+//! Checks that need no model and no decoder: ranges, names, and that the named files exist.
+//! Decoding a stream's first frame and loading the model are done by `pipeline::prepare`.
+
+use super::{Loaded, Problem, SinkConfig};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// Every problem in the config that can be found without opening videos or models.
+pub fn validate(l: &Loaded) -> Vec<Problem> {
+    let c = &l.config;
+    let mut out = Vec::new();
+    let mut p = |path: String, msg: String| out.push(l.problem(path, msg));
+
+    if c.streams.is_empty() {
+        p("streams".into(), "at least one stream is needed".into());
+    }
+    let mut ids = HashSet::new();
+    for (i, s) in c.streams.iter().enumerate() {
+        if let Err(e) = check_stream_id(&s.id) {
+            p(format!("streams[{i}].id"), e);
+        } else if !ids.insert(s.id.as_str()) {
+            p(
+                format!("streams[{i}].id"),
+                format!("stream id `{}` is used twice", s.id),
+            );
+        }
+        if s.url.trim().is_empty() {
+            p(format!("streams[{i}].url"), "is empty".into());
+        } else if let Some(scheme) = url_scheme(&s.url) {
+            p(
+                format!("streams[{i}].url"),
+                format!(
+                    "`{scheme}://` sources are not supported yet: this version reads video files"
+                ),
+            );
+        } else if let Err(e) = check_readable_file(&l.resolve(Path::new(&s.url))) {
+            p(format!("streams[{i}].url"), e);
+        }
+    }
+
+    let a = &c.action;
+    if a.enabled {
+        match &a.model {
+            None => p("action.model".into(), "is required while the action branch is enabled (give `path:` and `labels:`, or set `action.enabled: false`)".into()),
+            Some(m) => {
+                if let Err(e) = check_readable_file(&l.resolve(&m.path)) {
+                    p("action.model.path".into(), format!("{e} (the set-up script builds the default models: `make setup`)"));
+                }
+                if let Err(e) = check_readable_file(&l.resolve(&m.labels)) {
+                    p("action.model.labels".into(), e);
+                }
+            }
+        }
+    }
+    if !(a.sample_fps.is_finite() && a.sample_fps > 0.0 && a.sample_fps <= 1000.0) {
+        p(
+            "action.sample_fps".into(),
+            format!(
+                "must be above 0 and at most 1000 frames per second, got {}",
+                a.sample_fps
+            ),
+        );
+    }
+    if a.frames == 0 || a.frames > 1024 {
+        p(
+            "action.frames".into(),
+            format!("must be 1..=1024 frames, got {}", a.frames),
+        );
+    }
+    if a.stride == 0 {
+        p("action.stride".into(), "must be at least 1 frame".into());
+    }
+    if a.crop == 0 {
+        p("action.crop".into(), "must be at least 1 pixel".into());
+    } else if a.resize_short_side < a.crop {
+        p(
+            "action.resize_short_side".into(),
+            format!(
+                "{} px is smaller than the {} px crop",
+                a.resize_short_side, a.crop
+            ),
+        );
+    }
+    if a.max_batch == 0 || a.max_batch > 256 {
+        p(
+            "action.max_batch".into(),
+            format!("must be 1..=256 clips, got {}", a.max_batch),
+        );
+    }
+    if a.max_wait_ms > 60_000 {
+        p(
+            "action.max_wait_ms".into(),
+            format!("{} ms is over a minute", a.max_wait_ms),
+        );
+    }
+    let s = &a.smoother;
+    for (name, v) in [
+        ("start_threshold", s.start_threshold),
+        ("end_threshold", s.end_threshold),
+    ] {
+        if !(0.0..=1.0).contains(&v) {
+            p(
+                format!("action.smoother.{name}"),
+                format!("must be a probability in 0..1, got {v}"),
+            );
+        }
+    }
+    if s.end_threshold > s.start_threshold {
+        p(
+            "action.smoother.end_threshold".into(),
+            format!(
+                "{} is above start_threshold {}: a segment would end as it starts",
+                s.end_threshold, s.start_threshold
+            ),
+        );
+    }
+
+    let mut files = HashSet::new();
+    for (i, sink) in c.sinks.iter().enumerate() {
+        if let SinkConfig::File { path } = sink {
+            let full = l.resolve(path);
+            if !files.insert(full.clone()) {
+                p(
+                    format!("sinks[{i}].path"),
+                    "the same file is named by two sinks".into(),
+                );
+            }
+            if full.is_dir() {
+                p(
+                    format!("sinks[{i}].path"),
+                    format!("{} is a directory", full.display()),
+                );
+            } else if let Some(dir) = full.parent().filter(|d| !d.as_os_str().is_empty()) {
+                if !dir.is_dir() {
+                    p(
+                        format!("sinks[{i}].path"),
+                        format!("folder {} does not exist", dir.display()),
+                    );
+                }
+            }
+        }
+    }
+    if c.sinks
+        .iter()
+        .filter(|s| matches!(s, SinkConfig::Stdout))
+        .count()
+        > 1
+    {
+        p(
+            "sinks".into(),
+            "stdout is listed twice: every event would be printed twice".into(),
+        );
+    }
+
+    if c.metrics.enabled {
+        if let Err(e) = c.metrics.listen.parse::<SocketAddr>() {
+            p(
+                "metrics.listen".into(),
+                format!("`{}` is not an address:port ({e})", c.metrics.listen),
+            );
+        }
+    }
+    let r = &c.runtime;
+    if let Some(lib) = &r.onnxruntime_library {
+        if let Err(e) = check_readable_file(&l.resolve(lib)) {
+            p(
+                "runtime.onnxruntime_library".into(),
+                format!(
+                    "{e} (the set-up script extracts it from the onnxruntime wheel: `make setup`)"
+                ),
+            );
+        }
+    }
+    if r.queue_capacity == 0 || r.queue_capacity > 4096 {
+        p(
+            "runtime.queue_capacity".into(),
+            format!("must be 1..=4096 items, got {}", r.queue_capacity),
+        );
+    }
+    if r.intra_threads > 1024 {
+        p(
+            "runtime.intra_threads".into(),
+            format!("{} threads is not plausible", r.intra_threads),
+        );
+    }
+    out
+}
+
+/// Stream ids become metric labels and file names: keep them tame.
+fn check_stream_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 64 {
+        return Err(format!("must be 1 to 64 characters, got {}", id.len()));
+    }
+    match id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "_-.".contains(*c)))
+    {
+        Some(c) => Err(format!(
+            "`{id}` contains {c:?}: use letters, digits, `_`, `-` and `.`"
+        )),
+        None => Ok(()),
+    }
+}
+
+fn url_scheme(url: &str) -> Option<&str> {
+    let (scheme, _) = url.split_once("://")?;
+    (!scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '+'))
+    .then_some(scheme)
+}
+
+/// A file that exists, is a regular file and can be opened for reading.
+pub(crate) fn check_readable_file(path: &Path) -> Result<(), String> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("{}: {}", path.display(), describe_io(&e)))?;
+    if meta.is_dir() {
+        return Err(format!("{} is a directory, not a file", path.display()));
+    }
+    std::fs::File::open(path)
+        .map(|_| ())
+        .map_err(|e| format!("{}: {}", path.display(), describe_io(&e)))
+}
+
+fn describe_io(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    fn problems(yaml: &str) -> Vec<String> {
+        let l = parse(Path::new("t.yaml"), yaml).expect("parses");
+        validate(&l).into_iter().map(|p| p.to_string()).collect()
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_position() {
+        let yaml = "streams:\n  - id: 'bad id'\n    url: /nonexistent/a.mp4\naction:\n  enabled: false\n  frames: 0\n  smoother:\n    start_threshold: 0.2\n    end_threshold: 0.4\n";
+        let p = problems(yaml);
+        assert!(
+            p.iter()
+                .any(|s| s.starts_with("t.yaml:2:9: streams[0].id: `bad id` contains ' '")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|s| s
+                    .starts_with("t.yaml:3:10: streams[0].url: /nonexistent/a.mp4: no such file")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|s| s.starts_with("t.yaml:6:11: action.frames: must be 1..=1024")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|s| s.starts_with("t.yaml:9:20: action.smoother.end_threshold: 0.4 is above")),
+            "{p:?}"
+        );
+        assert_eq!(p.len(), 4, "{p:?}");
+    }
+
+    #[test]
+    fn an_enabled_action_branch_needs_a_model() {
+        let p = problems("streams:\n  - {id: a, url: /dev/null}\n");
+        assert!(
+            p.iter().any(|s| s.contains("action.model: is required")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn network_urls_are_refused_until_live_sources_exist() {
+        let p = problems(
+            "streams:\n  - {id: cam, url: 'rtsp://u:p@127.0.0.1/x'}\naction: {enabled: false}\n",
+        );
+        assert!(
+            p.iter()
+                .any(|s| s.contains("`rtsp://` sources are not supported yet")),
+            "{p:?}"
+        );
+    }
+}

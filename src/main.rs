@@ -1,0 +1,199 @@
+//! The `vigil` command line: a thin layer over the library.
+
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use vigil::config::Problems;
+use vigil::pipeline::{self, Prepared, RunOptions};
+
+/// Exit code for a config that fails its checks.
+const EXIT_CONFIG: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "vigil",
+    version,
+    about = "Video streams in, labelled events out"
+)]
+struct Cli {
+    /// Log filter (error, warn, info, debug, or tracing's directive syntax). Logs go to stderr.
+    #[arg(long, global = true, env = "VIGIL_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the pipeline until the files end or a signal arrives.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Never draw progress bars, even on a terminal.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Validate a config, its files, models and tensor shapes; exit 2 listing every problem.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Measurements for scripts/bench.py (each prints one JSON object).
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Decode a video file through the source stage.
+    Decode { file: PathBuf },
+    /// Time the action classifier on the first real clip of the config's first stream.
+    Classify {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Timed calls after one warm-up call.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Clips per call.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Write the input tensor (f32 little-endian) here, for a peer to use the same clip.
+        #[arg(long)]
+        dump_input: Option<PathBuf>,
+    },
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// Loads and checks a config, printing every problem.
+fn prepared(config: &Path) -> Result<Prepared, ExitCode> {
+    let report = |p: Problems| {
+        eprint!("{p}");
+        ExitCode::from(EXIT_CONFIG)
+    };
+    let loaded = vigil::config::load(config).map_err(report)?;
+    pipeline::prepare(loaded).map_err(report)
+}
+
+/// First signal: stop reading, drain, flush. Second: exit at once.
+fn install_signals(stop: Arc<AtomicBool>) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                use tokio::signal::unix::{signal, SignalKind};
+                let (Ok(mut int), Ok(mut term)) = (
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::terminate()),
+                ) else {
+                    tracing::warn!("cannot install signal handlers");
+                    return;
+                };
+                for n in 0.. {
+                    tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+                    if n == 0 {
+                        tracing::warn!(
+                            "stopping: finishing queued work (signal again to exit at once)"
+                        );
+                        stop.store(true, Ordering::SeqCst);
+                    } else {
+                        std::process::exit(130);
+                    }
+                }
+            })
+        })?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    let result = match cli.cmd {
+        Cmd::Check { config } => match prepared(&config) {
+            Ok(p) => {
+                let action = p.action.as_ref().map_or("off".to_string(), |a| {
+                    format!("{} ({} classes)", a.classifier.name, a.labels.len())
+                });
+                println!(
+                    "{}: ok ({} stream{}, action: {action})",
+                    config.display(),
+                    p.streams.len(),
+                    if p.streams.len() == 1 { "" } else { "s" }
+                );
+                Ok(())
+            }
+            Err(code) => return code,
+        },
+        Cmd::Run {
+            config,
+            no_progress,
+        } => {
+            let p = match prepared(&config) {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            let stop = Arc::new(AtomicBool::new(false));
+            if let Err(e) = install_signals(stop.clone()) {
+                tracing::warn!("cannot install signal handlers: {e}");
+            }
+            match pipeline::run(
+                p,
+                &RunOptions {
+                    progress: !no_progress,
+                },
+                stop,
+            ) {
+                Ok(s) if s.ok() => {
+                    tracing::info!("done: {} events", s.events);
+                    Ok(())
+                }
+                Ok(s) => {
+                    let mut problems: Vec<String> = s.stream_errors;
+                    problems.extend(s.inference_error);
+                    if s.sink_errors > 0 {
+                        problems.push(format!("{} failed sink writes", s.sink_errors));
+                    }
+                    Err(anyhow::anyhow!(
+                        "the run finished with errors ({} events written):\n  {}",
+                        s.events,
+                        problems.join("\n  ")
+                    ))
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Cmd::Bench(BenchCmd::Decode { file }) => {
+            vigil::bench::decode(&file).map(|v| println!("{v}"))
+        }
+        Cmd::Bench(BenchCmd::Classify {
+            config,
+            runs,
+            batch,
+            dump_input,
+        }) => match prepared(&config) {
+            Ok(p) => vigil::bench::classify(p, runs, batch.max(1), dump_input.as_deref())
+                .map(|v| println!("{v}")),
+            Err(code) => return code,
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! The events stage: turns classifier scores into segment events through each stream's
+//! smoother, adds stream events, and writes every event to every sink.
+
+use super::Summary;
+use crate::action::classifier::Scored;
+use crate::action::smoother::{Smoother, Transition};
+use crate::config::SmootherConfig;
+use crate::event::{Event, EventType, Payload, Sink};
+use crate::metrics::Metrics;
+use crate::source::{EndReason, StreamEnd};
+use crossbeam_channel::Receiver;
+use std::sync::Arc;
+
+/// Into the events stage.
+pub enum EventMsg {
+    /// A stream opened.
+    Up { stream: usize, detail: String },
+    /// Class probabilities for one clip.
+    Clip {
+        stream: usize,
+        span: crate::event::Span,
+        probs: Vec<f32>,
+    },
+    /// A stream ended; everything it produced has arrived before this.
+    End(StreamEnd),
+}
+
+impl From<Scored> for EventMsg {
+    fn from(s: Scored) -> EventMsg {
+        match s {
+            Scored::Clip {
+                stream,
+                span,
+                probs,
+            } => EventMsg::Clip {
+                stream,
+                span,
+                probs,
+            },
+            Scored::End(e) => EventMsg::End(e),
+        }
+    }
+}
+
+struct Writer<'a> {
+    sinks: Vec<Box<dyn Sink>>,
+    metrics: &'a Metrics,
+    summary: Summary,
+}
+
+impl Writer<'_> {
+    fn emit(&mut self, e: Event) {
+        let line = e.to_json();
+        self.metrics
+            .events_emitted
+            .with_label_values(&[e.kind.as_str()])
+            .inc();
+        self.summary.events += 1;
+        for s in &mut self.sinks {
+            if let Err(err) = s.write_line(&line) {
+                self.summary.sink_errors += 1;
+                self.metrics
+                    .sink_errors
+                    .with_label_values(&[s.name()])
+                    .inc();
+                tracing::error!(sink = s.name(), "cannot write event {}: {err}", e.id);
+            }
+        }
+    }
+}
+
+pub fn run(
+    rx: Receiver<EventMsg>,
+    sinks: Vec<Box<dyn Sink>>,
+    names: Vec<String>,
+    labels: Arc<Vec<String>>,
+    smoother: &SmootherConfig,
+    metrics: &Metrics,
+) -> Summary {
+    let mut smoothers: Vec<Smoother> = names.iter().map(|_| Smoother::new(smoother)).collect();
+    let mut w = Writer {
+        sinks,
+        metrics,
+        summary: Summary::default(),
+    };
+    let label = |i: usize| {
+        labels
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| format!("class {i}"))
+    };
+    for msg in rx.iter() {
+        match msg {
+            EventMsg::Up { stream, detail } => {
+                w.emit(Event::new(
+                    EventType::StreamUp,
+                    &names[stream],
+                    0.0,
+                    Payload::Stream {
+                        reason: "opened".into(),
+                        detail: Some(detail),
+                    },
+                ));
+            }
+            EventMsg::Clip {
+                stream,
+                span,
+                probs,
+            } => {
+                metrics
+                    .clips_classified
+                    .with_label_values(&[&names[stream]])
+                    .inc();
+                for t in smoothers[stream].push(span, &probs) {
+                    w.emit(transition_event(&names[stream], t, &label));
+                }
+            }
+            EventMsg::End(end) => {
+                let name = &names[end.stream];
+                for t in smoothers[end.stream].finish() {
+                    w.emit(transition_event(name, t, &label));
+                }
+                let detail = match &end.reason {
+                    EndReason::Error(msg) => {
+                        w.summary
+                            .stream_errors
+                            .push(format!("stream {name}: {msg}"));
+                        Some(msg.clone())
+                    }
+                    _ => None,
+                };
+                w.emit(Event::new(
+                    EventType::StreamDown,
+                    name,
+                    end.media_time,
+                    Payload::Stream {
+                        reason: end.reason.as_str().into(),
+                        detail,
+                    },
+                ));
+            }
+        }
+    }
+    for s in &mut w.sinks {
+        if let Err(err) = s.close() {
+            w.summary.sink_errors += 1;
+            tracing::error!(sink = s.name(), "cannot close: {err}");
+        }
+    }
+    w.summary
+}
+
+fn transition_event(stream: &str, t: Transition, label: &impl Fn(usize) -> String) -> Event {
+    match t {
+        Transition::Started {
+            label: l,
+            score,
+            clip,
+            segment,
+        } => Event::new(
+            EventType::ActionStarted,
+            stream,
+            segment.start,
+            Payload::Action {
+                label: label(l),
+                score,
+                clip,
+                segment,
+            },
+        ),
+        Transition::Ended {
+            label: l,
+            score,
+            clip,
+            segment,
+        } => Event::new(
+            EventType::ActionEnded,
+            stream,
+            segment.end,
+            Payload::Action {
+                label: label(l),
+                score,
+                clip,
+                segment,
+            },
+        ),
+    }
+}

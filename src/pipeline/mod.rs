@@ -1,0 +1,245 @@
+//! Wiring: [`prepare`] checks a config against the real files and models (what `vigil check`
+//! runs), [`run`] starts the threads and waits for them.
+//!
+//! ```text
+//! src-<id> ──StreamMsg──► act-<id> ──ClipMsg──► classifier ──► events ──► sinks
+//!  (decode)   bounded     (sample,    bounded   (batches all   (smoothers,
+//!                          crop, clip)           streams)        stream events)
+//! ```
+//! Every channel is bounded and every send blocks: recorded files lose nothing. Each message
+//! type carries its stream's end marker behind its last item, so a stage never has to guess
+//! whether more is coming.
+
+mod events;
+mod prepare;
+
+pub use events::EventMsg;
+pub use prepare::{prepare, Prepared, PreparedAction, PreparedStream};
+
+use crate::action::{self, classifier};
+use crate::event::open_sinks;
+use crate::metrics::{self, Metrics};
+use crate::source::file::FileReader;
+use crate::source::{run_reader, EndReason, Ended, StreamEnd, StreamMsg};
+use anyhow::Context;
+use crossbeam_channel::bounded;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+/// Choices that are not in the config file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Draw progress bars for files on stderr when it is a terminal.
+    pub progress: bool,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub events: u64,
+    /// One message per stream that ended in an error.
+    pub stream_errors: Vec<String>,
+    pub sink_errors: u64,
+    /// Set when the inference worker failed.
+    pub inference_error: Option<String>,
+}
+
+impl Summary {
+    pub fn ok(&self) -> bool {
+        self.stream_errors.is_empty() && self.sink_errors == 0 && self.inference_error.is_none()
+    }
+}
+
+fn spawn<T: Send + 'static>(
+    name: String,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> anyhow::Result<thread::JoinHandle<T>> {
+    thread::Builder::new()
+        .name(name.clone())
+        .spawn(f)
+        .with_context(|| format!("cannot start thread {name}"))
+}
+
+/// Runs the pipeline until every source has ended (or `stop` is set) and everything queued has
+/// reached the sinks.
+pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
+    let cfg = &p.loaded.config;
+    let metrics = Arc::new(Metrics::new());
+    let ids: Vec<&str> = p.streams.iter().map(|s| s.id.as_str()).collect();
+    metrics.init_streams(&ids, p.action.as_ref().map(|a| a.classifier.name.as_str()));
+    let _server = if cfg.metrics.enabled {
+        let server = metrics::serve(metrics.clone(), &cfg.metrics.listen)?;
+        tracing::info!("metrics on http://{}/metrics", server.addr);
+        Some(server)
+    } else {
+        None
+    };
+    let sinks = open_sinks(&cfg.sinks, |path| p.loaded.resolve(path))?;
+    let cap = cfg.runtime.queue_capacity;
+
+    // Events: enough room that stream and segment events never wait on a slow sink for long.
+    let (ev_tx, ev_rx) = bounded::<EventMsg>(cap * 16);
+    let names: Vec<String> = p.streams.iter().map(|s| s.id.clone()).collect();
+    let labels = p
+        .action
+        .as_ref()
+        .map(|a| a.labels.clone())
+        .unwrap_or_default();
+    let events = {
+        let (metrics, smoother) = (metrics.clone(), cfg.action.smoother.clone());
+        spawn("events".into(), move || {
+            events::run(ev_rx, sinks, names, labels, &smoother, &metrics)
+        })?
+    };
+
+    let mut handles = Vec::new();
+    let mut clip_tx = None;
+    let mut classifier_handle = None;
+    if let Some(a) = p.action {
+        let (tx, rx) = bounded::<classifier::ClipMsg>(cap);
+        let (ev, m, batch, wait) = (
+            ev_tx.clone(),
+            metrics.clone(),
+            cfg.action.max_batch,
+            Duration::from_millis(cfg.action.max_wait_ms),
+        );
+        classifier_handle = Some(spawn("classifier".into(), move || {
+            classifier::run(a.classifier, rx, ev, batch, wait, &m)
+        })?);
+        clip_tx = Some(tx);
+    }
+
+    let progress =
+        MultiProgress::with_draw_target(if opts.progress && std::io::stderr().is_terminal() {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        });
+    let style = ProgressStyle::with_template(
+        "{prefix:>12} [{bar:30}] {pos}/{len} frames  {per_sec}  eta {eta}",
+    )
+    .expect("valid template")
+    .progress_chars("=> ");
+
+    for (i, s) in p.streams.into_iter().enumerate() {
+        let mut outputs = Vec::new();
+        if let Some(tx) = &clip_tx {
+            let (ftx, frx) = bounded::<StreamMsg>(cap);
+            outputs.push(ftx);
+            let (tx, m, acfg, id) = (
+                tx.clone(),
+                metrics.clone(),
+                cfg.action.clone(),
+                s.id.clone(),
+            );
+            handles.push(spawn(format!("act-{}", s.id), move || {
+                let _span = tracing::info_span!("stream", stream = %id).entered();
+                action::run_stream(i, &id, frx, tx, &acfg, &m)
+            })?);
+        }
+        let bar = progress.add(
+            ProgressBar::new(s.info.frame_count)
+                .with_style(style.clone())
+                .with_prefix(s.id.clone()),
+        );
+        let (ev, m, stop) = (ev_tx.clone(), metrics.clone(), stop.clone());
+        handles.push(spawn(format!("src-{}", s.id), move || {
+            let _span = tracing::info_span!("stream", stream = %s.id).entered();
+            read_file(i, &s, &outputs, &ev, &m, &stop, &bar);
+            bar.finish_and_clear();
+        })?);
+    }
+    // The workers hold their own clones; dropping these lets each channel close when its
+    // producers finish.
+    drop(clip_tx);
+    drop(ev_tx);
+    metrics.ready.set(1);
+
+    for h in handles {
+        if h.join().is_err() {
+            anyhow::bail!("a stream thread panicked");
+        }
+    }
+    let inference_error = match classifier_handle.map(|h| h.join()) {
+        None | Some(Ok(Ok(()))) => None,
+        Some(Ok(Err(e))) => Some(e.to_string()),
+        Some(Err(_)) => Some("the classifier thread panicked".to_string()),
+    };
+    let mut summary = events
+        .join()
+        .map_err(|_| anyhow::anyhow!("the events thread panicked"))?;
+    summary.inference_error = inference_error;
+    if stop.load(Ordering::Relaxed) {
+        tracing::info!("stopped on request; everything queued was written");
+    }
+    Ok(summary)
+}
+
+/// The source thread for one file: announce, read to the end, pass the end marker on.
+fn read_file(
+    i: usize,
+    s: &PreparedStream,
+    outputs: &[crossbeam_channel::Sender<StreamMsg>],
+    ev: &crossbeam_channel::Sender<EventMsg>,
+    m: &Metrics,
+    stop: &AtomicBool,
+    bar: &ProgressBar,
+) {
+    let decoded = m.frames_decoded.with_label_values(&[&s.id]);
+    let up = m.stream_up.with_label_values(&[&s.id]);
+    let end = |media_time: f64, reason: EndReason| StreamEnd {
+        stream: i,
+        media_time,
+        reason,
+    };
+    let result = FileReader::open(&s.path)
+        .map_err(|e| e.to_string())
+        .and_then(|mut reader| {
+            let _ = ev.send(EventMsg::Up {
+                stream: i,
+                detail: format!(
+                    "{}x{} at {:.3} fps",
+                    s.info.width,
+                    s.info.height,
+                    reader_fps(&reader)
+                ),
+            });
+            up.set(1);
+            let r = run_reader(i, &mut reader, outputs, stop, |_| {
+                decoded.inc();
+                bar.inc(1);
+            });
+            up.set(0);
+            r.map_err(|e| e.to_string())
+        });
+    let marker = match result {
+        Ok(Ended::Eof { last_pts, .. }) => end(last_pts, EndReason::EndOfFile),
+        Ok(Ended::Stopped { last_pts, .. }) => end(last_pts, EndReason::Stopped),
+        Ok(Ended::Disconnected { last_pts, .. }) => end(
+            last_pts,
+            EndReason::Error("the pipeline stopped taking frames".into()),
+        ),
+        Err(e) => {
+            tracing::error!("{e}");
+            end(0.0, EndReason::Error(e))
+        }
+    };
+    // The end marker follows the frames through the branches; with no branch it goes straight
+    // to the events stage.
+    if outputs.is_empty() {
+        let _ = ev.send(EventMsg::End(marker));
+    } else {
+        for out in outputs {
+            let _ = out.send(StreamMsg::End(marker.clone()));
+        }
+    }
+}
+
+fn reader_fps(r: &FileReader) -> f64 {
+    use crate::source::FrameReader;
+    r.info().fps
+}

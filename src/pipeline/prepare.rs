@@ -1,0 +1,152 @@
+//! Everything `vigil check` verifies, done once and kept for the run: each file decodes, the
+//! runtime loads, the model loads on the chosen provider and its tensors fit the clip settings,
+//! and its label list matches its outputs.
+
+use crate::action::classifier::{self, Classifier};
+use crate::config::{validate, Loaded, Problem, Problems};
+use crate::infer::{self, InferError};
+use crate::source::file::FileReader;
+use crate::source::VideoInfo;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub struct PreparedStream {
+    pub id: String,
+    pub path: PathBuf,
+    pub info: VideoInfo,
+}
+
+pub struct PreparedAction {
+    pub classifier: Classifier,
+    pub labels: Arc<Vec<String>>,
+}
+
+/// A config whose every check passed, with its models loaded.
+pub struct Prepared {
+    pub loaded: Loaded,
+    pub streams: Vec<PreparedStream>,
+    pub action: Option<PreparedAction>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("file", &self.loaded.file)
+            .field("streams", &self.streams.len())
+            .field("action", &self.action.is_some())
+            .finish()
+    }
+}
+
+/// Reads a label file: one non-empty name per line.
+fn read_labels(path: &Path) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let labels: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
+    if let Some(i) = labels.iter().position(String::is_empty) {
+        if labels[i..].iter().any(|l| !l.is_empty()) {
+            return Err(format!("{}: line {} is empty", path.display(), i + 1));
+        }
+    }
+    Ok(labels.into_iter().filter(|l| !l.is_empty()).collect())
+}
+
+/// Runs every check; on success the result is ready to [`super::run`].
+pub fn prepare(loaded: Loaded) -> Result<Prepared, Problems> {
+    let mut problems = validate(&loaded);
+    let has_problem =
+        |problems: &[Problem], prefix: &str| problems.iter().any(|p| p.path.starts_with(prefix));
+    let c = &loaded.config;
+
+    let mut streams = Vec::new();
+    for (i, s) in c.streams.iter().enumerate() {
+        let at = format!("streams[{i}].url");
+        if has_problem(&problems, &at) {
+            continue;
+        }
+        let path = loaded.resolve(Path::new(&s.url));
+        match FileReader::probe(&path) {
+            Ok(info) => streams.push(PreparedStream {
+                id: s.id.clone(),
+                path,
+                info,
+            }),
+            Err(e) => problems.push(loaded.problem(at, e.to_string())),
+        }
+    }
+
+    let mut action = None;
+    if let (true, Some(m)) = (c.action.enabled, &c.action.model) {
+        if !has_problem(&problems, "action.model")
+            && !has_problem(&problems, "runtime.onnxruntime_library")
+        {
+            match load_action(&loaded, m) {
+                Ok(a) => action = Some(a),
+                Err(p) => problems.push(p),
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(Prepared {
+            loaded,
+            streams,
+            action,
+        })
+    } else {
+        Err(Problems(problems))
+    }
+}
+
+fn load_action(
+    loaded: &Loaded,
+    m: &crate::config::ActionModelConfig,
+) -> Result<PreparedAction, Problem> {
+    let c = &loaded.config;
+    let lib_path = infer::library_path(
+        c.runtime
+            .onnxruntime_library
+            .as_deref()
+            .map(|p| loaded.resolve(p))
+            .as_deref(),
+    )
+    .map_err(|e| loaded.problem("runtime.onnxruntime_library", e.to_string()))?;
+    let env = infer::environment(&lib_path)
+        .map_err(|e| loaded.problem("runtime.onnxruntime_library", e.to_string()))?;
+    let opts = infer::SessionOptions {
+        provider: c.runtime.execution_provider,
+        intra_threads: c.runtime.intra_threads,
+    };
+    let model = loaded.resolve(&m.path);
+    let (classifier, classes) = classifier::load(
+        &env,
+        model,
+        &m.input,
+        &m.output,
+        c.action.frames,
+        c.action.crop as usize,
+        &opts,
+    )
+    .map_err(|e| {
+        let at = match e {
+            InferError::Provider { .. } => "runtime.execution_provider",
+            InferError::Contract { .. } => "action.model",
+            _ => "action.model.path",
+        };
+        loaded.problem(at, e.to_string())
+    })?;
+    let labels_path = loaded.resolve(&m.labels);
+    let labels = read_labels(&labels_path).map_err(|e| loaded.problem("action.model.labels", e))?;
+    if labels.len() != classes {
+        return Err(loaded.problem(
+            "action.model.labels",
+            format!(
+                "{} has {} labels but the model has {classes} classes",
+                labels_path.display(),
+                labels.len()
+            ),
+        ));
+    }
+    Ok(PreparedAction {
+        classifier,
+        labels: Arc::new(labels),
+    })
+}
