@@ -169,10 +169,23 @@ pub fn load(
         .map_err(|e| contract(format!("output {e}")))?;
     let classes =
         o.dims[1].ok_or_else(|| contract(format!("output {o} has no fixed class count")))? as usize;
-    Ok((
-        Classifier::new(session, path, input, output, frames, side, classes),
-        classes,
-    ))
+    let model = path.clone();
+    let mut c = Classifier::new(session, path, input, output, frames, side, classes);
+    // Dynamic dimensions can still be too small for the network (I3D needs at least 9 frames):
+    // one call on a blank clip finds out now rather than on the first real clip.
+    let blank: super::clip::Crop = vec![0u8; side * side * 3].into();
+    let probe = Clip {
+        stream: 0,
+        index: 0,
+        frames: vec![blank; frames],
+        start: 0.0,
+        end: 0.0,
+    };
+    c.classify(&[&probe]).map_err(|e| InferError::Contract {
+        model,
+        reason: format!("does not accept a {frames}-frame clip of {side}x{side}: {e}"),
+    })?;
+    Ok((c, classes))
 }
 
 /// The worker loop; returns when every sender is gone, or on an inference error.

@@ -119,6 +119,18 @@ pub fn load(file: &Path) -> Result<Loaded, Problems> {
 
 /// Parses config text; `file` names it in problems and anchors relative paths.
 pub fn parse(file: &Path, text: &str) -> Result<Loaded, Problems> {
+    let blank = text
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
+    if blank {
+        let message = "the file is empty: a config needs at least a `streams:` list".to_string();
+        return Err(Problems(vec![Problem {
+            file: file.to_path_buf(),
+            pos: Pos { line: 1, col: 1 },
+            path: String::new(),
+            message,
+        }]));
+    }
     let locator = Locator::new(text);
     match serde_yaml::from_str::<Config>(text) {
         Ok(config) => Ok(Loaded {
@@ -146,9 +158,6 @@ fn from_serde(file: &Path, locator: &Locator, e: &serde_yaml::Error) -> Problem 
             path = head.to_string();
             message = rest.to_string();
         }
-    }
-    if message.is_empty() || message == "EOF while parsing a value" {
-        message = "the file is empty: a config needs at least a `streams:` list".into();
     }
     let pos = match e.location() {
         Some(l) => Pos {

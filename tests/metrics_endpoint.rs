@@ -1,0 +1,134 @@
+//! `/metrics` during a real run: Prometheus' own checker accepts it, and the counters move.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// A plain HTTP/1.1 GET; returns status code and body.
+fn try_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .ok_or(std::io::ErrorKind::InvalidData)?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or(std::io::ErrorKind::InvalidData)?;
+    Ok((code, body.to_string()))
+}
+
+fn get(addr: &str, path: &str) -> (u16, String) {
+    try_get(addr, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+fn value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+#[test]
+fn metrics_pass_promtool_and_count_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "streams:\n  - id: bunny\n    url: {}\n{}metrics:\n  listen: 127.0.0.1:0\n",
+        built("media/bigbuckbunny.mp4").display(),
+        model_yaml()
+    );
+    let config = write_config(dir.path(), &yaml);
+    let mut child = vigil()
+        .args(["run", "--no-progress", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("vigil ended before announcing its metrics address")
+            .unwrap();
+        if let Some(rest) = line.split("metrics on http://").nth(1) {
+            break rest.trim_end_matches("/metrics").to_string();
+        }
+    };
+    assert!(
+        addr.starts_with("127.0.0.1:"),
+        "listens on loopback by default: {addr}"
+    );
+    // The I3D run on this file takes many seconds; scrape while it works.
+    let (code, during) = get(&addr, "/metrics");
+    assert_eq!(code, 200);
+    assert_eq!(get(&addr, "/healthz").0, 200);
+    assert_eq!(
+        get(&addr, "/readyz").0,
+        200,
+        "models are loaded before the server starts"
+    );
+    let text_file = dir.path().join("metrics.txt");
+    std::fs::write(&text_file, &during).unwrap();
+    let promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&text_file).unwrap())
+        .output()
+        .expect("promtool (Debian package prometheus, installed by the set-up)");
+    assert!(
+        promtool.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&promtool.stdout),
+        String::from_utf8_lossy(&promtool.stderr)
+    );
+    for name in [
+        "vigil_frames_decoded_total",
+        "vigil_frames_sampled_total",
+        "vigil_clips_classified_total",
+        "vigil_events_emitted_total",
+        "vigil_inference_seconds_bucket",
+        "vigil_queue_depth_items",
+        "vigil_build_info",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(during.contains(name), "{name} missing from\n{during}");
+    }
+    // Scrape again near the end: decoding is done by then, so all 132 frames are counted.
+    let mut last = during;
+    while let Ok((200, text)) = try_get(&addr, "/metrics") {
+        last = text;
+        if value(&last, "vigil_clips_classified_total{stream=\"bunny\"}") >= 7.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        value(&last, "vigil_frames_decoded_total{stream=\"bunny\"}"),
+        132.0
+    );
+    assert_eq!(
+        value(&last, "vigil_frames_sampled_total{stream=\"bunny\"}"),
+        132.0,
+        "25 fps in, 25 fps out"
+    );
+    assert!(
+        value(
+            &last,
+            "vigil_inference_seconds_count{model=\"i3d_kinetics400\"}"
+        ) >= 1.0
+    );
+    let status = child.wait().unwrap();
+    assert!(status.success());
+}
