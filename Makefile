@@ -2,7 +2,7 @@
 # Both run the idempotent set-up first. Set CARGO_TARGET_DIR to share a build cache.
 CARGO ?= cargo
 
-.PHONY: setup build run check test bench
+.PHONY: setup build run check test bench parity
 
 setup:
 	./scripts/setup.sh
@@ -21,3 +21,9 @@ test: setup
 
 bench: build
 	python3 scripts/bench.py
+
+# Opt-in: the converted I3D against the original Flax model (installs JAX; about 1 GB).
+parity: setup
+	python3 -m venv $${VIGIL_CACHE:-$$HOME/.cache/vigil}/parity-venv
+	$${VIGIL_CACHE:-$$HOME/.cache/vigil}/parity-venv/bin/pip install -q -r models/requirements-parity.txt
+	$${VIGIL_CACHE:-$$HOME/.cache/vigil}/parity-venv/bin/python models/check_i3d_parity.py --cache $${VIGIL_CACHE:-$$HOME/.cache/vigil}/downloads --out build

@@ -58,7 +58,7 @@ impl Preprocess {
         let step = self
             .resized
             .mat_step()
-            .get(0)
+            .first()
             .copied()
             .unwrap_or(w as usize * 3);
         let data = self.resized.data_bytes()?;
