@@ -8,7 +8,7 @@ mod http;
 pub use http::{serve, MetricsServer};
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 /// Every metric vigil exports.
@@ -182,9 +182,4 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
     }
-}
-
-/// A histogram timer that observes on drop.
-pub fn time(h: &Histogram) -> prometheus::HistogramTimer {
-    h.start_timer()
 }

@@ -42,6 +42,13 @@ impl From<Scored> for EventMsg {
     }
 }
 
+/// A stream's progress bar (hidden unless stderr is a terminal) and its frame rate, to turn
+/// media time into frames.
+pub struct Progress {
+    pub bar: indicatif::ProgressBar,
+    pub fps: f64,
+}
+
 struct Writer<'a> {
     sinks: Vec<Box<dyn Sink>>,
     metrics: &'a Metrics,
@@ -74,6 +81,7 @@ pub fn run(
     sinks: Vec<Box<dyn Sink>>,
     names: Vec<String>,
     labels: Arc<Vec<String>>,
+    progress: Vec<Progress>,
     smoother: &SmootherConfig,
     metrics: &Metrics,
 ) -> Summary {
@@ -111,11 +119,16 @@ pub fn run(
                     .clips_classified
                     .with_label_values(&[&names[stream]])
                     .inc();
+                let p = &progress[stream];
+                let frames = (span.end * p.fps).round() as u64;
+                p.bar.set_position(frames.min(p.bar.length().unwrap_or(0)));
                 for t in smoothers[stream].push(span, &probs) {
                     w.emit(transition_event(&names[stream], t, &label));
                 }
             }
             EventMsg::End(end) => {
+                progress[end.stream].bar.finish_and_clear();
+                progress[end.stream].bar.finish_and_clear();
                 let name = &names[end.stream];
                 for t in smoothers[end.stream].finish() {
                     w.emit(transition_event(name, t, &label));

@@ -89,10 +89,39 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
         .as_ref()
         .map(|a| a.labels.clone())
         .unwrap_or_default();
+    // Progress is what has been classified, not what has been decoded: decoding runs ahead by
+    // the queues' depth, which on a short file is all of it.
+    let progress =
+        MultiProgress::with_draw_target(if opts.progress && std::io::stderr().is_terminal() {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        });
+    let style = ProgressStyle::with_template(
+        "{prefix:>12} [{bar:30}] {pos}/{len} frames  {per_sec}  eta {eta}",
+    )
+    .expect("valid template")
+    .progress_chars("=> ");
+    let bars: Vec<events::Progress> = p
+        .streams
+        .iter()
+        .map(|s| events::Progress {
+            bar: progress.add(
+                ProgressBar::new(s.info.frame_count)
+                    .with_style(style.clone())
+                    .with_prefix(s.id.clone()),
+            ),
+            fps: s.info.fps,
+        })
+        .collect();
+    let decode_bars: Vec<Option<ProgressBar>> = bars
+        .iter()
+        .map(|b| p.action.is_none().then(|| b.bar.clone()))
+        .collect();
     let events = {
         let (metrics, smoother) = (metrics.clone(), cfg.action.smoother.clone());
         spawn("events".into(), move || {
-            events::run(ev_rx, sinks, names, labels, &smoother, &metrics)
+            events::run(ev_rx, sinks, names, labels, bars, &smoother, &metrics)
         })?
     };
 
@@ -113,19 +142,7 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
         clip_tx = Some(tx);
     }
 
-    let progress =
-        MultiProgress::with_draw_target(if opts.progress && std::io::stderr().is_terminal() {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        });
-    let style = ProgressStyle::with_template(
-        "{prefix:>12} [{bar:30}] {pos}/{len} frames  {per_sec}  eta {eta}",
-    )
-    .expect("valid template")
-    .progress_chars("=> ");
-
-    for (i, s) in p.streams.into_iter().enumerate() {
+    for ((i, s), bar) in p.streams.into_iter().enumerate().zip(decode_bars) {
         let mut outputs = Vec::new();
         if let Some(tx) = &clip_tx {
             let (ftx, frx) = bounded::<StreamMsg>(cap);
@@ -141,16 +158,10 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
                 action::run_stream(i, &id, frx, tx, &acfg, &m)
             })?);
         }
-        let bar = progress.add(
-            ProgressBar::new(s.info.frame_count)
-                .with_style(style.clone())
-                .with_prefix(s.id.clone()),
-        );
         let (ev, m, stop) = (ev_tx.clone(), metrics.clone(), stop.clone());
         handles.push(spawn(format!("src-{}", s.id), move || {
             let _span = tracing::info_span!("stream", stream = %s.id).entered();
-            read_file(i, &s, &outputs, &ev, &m, &stop, &bar);
-            bar.finish_and_clear();
+            read_file(i, &s, &outputs, &ev, &m, &stop, bar.as_ref());
         })?);
     }
     // The workers hold their own clones; dropping these lets each channel close when its
@@ -187,7 +198,7 @@ fn read_file(
     ev: &crossbeam_channel::Sender<EventMsg>,
     m: &Metrics,
     stop: &AtomicBool,
-    bar: &ProgressBar,
+    bar: Option<&ProgressBar>,
 ) {
     let decoded = m.frames_decoded.with_label_values(&[&s.id]);
     let up = m.stream_up.with_label_values(&[&s.id]);
@@ -205,7 +216,9 @@ fn read_file(
         up.set(1);
         let ended = run_reader(i, &mut reader, outputs, stop, |_| {
             decoded.inc();
-            bar.inc(1);
+            if let Some(bar) = bar {
+                bar.inc(1);
+            }
         });
         up.set(0);
         ended

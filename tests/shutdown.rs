@@ -1,0 +1,69 @@
+//! A signal mid-run: vigil stops reading, finishes what is queued, closes every segment and
+//! exits 0 with complete JSON lines.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+#[test]
+fn sigint_mid_run_drains_and_exits_0_with_complete_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("events.jsonl");
+    let yaml = format!(
+        "streams:\n  - id: bunny\n    url: {}\n{}  frames: 16\n  stride: 8\n  smoother: {{min_duration_ms: 0}}\nsinks:\n  - type: file\n    path: {}\nmetrics: {{enabled: false}}\n{}",
+        built("media/bigbuckbunny.mp4").display(),
+        action_yaml(),
+        jsonl.display(),
+        runtime_yaml()
+    );
+    let config = write_config(dir.path(), &yaml);
+    let mut child = vigil()
+        .args(["run", "--no-progress", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = child.stderr.take().unwrap();
+    // Wait until the first segment is out, then interrupt: clips are still queued by then.
+    while !std::fs::read_to_string(&jsonl)
+        .unwrap_or_default()
+        .contains("action.started")
+    {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "vigil ended before the signal"
+        );
+    }
+    let st = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let logs: Vec<String> = BufReader::new(err).lines().map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit {status:?}\n{}", logs.join("\n"));
+    assert!(logs.iter().any(|l| l.contains("stopping")), "{logs:?}");
+
+    let text = std::fs::read_to_string(&jsonl).unwrap();
+    assert!(text.ends_with('\n'), "the last line is complete");
+    let ev = events(&text);
+    let down = ev.last().unwrap();
+    assert_eq!(
+        (down["type"].as_str(), down["reason"].as_str()),
+        (Some("stream.down"), Some("shutdown")),
+        "{ev:#?}"
+    );
+    assert!(
+        down["media_time"].as_f64().unwrap() < 5.2,
+        "it stopped before the end of the file: {down}"
+    );
+    assert_eq!(
+        of_type(&ev, "action.started").len(),
+        of_type(&ev, "action.ended").len(),
+        "every segment is closed"
+    );
+}
