@@ -41,9 +41,139 @@ enum Cmd {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Enrol people from photos and ask who is who (one-shot face gallery).
+    #[command(subcommand)]
+    Gallery(GalleryCmd),
     /// Measurements for scripts/bench.py (each prints one JSON object).
     #[command(subcommand)]
     Bench(BenchCmd),
+}
+
+#[derive(clap::Args)]
+struct GalleryArgs {
+    /// The config whose `faces` and `gallery` sections to use.
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum GalleryCmd {
+    /// Add a person from one photo or more (each must show one face, or name it with --face).
+    Enroll {
+        #[command(flatten)]
+        g: GalleryArgs,
+        #[arg(long)]
+        name: String,
+        /// Which face to take from photos with several, largest first from 0.
+        #[arg(long)]
+        face: Option<usize>,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// List enrolled people.
+    List {
+        #[command(flatten)]
+        g: GalleryArgs,
+    },
+    /// Remove a person.
+    Remove {
+        #[command(flatten)]
+        g: GalleryArgs,
+        #[arg(long)]
+        name: String,
+    },
+    /// Who is each face in the photo? (1:N)
+    Identify {
+        #[command(flatten)]
+        g: GalleryArgs,
+        /// Candidates listed per face.
+        #[arg(long, default_value_t = 3)]
+        top: usize,
+        image: PathBuf,
+    },
+    /// Is the face in the photo this person? (1:1) Exit 0 for the same person, 3 for another.
+    Verify {
+        #[command(flatten)]
+        g: GalleryArgs,
+        #[arg(long)]
+        name: String,
+        /// Which face to check in a photo with several, largest first from 0 (default 0).
+        #[arg(long)]
+        face: Option<usize>,
+        image: PathBuf,
+    },
+}
+
+/// Exit code of `gallery verify` when the face is someone else.
+const EXIT_DIFFERENT: u8 = 3;
+
+fn gallery(cmd: GalleryCmd) -> ExitCode {
+    use vigil::gallery::ops;
+    let g = match &cmd {
+        GalleryCmd::Enroll { g, .. } | GalleryCmd::List { g } | GalleryCmd::Remove { g, .. } | GalleryCmd::Identify { g, .. } | GalleryCmd::Verify { g, .. } => g,
+    };
+    let json = g.json;
+    let mut s = match ops::open(&g.config) {
+        Ok(s) => s,
+        Err(p) => {
+            eprint!("{p}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let result = match &cmd {
+        GalleryCmd::Enroll { name, face, images, .. } => s.enroll(name, images, *face),
+        GalleryCmd::List { .. } => Ok(s.list()),
+        GalleryCmd::Remove { name, .. } => s.remove(name),
+        GalleryCmd::Identify { top, image, .. } => s.identify(image, (*top).max(1)),
+        GalleryCmd::Verify { name, face, image, .. } => s.verify(name, image, *face),
+    };
+    let v = match result {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        println!("{v}");
+    } else {
+        print_gallery_text(&cmd, &v);
+    }
+    match cmd {
+        GalleryCmd::Verify { .. } if v["same"] == false => ExitCode::from(EXIT_DIFFERENT),
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+fn print_gallery_text(cmd: &GalleryCmd, v: &serde_json::Value) {
+    let f = |x: &serde_json::Value| x.as_f64().map_or("-".into(), |d| format!("{d:.3}"));
+    match cmd {
+        GalleryCmd::Enroll { .. } => println!("enrolled {} ({} embedding(s) in total) in {}", v["enrolled"], v["embeddings"], v["gallery"]),
+        GalleryCmd::List { .. } => {
+            for p in v["people"].as_array().into_iter().flatten() {
+                println!("{}\t{} embedding(s)", p["name"].as_str().unwrap_or(""), p["embeddings"]);
+            }
+        }
+        GalleryCmd::Remove { .. } => println!("removed {}", v["removed"]),
+        GalleryCmd::Identify { .. } => {
+            let faces = v["faces"].as_array().cloned().unwrap_or_default();
+            if faces.is_empty() {
+                println!("no face found");
+            }
+            for face in faces {
+                let who = face["identity"].as_str().unwrap_or("unknown");
+                let cands: Vec<String> = face["candidates"].as_array().into_iter().flatten().map(|c| format!("{} {}", c["identity"].as_str().unwrap_or(""), f(&c["distance"]))).collect();
+                println!("{} at {}: {}", who, face["box"], cands.join(", "));
+            }
+        }
+        GalleryCmd::Verify { .. } => {
+            let verdict = if v["same"] == true { "same person" } else { "different person" };
+            println!("{verdict}: distance {} to {} (threshold {})", f(&v["distance"]), v["identity"], f(&v["threshold"]));
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -177,6 +307,7 @@ fn main() -> ExitCode {
                 Err(e) => Err(e),
             }
         }
+        Cmd::Gallery(cmd) => return gallery(cmd),
         Cmd::Bench(BenchCmd::Decode { file }) => {
             vigil::bench::decode(&file).map(|v| println!("{v}"))
         }

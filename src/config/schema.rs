@@ -13,6 +13,12 @@ pub struct Config {
     /// The action branch: sampler, clip window, model, smoother.
     #[serde(default)]
     pub action: ActionConfig,
+    /// The face branch: detector, embedder, tracker, matching.
+    #[serde(default)]
+    pub faces: FacesConfig,
+    /// Where the one-shot gallery lives.
+    #[serde(default)]
+    pub gallery: GalleryConfig,
     /// Where events go. Default: stdout only.
     #[serde(default = "default_sinks")]
     pub sinks: Vec<SinkConfig>,
@@ -206,5 +212,134 @@ impl ExecutionProvider {
             ExecutionProvider::Cuda => "cuda",
             ExecutionProvider::Tensorrt => "tensorrt",
         }
+    }
+}
+
+/// The face branch.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FacesConfig {
+    /// Run the branch. Default false.
+    pub enabled: bool,
+    /// Frames per second the face sampler keeps from each stream (nearest frame by timestamp);
+    /// 0 keeps every decoded frame. Default 5.
+    pub sample_fps: f64,
+    /// The face detector. Required when the branch is enabled (or for `vigil gallery`).
+    pub detector: Option<DetectorConfig>,
+    /// The face embedder. Required when the branch is enabled (or for `vigil gallery`).
+    pub embedder: Option<EmbedderConfig>,
+    /// Euclidean distance below which a face matches an enrolled person. Default 0.6.
+    pub match_threshold: f32,
+    /// Following faces across frames.
+    pub tracker: TrackerConfig,
+    /// Folder for a JPEG of each reported face; its path goes in the event. Default: none.
+    pub snapshots: Option<PathBuf>,
+}
+
+impl Default for FacesConfig {
+    fn default() -> Self {
+        FacesConfig {
+            enabled: false,
+            sample_fps: 5.0,
+            detector: None,
+            embedder: None,
+            match_threshold: 0.6,
+            tracker: TrackerConfig::default(),
+            snapshots: None,
+        }
+    }
+}
+
+/// A face detector with five landmarks; chosen by `type:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum DetectorConfig {
+    /// The MTCNN cascade of three ONNX networks.
+    Mtcnn {
+        /// P-Net `.onnx` (fully convolutional, any size).
+        pnet: PathBuf,
+        /// R-Net `.onnx` (24x24 crops).
+        rnet: PathBuf,
+        /// O-Net `.onnx` (48x48 crops, landmarks).
+        onet: PathBuf,
+        /// Smallest face searched for, pixels. Default 20.
+        #[serde(default = "default_min_face")]
+        min_face_px: f32,
+        /// Pyramid scale step. Default 0.709.
+        #[serde(default = "default_scale_factor")]
+        scale_factor: f32,
+        /// P-Net, R-Net and O-Net thresholds. Default [0.6, 0.7, 0.7].
+        #[serde(default = "default_thresholds")]
+        thresholds: [f32; 3],
+        /// Faces below this final probability are ignored. Default 0.95.
+        #[serde(default = "default_min_probability")]
+        min_probability: f32,
+    },
+}
+
+fn default_min_face() -> f32 {
+    20.0
+}
+fn default_scale_factor() -> f32 {
+    0.709
+}
+fn default_thresholds() -> [f32; 3] {
+    [0.6, 0.7, 0.7]
+}
+fn default_min_probability() -> f32 {
+    0.95
+}
+
+/// An ONNX face embedder taking `[N, 3, S, S]` RGB 0..255 chips.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedderConfig {
+    /// The `.onnx` file. Required.
+    pub path: PathBuf,
+    /// Input tensor name. Default `rgb`.
+    #[serde(default = "default_input")]
+    pub input: String,
+    /// Output tensor name. Default `descriptor`.
+    #[serde(default = "default_descriptor")]
+    pub output: String,
+}
+
+fn default_descriptor() -> String {
+    "descriptor".into()
+}
+
+/// Face tracks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrackerConfig {
+    /// Smallest box overlap (intersection over union) that continues a track. Default 0.3.
+    pub iou_threshold: f32,
+    /// A track unseen this long is closed, milliseconds of media time. Default 1000.
+    pub max_gap_ms: u64,
+    /// Most embeddings computed per track. Default 5.
+    pub embeds_per_track: usize,
+    /// Embeddings gathered before a track's first decision. Default 3.
+    pub decide_after: usize,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig { iou_threshold: 0.3, max_gap_ms: 1000, embeds_per_track: 5, decide_after: 3 }
+    }
+}
+
+/// The one-shot gallery.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GalleryConfig {
+    /// The gallery file (created by the first `vigil gallery enroll`). Default `gallery.json`.
+    pub path: PathBuf,
+    /// Images with more pixels than this are refused before decoding. Default 40000000.
+    pub max_image_pixels: u64,
+}
+
+impl Default for GalleryConfig {
+    fn default() -> Self {
+        GalleryConfig { path: PathBuf::from("gallery.json"), max_image_pixels: 40_000_000 }
     }
 }

@@ -1,7 +1,7 @@
 //! Checks that need no model and no decoder: ranges, names, and that the named files exist.
 //! Decoding a stream's first frame and loading the model are done by `pipeline::prepare`.
 
-use super::{Loaded, Problem, SinkConfig};
+use super::{DetectorConfig, Loaded, Problem, SinkConfig};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -116,6 +116,8 @@ pub fn validate(l: &Loaded) -> Vec<Problem> {
         );
     }
 
+    let faces = validate_faces(l);
+
     let mut files = HashSet::new();
     for (i, sink) in c.sinks.iter().enumerate() {
         if let SinkConfig::File { path } = sink {
@@ -183,6 +185,80 @@ pub fn validate(l: &Loaded) -> Vec<Problem> {
             "runtime.intra_threads".into(),
             format!("{} threads is not plausible", r.intra_threads),
         );
+    }
+    out.extend(faces);
+    out
+}
+
+/// The face branch and gallery sections: checked for runs with faces on and for every
+/// `vigil gallery` command.
+pub fn validate_faces(l: &Loaded) -> Vec<Problem> {
+    let f = &l.config.faces;
+    let mut out = Vec::new();
+    let mut p = |path: &str, msg: String| out.push(l.problem(path, msg));
+    let needed = f.enabled || l.config.faces.detector.is_some() || l.config.faces.embedder.is_some();
+    if needed {
+        match &f.detector {
+            None => p("faces.detector", "is required for the face branch (`type: mtcnn` with `pnet`, `rnet`, `onet`)".into()),
+            Some(DetectorConfig::Mtcnn { pnet, rnet, onet, min_face_px, scale_factor, thresholds, min_probability }) => {
+                for (name, path) in [("pnet", pnet), ("rnet", rnet), ("onet", onet)] {
+                    if let Err(e) = check_readable_file(&l.resolve(path)) {
+                        p(&format!("faces.detector.{name}"), format!("{e} (the set-up script builds the default models: `make setup`)"));
+                    }
+                }
+                if !(*min_face_px >= 12.0 && *min_face_px <= 10_000.0) {
+                    p("faces.detector.min_face_px", format!("must be 12..=10000 pixels, got {min_face_px}"));
+                }
+                if !(*scale_factor > 0.1 && *scale_factor < 0.95) {
+                    p("faces.detector.scale_factor", format!("must be between 0.1 and 0.95, got {scale_factor}"));
+                }
+                for v in thresholds.iter().chain([min_probability]) {
+                    if !(0.0..=1.0).contains(v) {
+                        p("faces.detector", format!("thresholds and min_probability are probabilities in 0..1, got {v}"));
+                    }
+                }
+            }
+        }
+        match &f.embedder {
+            None => p("faces.embedder", "is required for the face branch (give `path:`)".into()),
+            Some(e) => {
+                if let Err(e) = check_readable_file(&l.resolve(&e.path)) {
+                    p("faces.embedder.path", format!("{e} (the set-up script builds the default models: `make setup`)"));
+                }
+            }
+        }
+    }
+    if !(f.sample_fps.is_finite() && f.sample_fps >= 0.0 && f.sample_fps <= 1000.0) {
+        p("faces.sample_fps", format!("must be 0 (every frame) up to 1000 frames per second, got {}", f.sample_fps));
+    }
+    if !(f.match_threshold > 0.0 && f.match_threshold.is_finite()) {
+        p("faces.match_threshold", format!("must be a positive distance, got {}", f.match_threshold));
+    }
+    let t = &f.tracker;
+    if !(0.0..=1.0).contains(&t.iou_threshold) || t.iou_threshold == 0.0 {
+        p("faces.tracker.iou_threshold", format!("must be in (0, 1], got {}", t.iou_threshold));
+    }
+    if t.embeds_per_track == 0 {
+        p("faces.tracker.embeds_per_track", "must be at least 1".into());
+    }
+    if t.decide_after == 0 || t.decide_after > t.embeds_per_track {
+        p("faces.tracker.decide_after", format!("must be 1..=embeds_per_track ({}), got {}", t.embeds_per_track, t.decide_after));
+    }
+    if let Some(dir) = &f.snapshots {
+        if !l.resolve(dir).is_dir() {
+            p("faces.snapshots", format!("{} is not an existing folder", l.resolve(dir).display()));
+        }
+    }
+    let g = l.resolve(&l.config.gallery.path);
+    if g.is_dir() {
+        p("gallery.path", format!("{} is a directory", g.display()));
+    } else if let Some(dir) = g.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            p("gallery.path", format!("folder {} does not exist", dir.display()));
+        }
+    }
+    if l.config.gallery.max_image_pixels == 0 {
+        p("gallery.max_image_pixels", "must be at least 1".into());
     }
     out
 }

@@ -13,6 +13,10 @@ pub enum EventType {
     ActionStarted,
     #[serde(rename = "action.ended")]
     ActionEnded,
+    #[serde(rename = "face.identified")]
+    FaceIdentified,
+    #[serde(rename = "face.unknown")]
+    FaceUnknown,
     #[serde(rename = "stream.up")]
     StreamUp,
     #[serde(rename = "stream.down")]
@@ -20,9 +24,11 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 4] = [
+    pub const ALL: [EventType; 6] = [
         EventType::ActionStarted,
         EventType::ActionEnded,
+        EventType::FaceIdentified,
+        EventType::FaceUnknown,
         EventType::StreamUp,
         EventType::StreamDown,
     ];
@@ -31,6 +37,8 @@ impl EventType {
         match self {
             EventType::ActionStarted => "action.started",
             EventType::ActionEnded => "action.ended",
+            EventType::FaceIdentified => "face.identified",
+            EventType::FaceUnknown => "face.unknown",
             EventType::StreamUp => "stream.up",
             EventType::StreamDown => "stream.down",
         }
@@ -65,11 +73,37 @@ pub enum Payload {
         /// The whole segment so far: first clip start to last clip end.
         segment: Span,
     },
+    Face {
+        /// The enrolled person (absent for `face.unknown`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        identity: Option<String>,
+        /// Euclidean distance to the nearest enrolled person (absent with an empty gallery).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        distance: Option<f32>,
+        /// The next nearest person, to judge how clear the decision was.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        runner_up: Option<RunnerUp>,
+        /// Per-stream track number.
+        track_id: u64,
+        /// `[x1, y1, x2, y2]` in source pixels.
+        #[serde(rename = "box")]
+        bbox: [f32; 4],
+        /// JPEG of the face, when `faces.snapshots` is set.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        snapshot: Option<String>,
+    },
     Stream {
         reason: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         detail: Option<String>,
     },
+}
+
+/// The second nearest enrolled person.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunnerUp {
+    pub identity: String,
+    pub distance: f32,
 }
 
 /// One event, one JSON line.

@@ -16,8 +16,11 @@ pub struct Metrics {
     pub registry: Registry,
     /// Frames read from the source, per stream.
     pub frames_decoded: IntCounterVec,
-    /// Frames the action sampler kept, per stream (a frame kept twice counts twice).
+    /// Frames a branch's sampler kept, per stream and stage (`action`, `faces`); a frame kept
+    /// twice counts twice.
     pub frames_sampled: IntCounterVec,
+    /// Faces found by the detector, per stream.
+    pub faces_detected: IntCounterVec,
     /// Clips that went through the classifier, per stream.
     pub clips_classified: IntCounterVec,
     /// Events handed to the sinks, per event type.
@@ -53,7 +56,12 @@ impl Metrics {
         );
         let frames_sampled = counter(
             "vigil_frames_sampled_total",
-            "Frames kept by the action sampler.",
+            "Frames kept by a branch's sampler.",
+            &["stream", "stage"],
+        );
+        let faces_detected = counter(
+            "vigil_faces_detected_total",
+            "Faces found by the face detector.",
             &["stream"],
         );
         let clips_classified = counter(
@@ -139,6 +147,7 @@ impl Metrics {
             registry,
             frames_decoded,
             frames_sampled,
+            faces_detected,
             clips_classified,
             events_emitted,
             sink_errors,
@@ -152,19 +161,30 @@ impl Metrics {
 
     /// Prepares the label sets that exist from the start, so every series shows 0 rather than
     /// appearing only once something happens.
-    pub fn init_streams(&self, streams: &[&str], model: Option<&str>) {
+    pub fn init_streams(&self, streams: &[&str], stages: &[&str], models: &[&str]) {
         for s in streams {
             self.frames_decoded.with_label_values(&[s]);
-            self.frames_sampled.with_label_values(&[s]);
-            self.clips_classified.with_label_values(&[s]);
+            for stage in stages {
+                self.frames_sampled.with_label_values(&[s, stage]);
+            }
+            if stages.contains(&"action") {
+                self.clips_classified.with_label_values(&[s]);
+            }
+            if stages.contains(&"faces") {
+                self.faces_detected.with_label_values(&[s]);
+            }
             self.stream_up.with_label_values(&[s]);
         }
         for t in crate::event::EventType::ALL {
             self.events_emitted.with_label_values(&[t.as_str()]);
         }
-        if let Some(m) = model {
+        for m in models {
             self.inference_seconds.with_label_values(&[m]);
             self.inference_batch.with_label_values(&[m]);
+        }
+        for stage in stages {
+            let queue = if *stage == "action" { "classifier" } else { stage };
+            self.queue_depth.with_label_values(&[queue]);
         }
     }
 

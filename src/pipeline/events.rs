@@ -21,8 +21,12 @@ pub enum EventMsg {
         span: crate::event::Span,
         probs: Vec<f32>,
     },
-    /// A stream ended; everything it produced has arrived before this.
+    /// A stream ended in the action branch; its clips have all arrived before this.
     End(StreamEnd),
+    /// A stream ended in the face branch; its face events have all arrived before this.
+    FaceEnd(StreamEnd),
+    /// An event made elsewhere (the face branch), written as is.
+    Emit(Event),
 }
 
 impl From<Scored> for EventMsg {
@@ -82,10 +86,12 @@ pub fn run(
     names: Vec<String>,
     labels: Arc<Vec<String>>,
     progress: Vec<Progress>,
+    branches: usize,
     smoother: &SmootherConfig,
     metrics: &Metrics,
 ) -> Summary {
     let mut smoothers: Vec<Smoother> = names.iter().map(|_| Smoother::new(smoother)).collect();
+    let mut pending: Vec<Pending> = names.iter().map(|_| Pending::default()).collect();
     let mut w = Writer {
         sinks,
         metrics,
@@ -126,31 +132,15 @@ pub fn run(
                     w.emit(transition_event(&names[stream], t, &label));
                 }
             }
+            EventMsg::Emit(e) => w.emit(e),
             EventMsg::End(end) => {
-                progress[end.stream].bar.finish_and_clear();
-                progress[end.stream].bar.finish_and_clear();
-                let name = &names[end.stream];
                 for t in smoothers[end.stream].finish() {
-                    w.emit(transition_event(name, t, &label));
+                    w.emit(transition_event(&names[end.stream], t, &label));
                 }
-                let detail = match &end.reason {
-                    EndReason::Error(msg) => {
-                        w.summary
-                            .stream_errors
-                            .push(format!("stream {name}: {msg}"));
-                        Some(msg.clone())
-                    }
-                    _ => None,
-                };
-                w.emit(Event::new(
-                    EventType::StreamDown,
-                    name,
-                    end.media_time,
-                    Payload::Stream {
-                        reason: end.reason.as_str().into(),
-                        detail,
-                    },
-                ));
+                ended(&mut w, &mut pending[end.stream], end, &names, &progress, branches);
+            }
+            EventMsg::FaceEnd(end) => {
+                ended(&mut w, &mut pending[end.stream], end, &names, &progress, branches);
             }
         }
     }
@@ -161,6 +151,46 @@ pub fn run(
         }
     }
     w.summary
+}
+
+/// A stream's end markers seen so far (one comes from each branch).
+#[derive(Default)]
+struct Pending {
+    seen: usize,
+    end: Option<StreamEnd>,
+}
+
+/// Counts one branch's end of a stream; after the last branch, writes `stream.down` with the
+/// most serious reason any branch gave.
+fn ended(w: &mut Writer, p: &mut Pending, end: StreamEnd, names: &[String], progress: &[Progress], branches: usize) {
+    p.seen += 1;
+    let rank = |r: &EndReason| match r {
+        EndReason::EndOfFile => 0,
+        EndReason::Stopped => 1,
+        EndReason::Error(_) => 2,
+    };
+    let keep = match &p.end {
+        Some(prev) => rank(&end.reason) > rank(&prev.reason) || (rank(&end.reason) == rank(&prev.reason) && end.media_time > prev.media_time),
+        None => true,
+    };
+    if keep {
+        p.end = Some(end);
+    }
+    if p.seen < branches.max(1) {
+        return;
+    }
+    let Some(end) = p.end.take() else { return };
+    progress[end.stream].bar.finish_and_clear();
+    let name = &names[end.stream];
+    let detail = match &end.reason {
+        EndReason::Error(msg) => {
+            w.summary.stream_errors.push(format!("stream {name}: {msg}"));
+            Some(msg.clone())
+        }
+        _ => None,
+    };
+    let payload = Payload::Stream { reason: end.reason.as_str().into(), detail };
+    w.emit(Event::new(EventType::StreamDown, name, end.media_time, payload));
 }
 
 fn transition_event(stream: &str, t: Transition, label: &impl Fn(usize) -> String) -> Event {

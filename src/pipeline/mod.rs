@@ -14,9 +14,12 @@ mod events;
 mod prepare;
 
 pub use events::EventMsg;
-pub use prepare::{prepare, Prepared, PreparedAction, PreparedStream};
+pub use prepare::{load_faces, prepare, Prepared, PreparedAction, PreparedFaces, PreparedStream};
 
+use crate::action::sampler::Sampler;
 use crate::action::{self, classifier};
+use crate::face::{self, worker::FaceMsg};
+use crate::source::Frame;
 use crate::event::open_sinks;
 use crate::metrics::{self, Metrics};
 use crate::source::file::FileReader;
@@ -70,7 +73,19 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
     let cfg = &p.loaded.config;
     let metrics = Arc::new(Metrics::new());
     let ids: Vec<&str> = p.streams.iter().map(|s| s.id.as_str()).collect();
-    metrics.init_streams(&ids, p.action.as_ref().map(|a| a.classifier.name.as_str()));
+    let mut stages = Vec::new();
+    let mut models = Vec::new();
+    if let Some(a) = &p.action {
+        stages.push("action");
+        models.push(a.classifier.name.clone());
+    }
+    if let Some(f) = &p.faces {
+        stages.push("faces");
+        models.extend([f.models.detector_name.clone(), f.models.embedder_name.clone()]);
+    }
+    let model_refs: Vec<&str> = models.iter().map(String::as_str).collect();
+    metrics.init_streams(&ids, &stages, &model_refs);
+    let branches = stages.len();
     let _server = if cfg.metrics.enabled {
         let server = metrics::serve(metrics.clone(), &cfg.metrics.listen)?;
         tracing::info!("metrics on http://{}/metrics", server.addr);
@@ -84,45 +99,30 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
     // Events: enough room that stream and segment events never wait on a slow sink for long.
     let (ev_tx, ev_rx) = bounded::<EventMsg>(cap * 16);
     let names: Vec<String> = p.streams.iter().map(|s| s.id.clone()).collect();
-    let labels = p
-        .action
-        .as_ref()
-        .map(|a| a.labels.clone())
-        .unwrap_or_default();
-    // Progress is what has been classified, not what has been decoded: decoding runs ahead by
+    let labels = p.action.as_ref().map(|a| a.labels.clone()).unwrap_or_default();
+    // Progress is what has been processed, not what has been decoded: decoding runs ahead by
     // the queues' depth, which on a short file is all of it.
-    let progress =
-        MultiProgress::with_draw_target(if opts.progress && std::io::stderr().is_terminal() {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        });
-    let style = ProgressStyle::with_template(
-        "{prefix:>12} [{bar:30}] {pos}/{len} frames  {per_sec}  eta {eta}",
-    )
-    .expect("valid template")
-    .progress_chars("=> ");
+    let progress = MultiProgress::with_draw_target(if opts.progress && std::io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    });
+    let style = ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} frames  {per_sec}  eta {eta}")
+        .expect("valid template")
+        .progress_chars("=> ");
     let bars: Vec<events::Progress> = p
         .streams
         .iter()
         .map(|s| events::Progress {
-            bar: progress.add(
-                ProgressBar::new(s.info.frame_count)
-                    .with_style(style.clone())
-                    .with_prefix(s.id.clone()),
-            ),
+            bar: progress.add(ProgressBar::new(s.info.frame_count).with_style(style.clone()).with_prefix(s.id.clone())),
             fps: s.info.fps,
         })
         .collect();
-    let decode_bars: Vec<Option<ProgressBar>> = bars
-        .iter()
-        .map(|b| p.action.is_none().then(|| b.bar.clone()))
-        .collect();
+    // With the action branch, progress follows classified clips; otherwise decoded frames.
+    let decode_bars: Vec<Option<ProgressBar>> = bars.iter().map(|b| p.action.is_none().then(|| b.bar.clone())).collect();
     let events = {
         let (metrics, smoother) = (metrics.clone(), cfg.action.smoother.clone());
-        spawn("events".into(), move || {
-            events::run(ev_rx, sinks, names, labels, bars, &smoother, &metrics)
-        })?
+        spawn("events".into(), move || events::run(ev_rx, sinks, names.clone(), labels, bars, branches, &smoother, &metrics))?
     };
 
     let mut handles = Vec::new();
@@ -130,16 +130,24 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
     let mut classifier_handle = None;
     if let Some(a) = p.action {
         let (tx, rx) = bounded::<classifier::ClipMsg>(cap);
-        let (ev, m, batch, wait) = (
-            ev_tx.clone(),
-            metrics.clone(),
-            cfg.action.max_batch,
-            Duration::from_millis(cfg.action.max_wait_ms),
-        );
-        classifier_handle = Some(spawn("classifier".into(), move || {
-            classifier::run(a.classifier, rx, ev, batch, wait, &m)
-        })?);
+        let (ev, m, batch, wait) = (ev_tx.clone(), metrics.clone(), cfg.action.max_batch, Duration::from_millis(cfg.action.max_wait_ms));
+        classifier_handle = Some(spawn("classifier".into(), move || classifier::run(a.classifier, rx, ev, batch, wait, &m))?);
         clip_tx = Some(tx);
+    }
+    let mut face_tx = None;
+    let mut face_handle = None;
+    if let Some(f) = p.faces {
+        let (tx, rx) = bounded::<FaceMsg>(cap);
+        let stage = face::worker::FaceStage {
+            models: f.models,
+            index: f.index,
+            cfg: cfg.faces.clone(),
+            snapshots: cfg.faces.snapshots.as_ref().map(|d| p.loaded.resolve(d)),
+            names: p.streams.iter().map(|s| s.id.clone()).collect(),
+        };
+        let (ev, m) = (ev_tx.clone(), metrics.clone());
+        face_handle = Some(spawn("faces".into(), move || face::worker::run(stage, rx, ev, &m))?);
+        face_tx = Some(tx);
     }
 
     for ((i, s), bar) in p.streams.into_iter().enumerate().zip(decode_bars) {
@@ -147,16 +155,17 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
         if let Some(tx) = &clip_tx {
             let (ftx, frx) = bounded::<StreamMsg>(cap);
             outputs.push(ftx);
-            let (tx, m, acfg, id) = (
-                tx.clone(),
-                metrics.clone(),
-                cfg.action.clone(),
-                s.id.clone(),
-            );
+            let (tx, m, acfg, id) = (tx.clone(), metrics.clone(), cfg.action.clone(), s.id.clone());
             handles.push(spawn(format!("act-{}", s.id), move || {
                 let _span = tracing::info_span!("stream", stream = %id).entered();
                 action::run_stream(i, &id, frx, tx, &acfg, &m)
             })?);
+        }
+        if let Some(tx) = &face_tx {
+            let (ftx, frx) = bounded::<StreamMsg>(cap);
+            outputs.push(ftx);
+            let (tx, m, fps, id) = (tx.clone(), metrics.clone(), cfg.faces.sample_fps, s.id.clone());
+            handles.push(spawn(format!("face-{}", s.id), move || sample_faces(&id, frx, tx, fps, &m))?);
         }
         let (ev, m, stop) = (ev_tx.clone(), metrics.clone(), stop.clone());
         handles.push(spawn(format!("src-{}", s.id), move || {
@@ -166,8 +175,7 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
     }
     // The workers hold their own clones; dropping these lets each channel close when its
     // producers finish.
-    drop(clip_tx);
-    drop(ev_tx);
+    drop((clip_tx, face_tx, ev_tx));
     metrics.ready.set(1);
 
     for h in handles {
@@ -175,19 +183,48 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
             anyhow::bail!("a stream thread panicked");
         }
     }
-    let inference_error = match classifier_handle.map(|h| h.join()) {
-        None | Some(Ok(Ok(()))) => None,
-        Some(Ok(Err(e))) => Some(e.to_string()),
-        Some(Err(_)) => Some("the classifier thread panicked".to_string()),
-    };
-    let mut summary = events
-        .join()
-        .map_err(|_| anyhow::anyhow!("the events thread panicked"))?;
-    summary.inference_error = inference_error;
+    let mut errors = Vec::new();
+    for (name, h) in [("classifier", classifier_handle), ("face", face_handle)] {
+        match h.map(|h| h.join()) {
+            None | Some(Ok(Ok(()))) => {}
+            Some(Ok(Err(e))) => errors.push(e.to_string()),
+            Some(Err(_)) => errors.push(format!("the {name} thread panicked")),
+        }
+    }
+    let mut summary = events.join().map_err(|_| anyhow::anyhow!("the events thread panicked"))?;
+    summary.inference_error = (!errors.is_empty()).then(|| errors.join("; "));
     if stop.load(Ordering::Relaxed) {
         tracing::info!("stopped on request; everything queued was written");
     }
     Ok(summary)
+}
+
+/// The face branch's sampler for one stream: keeps frames at `fps` (every frame when 0) and
+/// queues them for the shared face worker, then the stream's end.
+fn sample_faces(id: &str, rx: crossbeam_channel::Receiver<StreamMsg>, tx: crossbeam_channel::Sender<FaceMsg>, fps: f64, m: &Metrics) {
+    let sampled = m.frames_sampled.with_label_values(&[id, "faces"]);
+    let mut sampler = (fps > 0.0).then(|| Sampler::<Frame>::new(fps));
+    let mut picked: Vec<Frame> = Vec::new();
+    for msg in rx.iter() {
+        match msg {
+            StreamMsg::Frame(f) => match &mut sampler {
+                Some(s) => s.push(f.pts, f, |f, _| picked.push(f.clone())),
+                None => picked.push(f),
+            },
+            StreamMsg::End(end) => {
+                let _ = tx.send(FaceMsg::End(end));
+                return;
+            }
+        }
+        // A repeated frame (source slower than the rate) is looked at once.
+        picked.dedup_by_key(|f| f.seq);
+        for f in picked.drain(..) {
+            sampled.inc();
+            if tx.send(FaceMsg::Frame(f)).is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// The source thread for one file: announce, read to the end, pass the end marker on.

@@ -4,6 +4,8 @@
 
 use crate::action::classifier::{self, Classifier};
 use crate::config::{validate, Loaded, Problem, Problems};
+use crate::face::worker::{load_models, FaceModels};
+use crate::gallery::{Gallery, Index};
 use crate::infer::{self, InferError};
 use crate::source::file::FileReader;
 use crate::source::VideoInfo;
@@ -21,11 +23,18 @@ pub struct PreparedAction {
     pub labels: Arc<Vec<String>>,
 }
 
+pub struct PreparedFaces {
+    pub models: FaceModels,
+    pub index: Arc<dyn Index>,
+    pub enrolled: usize,
+}
+
 /// A config whose every check passed, with its models loaded.
 pub struct Prepared {
     pub loaded: Loaded,
     pub streams: Vec<PreparedStream>,
     pub action: Option<PreparedAction>,
+    pub faces: Option<PreparedFaces>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -85,15 +94,49 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Problems> {
             }
         }
     }
+    let mut faces = None;
+    let blocked = ["faces", "gallery", "runtime.onnxruntime_library"];
+    if c.faces.enabled && !blocked.iter().any(|b| has_problem(&problems, b)) {
+        match load_faces(&loaded) {
+            Ok((models, gallery)) => {
+                if gallery.people.is_empty() {
+                    tracing::warn!(
+                        "the gallery {} is empty: every face will be reported as unknown (enrol with `vigil gallery enroll`)",
+                        gallery.path.display()
+                    );
+                }
+                let enrolled = gallery.people.len();
+                faces = Some(PreparedFaces { models, enrolled, index: Arc::new(gallery.index()) });
+            }
+            Err(p) => problems.push(p),
+        }
+    }
     if problems.is_empty() {
-        Ok(Prepared {
-            loaded,
-            streams,
-            action,
-        })
+        Ok(Prepared { loaded, streams, action, faces })
     } else {
         Err(Problems(problems))
     }
+}
+
+fn runtime_env(loaded: &Loaded) -> Result<(ort::environment::Environment, infer::SessionOptions), Problem> {
+    let c = &loaded.config;
+    let configured = c.runtime.onnxruntime_library.as_deref().map(|p| loaded.resolve(p));
+    let lib_path = infer::library_path(configured.as_deref()).map_err(|e| loaded.problem("runtime.onnxruntime_library", e.to_string()))?;
+    let env = infer::environment(&lib_path).map_err(|e| loaded.problem("runtime.onnxruntime_library", e.to_string()))?;
+    let opts = infer::SessionOptions { provider: c.runtime.execution_provider, intra_threads: c.runtime.intra_threads };
+    Ok((env, opts))
+}
+
+/// Loads the face detector, the embedder and the gallery (also used by `vigil gallery`).
+pub fn load_faces(loaded: &Loaded) -> Result<(FaceModels, Gallery), Problem> {
+    let (env, opts) = runtime_env(loaded)?;
+    let models = load_models(loaded, &env, &opts).map_err(|(at, e)| {
+        let at = if matches!(e, InferError::Provider { .. }) { "runtime.execution_provider" } else { at };
+        loaded.problem(at, e.to_string())
+    })?;
+    let path = loaded.resolve(&loaded.config.gallery.path);
+    let gallery = Gallery::open(&path, &models.embedder_name, models.embedder.dim).map_err(|e| loaded.problem("gallery.path", e.to_string()))?;
+    Ok((models, gallery))
 }
 
 fn load_action(
@@ -101,20 +144,7 @@ fn load_action(
     m: &crate::config::ActionModelConfig,
 ) -> Result<PreparedAction, Problem> {
     let c = &loaded.config;
-    let lib_path = infer::library_path(
-        c.runtime
-            .onnxruntime_library
-            .as_deref()
-            .map(|p| loaded.resolve(p))
-            .as_deref(),
-    )
-    .map_err(|e| loaded.problem("runtime.onnxruntime_library", e.to_string()))?;
-    let env = infer::environment(&lib_path)
-        .map_err(|e| loaded.problem("runtime.onnxruntime_library", e.to_string()))?;
-    let opts = infer::SessionOptions {
-        provider: c.runtime.execution_provider,
-        intra_threads: c.runtime.intra_threads,
-    };
+    let (env, opts) = runtime_env(loaded)?;
     let model = loaded.resolve(&m.path);
     let (classifier, classes) = classifier::load(
         &env,

@@ -1,0 +1,244 @@
+//! Per-stream face tracks by box overlap (IoU). A person in view is embedded a bounded number
+//! of times, matched against the gallery, and reported once per track, and again only if the
+//! decision changes (unknown becomes a name, or one name becomes another).
+
+use super::detector::Detection;
+use crate::gallery::Match;
+use std::collections::HashMap;
+
+#[derive(Debug, Clone)]
+pub struct TrackerParams {
+    /// Smallest overlap for a detection to continue a track.
+    pub iou_threshold: f32,
+    /// A track not seen for this long (media seconds) is closed.
+    pub max_gap_s: f64,
+    /// Most embeddings computed per track.
+    pub embeds_per_track: usize,
+    /// Embeddings gathered before the first decision (fewer if the track ends sooner).
+    pub decide_after: usize,
+    /// Distance below which a match names the person.
+    pub match_threshold: f32,
+}
+
+/// What a track concluded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub track_id: u64,
+    /// `None` for an unknown face.
+    pub identity: Option<String>,
+    /// Distance to the nearest enrolled person (absent with an empty gallery).
+    pub distance: Option<f32>,
+    /// The second nearest person's distance.
+    pub runner_up: Option<Match>,
+    pub bbox: [f32; 4],
+    pub media_time: f64,
+    /// Index of the detection in the frame that led to this decision (for snapshots).
+    pub detection: Option<usize>,
+}
+
+#[derive(Debug)]
+struct Track {
+    id: u64,
+    bbox: [f32; 4],
+    last_seen: f64,
+    embeds: usize,
+    /// Nearest distance seen for each candidate name.
+    best: HashMap<String, f32>,
+    reported: Option<Option<String>>,
+}
+
+pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
+    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = w * h;
+    let area = |r: &[f32; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
+    let union = area(a) + area(b) - inter;
+    if union > 0.0 {
+        inter / union
+    } else {
+        0.0
+    }
+}
+
+pub struct Tracker {
+    p: TrackerParams,
+    tracks: Vec<Track>,
+    next_id: u64,
+}
+
+impl Tracker {
+    pub fn new(p: TrackerParams) -> Tracker {
+        Tracker { p, tracks: Vec::new(), next_id: 1 }
+    }
+
+    /// Assigns this frame's detections to tracks (greedy, highest overlap first), opens tracks
+    /// for the rest and closes stale ones. Returns, per detection, its track and whether it
+    /// should be embedded; and the decisions of tracks closed now.
+    pub fn observe(&mut self, t: f64, dets: &[Detection]) -> (Vec<(u64, bool)>, Vec<Decision>) {
+        let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
+        for (di, d) in dets.iter().enumerate() {
+            for (ti, tr) in self.tracks.iter().enumerate() {
+                let o = iou(&d.bbox, &tr.bbox);
+                if o >= self.p.iou_threshold {
+                    pairs.push((o, di, ti));
+                }
+            }
+        }
+        pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut det_track: Vec<Option<usize>> = vec![None; dets.len()];
+        let mut taken = vec![false; self.tracks.len()];
+        for (_, di, ti) in pairs {
+            if det_track[di].is_none() && !taken[ti] {
+                det_track[di] = Some(ti);
+                taken[ti] = true;
+            }
+        }
+        let mut out = Vec::with_capacity(dets.len());
+        for (di, d) in dets.iter().enumerate() {
+            let ti = match det_track[di] {
+                Some(ti) => ti,
+                None => {
+                    self.tracks.push(Track { id: self.next_id, bbox: d.bbox, last_seen: t, embeds: 0, best: HashMap::new(), reported: None });
+                    self.next_id += 1;
+                    self.tracks.len() - 1
+                }
+            };
+            let tr = &mut self.tracks[ti];
+            tr.bbox = d.bbox;
+            tr.last_seen = t;
+            out.push((tr.id, tr.embeds < self.p.embeds_per_track));
+        }
+        let max_gap = self.p.max_gap_s;
+        let closed = self.close_where(|tr| t - tr.last_seen > max_gap, t);
+        (out, closed)
+    }
+
+    /// Records one embedding's nearest matches for `track_id`; returns a decision when the
+    /// track reports for the first time or changes its mind.
+    pub fn matched(&mut self, track_id: u64, matches: &[Match], detection: usize, t: f64) -> Option<Decision> {
+        let p = self.p.clone();
+        let tr = self.tracks.iter_mut().find(|tr| tr.id == track_id)?;
+        tr.embeds += 1;
+        for m in matches {
+            let e = tr.best.entry(m.name.clone()).or_insert(f32::INFINITY);
+            *e = e.min(m.distance);
+        }
+        if tr.embeds < p.decide_after && tr.reported.is_none() {
+            return None;
+        }
+        let d = decide(tr, &p, t, Some(detection));
+        if tr.reported.as_ref() == Some(&d.identity) {
+            return None;
+        }
+        tr.reported = Some(d.identity.clone());
+        Some(d)
+    }
+
+    /// Closes every track (end of stream), reporting those that never did.
+    pub fn finish(&mut self, t: f64) -> Vec<Decision> {
+        self.close_where(|_| true, t)
+    }
+
+    fn close_where(&mut self, stale: impl Fn(&Track) -> bool, t: f64) -> Vec<Decision> {
+        let p = self.p.clone();
+        let mut out = Vec::new();
+        self.tracks.retain(|tr| {
+            if !stale(tr) {
+                return true;
+            }
+            if tr.reported.is_none() && tr.embeds > 0 {
+                out.push(decide(tr, &p, t.min(tr.last_seen), None));
+            }
+            false
+        });
+        out
+    }
+}
+
+fn decide(tr: &Track, p: &TrackerParams, t: f64, detection: Option<usize>) -> Decision {
+    let mut ranked: Vec<(&String, f32)> = tr.best.iter().map(|(n, d)| (n, *d)).collect();
+    ranked.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let nearest = ranked.first();
+    let identity = nearest.filter(|(_, d)| *d < p.match_threshold).map(|(n, _)| (*n).clone());
+    Decision {
+        track_id: tr.id,
+        identity,
+        distance: nearest.map(|(_, d)| *d),
+        runner_up: ranked.get(1).map(|(n, d)| Match { name: (*n).clone(), distance: *d }),
+        bbox: tr.bbox,
+        media_time: t,
+        detection,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn det(x: f32) -> Detection {
+        Detection { bbox: [x, 0.0, x + 100.0, 100.0], prob: 1.0, landmarks: [[0.0; 2]; 5] }
+    }
+
+    fn params() -> TrackerParams {
+        TrackerParams { iou_threshold: 0.3, max_gap_s: 1.0, embeds_per_track: 3, decide_after: 2, match_threshold: 0.6 }
+    }
+
+    fn m(name: &str, d: f32) -> Match {
+        Match { name: name.into(), distance: d }
+    }
+
+    #[test]
+    fn a_moving_face_keeps_its_track_and_is_reported_once() {
+        let mut tr = Tracker::new(params());
+        let mut decisions = Vec::new();
+        for i in 0..10 {
+            let (assigned, closed) = tr.observe(i as f64 * 0.1, &[det(i as f32 * 5.0)]);
+            assert!(closed.is_empty());
+            assert_eq!(assigned[0].0, 1, "frame {i} stays on track 1");
+            if assigned[0].1 {
+                decisions.extend(tr.matched(1, &[m("ada", 0.4), m("bob", 0.8)], 0, i as f64 * 0.1));
+            }
+        }
+        assert_eq!(decisions.len(), 1, "{decisions:?}");
+        assert_eq!(decisions[0].identity.as_deref(), Some("ada"));
+        assert_eq!(decisions[0].runner_up, Some(m("bob", 0.8)));
+        assert!(tr.finish(1.0).is_empty(), "already reported");
+    }
+
+    #[test]
+    fn embeddings_per_track_are_bounded() {
+        let mut tr = Tracker::new(params());
+        let mut embeds = 0;
+        for i in 0..20 {
+            let (a, _) = tr.observe(i as f64 * 0.04, &[det(0.0)]);
+            if a[0].1 {
+                embeds += 1;
+                tr.matched(a[0].0, &[m("ada", 0.9)], 0, 0.0);
+            }
+        }
+        assert_eq!(embeds, 3);
+    }
+
+    #[test]
+    fn a_changed_mind_is_reported_again() {
+        let mut tr = Tracker::new(TrackerParams { embeds_per_track: 5, ..params() });
+        tr.observe(0.0, &[det(0.0)]);
+        assert_eq!(tr.matched(1, &[m("ada", 0.7)], 0, 0.0), None, "waits for two embeddings");
+        let first = tr.matched(1, &[m("ada", 0.65)], 0, 0.1).expect("decides after two");
+        assert_eq!(first.identity, None, "0.65 is above the 0.6 threshold: unknown");
+        assert_eq!(tr.matched(1, &[m("ada", 0.62)], 0, 0.2), None, "still unknown: no new event");
+        let second = tr.matched(1, &[m("ada", 0.41)], 0, 0.3).expect("now known");
+        assert_eq!(second.identity.as_deref(), Some("ada"));
+    }
+
+    #[test]
+    fn two_faces_get_two_tracks_and_a_lost_track_is_closed_with_its_decision() {
+        let mut tr = Tracker::new(params());
+        let (a, _) = tr.observe(0.0, &[det(0.0), det(500.0)]);
+        assert_eq!((a[0].0, a[1].0), (1, 2));
+        tr.matched(2, &[m("bob", 0.3)], 1, 0.0);
+        let (_, closed) = tr.observe(2.0, &[det(0.0)]);
+        assert_eq!(closed.len(), 1, "track 2 was gone for 2 s");
+        assert_eq!((closed[0].track_id, closed[0].identity.as_deref()), (2, Some("bob")));
+    }
+}
