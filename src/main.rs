@@ -113,7 +113,11 @@ const EXIT_DIFFERENT: u8 = 3;
 fn gallery(cmd: GalleryCmd) -> ExitCode {
     use vigil::gallery::ops;
     let g = match &cmd {
-        GalleryCmd::Enroll { g, .. } | GalleryCmd::List { g } | GalleryCmd::Remove { g, .. } | GalleryCmd::Identify { g, .. } | GalleryCmd::Verify { g, .. } => g,
+        GalleryCmd::Enroll { g, .. }
+        | GalleryCmd::List { g }
+        | GalleryCmd::Remove { g, .. }
+        | GalleryCmd::Identify { g, .. }
+        | GalleryCmd::Verify { g, .. } => g,
     };
     let json = g.json;
     let mut s = match ops::open(&g.config) {
@@ -124,11 +128,15 @@ fn gallery(cmd: GalleryCmd) -> ExitCode {
         }
     };
     let result = match &cmd {
-        GalleryCmd::Enroll { name, face, images, .. } => s.enroll(name, images, *face),
+        GalleryCmd::Enroll {
+            name, face, images, ..
+        } => s.enroll(name, images, *face),
         GalleryCmd::List { .. } => Ok(s.list()),
         GalleryCmd::Remove { name, .. } => s.remove(name),
         GalleryCmd::Identify { top, image, .. } => s.identify(image, (*top).max(1)),
-        GalleryCmd::Verify { name, face, image, .. } => s.verify(name, image, *face),
+        GalleryCmd::Verify {
+            name, face, image, ..
+        } => s.verify(name, image, *face),
     };
     let v = match result {
         Ok(v) => v,
@@ -151,10 +159,17 @@ fn gallery(cmd: GalleryCmd) -> ExitCode {
 fn print_gallery_text(cmd: &GalleryCmd, v: &serde_json::Value) {
     let f = |x: &serde_json::Value| x.as_f64().map_or("-".into(), |d| format!("{d:.3}"));
     match cmd {
-        GalleryCmd::Enroll { .. } => println!("enrolled {} ({} embedding(s) in total) in {}", v["enrolled"], v["embeddings"], v["gallery"]),
+        GalleryCmd::Enroll { .. } => println!(
+            "enrolled {} ({} embedding(s) in total) in {}",
+            v["enrolled"], v["embeddings"], v["gallery"]
+        ),
         GalleryCmd::List { .. } => {
             for p in v["people"].as_array().into_iter().flatten() {
-                println!("{}\t{} embedding(s)", p["name"].as_str().unwrap_or(""), p["embeddings"]);
+                println!(
+                    "{}\t{} embedding(s)",
+                    p["name"].as_str().unwrap_or(""),
+                    p["embeddings"]
+                );
             }
         }
         GalleryCmd::Remove { .. } => println!("removed {}", v["removed"]),
@@ -165,13 +180,33 @@ fn print_gallery_text(cmd: &GalleryCmd, v: &serde_json::Value) {
             }
             for face in faces {
                 let who = face["identity"].as_str().unwrap_or("unknown");
-                let cands: Vec<String> = face["candidates"].as_array().into_iter().flatten().map(|c| format!("{} {}", c["identity"].as_str().unwrap_or(""), f(&c["distance"]))).collect();
+                let cands: Vec<String> = face["candidates"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| {
+                        format!(
+                            "{} {}",
+                            c["identity"].as_str().unwrap_or(""),
+                            f(&c["distance"])
+                        )
+                    })
+                    .collect();
                 println!("{} at {}: {}", who, face["box"], cands.join(", "));
             }
         }
         GalleryCmd::Verify { .. } => {
-            let verdict = if v["same"] == true { "same person" } else { "different person" };
-            println!("{verdict}: distance {} to {} (threshold {})", f(&v["distance"]), v["identity"], f(&v["threshold"]));
+            let verdict = if v["same"] == true {
+                "same person"
+            } else {
+                "different person"
+            };
+            println!(
+                "{verdict}: distance {} to {} (threshold {})",
+                f(&v["distance"]),
+                v["identity"],
+                f(&v["threshold"])
+            );
         }
     }
 }

@@ -23,7 +23,9 @@ pub fn run_stream(
     cfg: &ActionConfig,
     metrics: &Metrics,
 ) {
-    let sampled = metrics.frames_sampled.with_label_values(&[stream_id, "action"]);
+    let sampled = metrics
+        .frames_sampled
+        .with_label_values(&[stream_id, "action"]);
     let mut sampler: sampler::Sampler<Frame> = sampler::Sampler::new(cfg.sample_fps);
     let mut prep = clip::Preprocess::new(cfg.resize_short_side, cfg.crop);
     let mut window = clip::ClipWindow::new(stream, cfg.frames, cfg.stride, cfg.sample_fps);

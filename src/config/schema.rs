@@ -324,7 +324,12 @@ pub struct TrackerConfig {
 
 impl Default for TrackerConfig {
     fn default() -> Self {
-        TrackerConfig { iou_threshold: 0.3, max_gap_ms: 1000, embeds_per_track: 5, decide_after: 3 }
+        TrackerConfig {
+            iou_threshold: 0.3,
+            max_gap_ms: 1000,
+            embeds_per_track: 5,
+            decide_after: 3,
+        }
     }
 }
 
@@ -340,6 +345,9 @@ pub struct GalleryConfig {
 
 impl Default for GalleryConfig {
     fn default() -> Self {
-        GalleryConfig { path: PathBuf::from("gallery.json"), max_image_pixels: 40_000_000 }
+        GalleryConfig {
+            path: PathBuf::from("gallery.json"),
+            max_image_pixels: 40_000_000,
+        }
     }
 }

@@ -196,57 +196,116 @@ pub fn validate_faces(l: &Loaded) -> Vec<Problem> {
     let f = &l.config.faces;
     let mut out = Vec::new();
     let mut p = |path: &str, msg: String| out.push(l.problem(path, msg));
-    let needed = f.enabled || l.config.faces.detector.is_some() || l.config.faces.embedder.is_some();
+    let needed =
+        f.enabled || l.config.faces.detector.is_some() || l.config.faces.embedder.is_some();
     if needed {
         match &f.detector {
-            None => p("faces.detector", "is required for the face branch (`type: mtcnn` with `pnet`, `rnet`, `onet`)".into()),
-            Some(DetectorConfig::Mtcnn { pnet, rnet, onet, min_face_px, scale_factor, thresholds, min_probability }) => {
+            None => p(
+                "faces.detector",
+                "is required for the face branch (`type: mtcnn` with `pnet`, `rnet`, `onet`)"
+                    .into(),
+            ),
+            Some(DetectorConfig::Mtcnn {
+                pnet,
+                rnet,
+                onet,
+                min_face_px,
+                scale_factor,
+                thresholds,
+                min_probability,
+            }) => {
                 for (name, path) in [("pnet", pnet), ("rnet", rnet), ("onet", onet)] {
                     if let Err(e) = check_readable_file(&l.resolve(path)) {
-                        p(&format!("faces.detector.{name}"), format!("{e} (the set-up script builds the default models: `make setup`)"));
+                        p(
+                            &format!("faces.detector.{name}"),
+                            format!(
+                                "{e} (the set-up script builds the default models: `make setup`)"
+                            ),
+                        );
                     }
                 }
                 if !(*min_face_px >= 12.0 && *min_face_px <= 10_000.0) {
-                    p("faces.detector.min_face_px", format!("must be 12..=10000 pixels, got {min_face_px}"));
+                    p(
+                        "faces.detector.min_face_px",
+                        format!("must be 12..=10000 pixels, got {min_face_px}"),
+                    );
                 }
                 if !(*scale_factor > 0.1 && *scale_factor < 0.95) {
-                    p("faces.detector.scale_factor", format!("must be between 0.1 and 0.95, got {scale_factor}"));
+                    p(
+                        "faces.detector.scale_factor",
+                        format!("must be between 0.1 and 0.95, got {scale_factor}"),
+                    );
                 }
                 for v in thresholds.iter().chain([min_probability]) {
                     if !(0.0..=1.0).contains(v) {
-                        p("faces.detector", format!("thresholds and min_probability are probabilities in 0..1, got {v}"));
+                        p(
+                            "faces.detector",
+                            format!(
+                                "thresholds and min_probability are probabilities in 0..1, got {v}"
+                            ),
+                        );
                     }
                 }
             }
         }
         match &f.embedder {
-            None => p("faces.embedder", "is required for the face branch (give `path:`)".into()),
+            None => p(
+                "faces.embedder",
+                "is required for the face branch (give `path:`)".into(),
+            ),
             Some(e) => {
                 if let Err(e) = check_readable_file(&l.resolve(&e.path)) {
-                    p("faces.embedder.path", format!("{e} (the set-up script builds the default models: `make setup`)"));
+                    p(
+                        "faces.embedder.path",
+                        format!("{e} (the set-up script builds the default models: `make setup`)"),
+                    );
                 }
             }
         }
     }
     if !(f.sample_fps.is_finite() && f.sample_fps >= 0.0 && f.sample_fps <= 1000.0) {
-        p("faces.sample_fps", format!("must be 0 (every frame) up to 1000 frames per second, got {}", f.sample_fps));
+        p(
+            "faces.sample_fps",
+            format!(
+                "must be 0 (every frame) up to 1000 frames per second, got {}",
+                f.sample_fps
+            ),
+        );
     }
     if !(f.match_threshold > 0.0 && f.match_threshold.is_finite()) {
-        p("faces.match_threshold", format!("must be a positive distance, got {}", f.match_threshold));
+        p(
+            "faces.match_threshold",
+            format!("must be a positive distance, got {}", f.match_threshold),
+        );
     }
     let t = &f.tracker;
     if !(0.0..=1.0).contains(&t.iou_threshold) || t.iou_threshold == 0.0 {
-        p("faces.tracker.iou_threshold", format!("must be in (0, 1], got {}", t.iou_threshold));
+        p(
+            "faces.tracker.iou_threshold",
+            format!("must be in (0, 1], got {}", t.iou_threshold),
+        );
     }
     if t.embeds_per_track == 0 {
-        p("faces.tracker.embeds_per_track", "must be at least 1".into());
+        p(
+            "faces.tracker.embeds_per_track",
+            "must be at least 1".into(),
+        );
     }
     if t.decide_after == 0 || t.decide_after > t.embeds_per_track {
-        p("faces.tracker.decide_after", format!("must be 1..=embeds_per_track ({}), got {}", t.embeds_per_track, t.decide_after));
+        p(
+            "faces.tracker.decide_after",
+            format!(
+                "must be 1..=embeds_per_track ({}), got {}",
+                t.embeds_per_track, t.decide_after
+            ),
+        );
     }
     if let Some(dir) = &f.snapshots {
         if !l.resolve(dir).is_dir() {
-            p("faces.snapshots", format!("{} is not an existing folder", l.resolve(dir).display()));
+            p(
+                "faces.snapshots",
+                format!("{} is not an existing folder", l.resolve(dir).display()),
+            );
         }
     }
     let g = l.resolve(&l.config.gallery.path);
@@ -254,7 +313,10 @@ pub fn validate_faces(l: &Loaded) -> Vec<Problem> {
         p("gallery.path", format!("{} is a directory", g.display()));
     } else if let Some(dir) = g.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.is_dir() {
-            p("gallery.path", format!("folder {} does not exist", dir.display()));
+            p(
+                "gallery.path",
+                format!("folder {} does not exist", dir.display()),
+            );
         }
     }
     if l.config.gallery.max_image_pixels == 0 {

@@ -47,22 +47,44 @@ struct Net {
 }
 
 impl Net {
-    fn load(env: &ort::environment::Environment, path: &Path, opts: &infer::SessionOptions) -> Result<Net, InferError> {
+    fn load(
+        env: &ort::environment::Environment,
+        path: &Path,
+        opts: &infer::SessionOptions,
+    ) -> Result<Net, InferError> {
         let session = infer::session(env, path, opts)?;
         infer::input_spec(&session, path, "image")?;
-        Ok(Net { session, path: path.to_path_buf() })
+        Ok(Net {
+            session,
+            path: path.to_path_buf(),
+        })
     }
 
     /// Runs on `[n, 3, h, w]` and returns the named outputs, flattened, with their shapes.
-    fn run(&mut self, input: &[f32], shape: [usize; 4], outputs: &[&str]) -> Result<Vec<(Vec<usize>, Vec<f32>)>, InferError> {
-        let err = |reason: String| InferError::Run { model: self.path.clone(), reason };
+    fn run(
+        &mut self,
+        input: &[f32],
+        shape: [usize; 4],
+        outputs: &[&str],
+    ) -> Result<Vec<(Vec<usize>, Vec<f32>)>, InferError> {
+        let err = |reason: String| InferError::Run {
+            model: self.path.clone(),
+            reason,
+        };
         let t = TensorRef::from_array_view((shape, input)).map_err(|e| err(e.to_string()))?;
-        let out = self.session.run(ort::inputs!["image" => t]).map_err(|e| err(e.to_string()))?;
+        let out = self
+            .session
+            .run(ort::inputs!["image" => t])
+            .map_err(|e| err(e.to_string()))?;
         outputs
             .iter()
             .map(|name| {
-                let v = out.get(*name).ok_or_else(|| err(format!("no output `{name}`")))?;
-                let (s, d) = v.try_extract_tensor::<f32>().map_err(|e| err(e.to_string()))?;
+                let v = out
+                    .get(*name)
+                    .ok_or_else(|| err(format!("no output `{name}`")))?;
+                let (s, d) = v
+                    .try_extract_tensor::<f32>()
+                    .map_err(|e| err(e.to_string()))?;
                 Ok((s.iter().map(|&x| x as usize).collect(), d.to_vec()))
             })
             .collect()
@@ -87,8 +109,21 @@ struct Cand {
 }
 
 impl Mtcnn {
-    pub fn load(env: &ort::environment::Environment, pnet: &Path, rnet: &Path, onet: &Path, params: MtcnnParams, opts: &infer::SessionOptions) -> Result<Mtcnn, InferError> {
-        Ok(Mtcnn { pnet: Net::load(env, pnet, opts)?, rnet: Net::load(env, rnet, opts)?, onet: Net::load(env, onet, opts)?, params, buf: Vec::new() })
+    pub fn load(
+        env: &ort::environment::Environment,
+        pnet: &Path,
+        rnet: &Path,
+        onet: &Path,
+        params: MtcnnParams,
+        opts: &infer::SessionOptions,
+    ) -> Result<Mtcnn, InferError> {
+        Ok(Mtcnn {
+            pnet: Net::load(env, pnet, opts)?,
+            rnet: Net::load(env, rnet, opts)?,
+            onet: Net::load(env, onet, opts)?,
+            params,
+            buf: Vec::new(),
+        })
     }
 }
 
@@ -115,20 +150,30 @@ fn push_planar_rgb(img: &Mat, out: &mut Vec<f32>) -> opencv::Result<()> {
 }
 
 fn cv_err(e: opencv::Error) -> InferError {
-    InferError::Run { model: PathBuf::from("opencv"), reason: e.message }
+    InferError::Run {
+        model: PathBuf::from("opencv"),
+        reason: e.message,
+    }
 }
 
-/// Greedy non-maximum suppression; `min` divides the overlap by the smaller area.
+/// Greedy non-maximum suppression. Like the reference, the intersection-over-union steps use
+/// plain areas (torchvision's NMS) and the final intersection-over-minimum step counts pixels
+/// inclusively (+1), as the original MATLAB code did.
 fn nms(c: &mut Vec<Cand>, threshold: f32, min: bool) {
     c.sort_by(|a, b| b.score.total_cmp(&a.score));
-    let area = |b: &[f32; 4]| (b[2] - b[0] + 1.0) * (b[3] - b[1] + 1.0);
+    let one = if min { 1.0 } else { 0.0 };
+    let area = |b: &[f32; 4]| (b[2] - b[0] + one) * (b[3] - b[1] + one);
     let mut keep: Vec<Cand> = Vec::with_capacity(c.len());
     'next: for cand in c.drain(..) {
         for k in &keep {
-            let w = (k.b[2].min(cand.b[2]) - k.b[0].max(cand.b[0]) + 1.0).max(0.0);
-            let h = (k.b[3].min(cand.b[3]) - k.b[1].max(cand.b[1]) + 1.0).max(0.0);
+            let w = (k.b[2].min(cand.b[2]) - k.b[0].max(cand.b[0]) + one).max(0.0);
+            let h = (k.b[3].min(cand.b[3]) - k.b[1].max(cand.b[1]) + one).max(0.0);
             let inter = w * h;
-            let o = if min { inter / area(&k.b).min(area(&cand.b)) } else { inter / (area(&k.b) + area(&cand.b) - inter) };
+            let o = if min {
+                inter / area(&k.b).min(area(&cand.b))
+            } else {
+                inter / (area(&k.b) + area(&cand.b) - inter)
+            };
             if o > threshold {
                 continue 'next;
             }
@@ -142,7 +187,12 @@ fn nms(c: &mut Vec<Cand>, threshold: f32, min: bool) {
 fn bbreg(c: &mut Cand) {
     let w = c.b[2] - c.b[0] + 1.0;
     let h = c.b[3] - c.b[1] + 1.0;
-    c.b = [c.b[0] + c.reg[0] * w, c.b[1] + c.reg[1] * h, c.b[2] + c.reg[2] * w, c.b[3] + c.reg[3] * h];
+    c.b = [
+        c.b[0] + c.reg[0] * w,
+        c.b[1] + c.reg[1] * h,
+        c.b[2] + c.reg[2] * w,
+        c.b[3] + c.reg[3] * h,
+    ];
 }
 
 /// Makes the box square around its centre.
@@ -171,11 +221,20 @@ impl Mtcnn {
             let rect = Rect::new(x - 1, y - 1, (ex - x + 1).max(1), (ey - y + 1).max(1));
             let rect = rect & Rect::new(0, 0, w, h);
             if rect.width <= 0 || rect.height <= 0 {
-                self.buf.resize(self.buf.len() + (3 * side * side) as usize, 0.0);
+                self.buf
+                    .resize(self.buf.len() + (3 * side * side) as usize, 0.0);
                 continue;
             }
             let roi = Mat::roi(img, rect).map_err(cv_err)?;
-            imgproc::resize(&roi, &mut small, Size::new(side, side), 0.0, 0.0, imgproc::INTER_AREA).map_err(cv_err)?;
+            imgproc::resize(
+                &roi,
+                &mut small,
+                Size::new(side, side),
+                0.0,
+                0.0,
+                imgproc::INTER_AREA,
+            )
+            .map_err(cv_err)?;
             push_planar_rgb(&small, &mut self.buf).map_err(cv_err)?;
         }
         Ok(())
@@ -191,11 +250,21 @@ impl Mtcnn {
         let mut scaled = Mat::default();
         while minl >= 12.0 {
             let (hs, ws) = ((h * scale + 1.0) as i32, (w * scale + 1.0) as i32);
-            imgproc::resize(img, &mut scaled, Size::new(ws, hs), 0.0, 0.0, imgproc::INTER_AREA).map_err(cv_err)?;
+            imgproc::resize(
+                img,
+                &mut scaled,
+                Size::new(ws, hs),
+                0.0,
+                0.0,
+                imgproc::INTER_AREA,
+            )
+            .map_err(cv_err)?;
             self.buf.clear();
             push_planar_rgb(&scaled, &mut self.buf).map_err(cv_err)?;
             let buf = std::mem::take(&mut self.buf);
-            let out = self.pnet.run(&buf, [1, 3, hs as usize, ws as usize], &["reg", "prob"]);
+            let out = self
+                .pnet
+                .run(&buf, [1, 3, hs as usize, ws as usize], &["reg", "prob"]);
             self.buf = buf;
             let out = out?;
             let (reg, prob) = (&out[0].1, &out[1]);
@@ -210,9 +279,24 @@ impl Mtcnn {
                         continue;
                     }
                     let (bx, by) = (xx as f32, yy as f32);
-                    let q1 = [((2.0 * bx + 1.0) / scale).floor(), ((2.0 * by + 1.0) / scale).floor()];
-                    let q2 = [((2.0 * bx + 12.0) / scale).floor(), ((2.0 * by + 12.0) / scale).floor()];
-                    found.push(Cand { b: [q1[0], q1[1], q2[0], q2[1]], score, reg: [reg[i], reg[plane + i], reg[2 * plane + i], reg[3 * plane + i]] });
+                    let q1 = [
+                        ((2.0 * bx + 1.0) / scale).floor(),
+                        ((2.0 * by + 1.0) / scale).floor(),
+                    ];
+                    let q2 = [
+                        ((2.0 * bx + 12.0) / scale).floor(),
+                        ((2.0 * by + 12.0) / scale).floor(),
+                    ];
+                    found.push(Cand {
+                        b: [q1[0], q1[1], q2[0], q2[1]],
+                        score,
+                        reg: [
+                            reg[i],
+                            reg[plane + i],
+                            reg[2 * plane + i],
+                            reg[3 * plane + i],
+                        ],
+                    });
                 }
             }
             nms(&mut found, 0.5, false);
@@ -223,7 +307,12 @@ impl Mtcnn {
         nms(&mut all, 0.7, false);
         for c in &mut all {
             let (rw, rh) = (c.b[2] - c.b[0], c.b[3] - c.b[1]);
-            c.b = [c.b[0] + c.reg[0] * rw, c.b[1] + c.reg[1] * rh, c.b[2] + c.reg[2] * rw, c.b[3] + c.reg[3] * rh];
+            c.b = [
+                c.b[0] + c.reg[0] * rw,
+                c.b[1] + c.reg[1] * rh,
+                c.b[2] + c.reg[2] * rw,
+                c.b[3] + c.reg[3] * rh,
+            ];
             rerec(c);
         }
         Ok(all)
@@ -240,14 +329,20 @@ impl FaceDetector for Mtcnn {
         // R-Net refines and rejects.
         self.crops(img, &cands, 24)?;
         let buf = std::mem::take(&mut self.buf);
-        let out = self.rnet.run(&buf, [cands.len(), 3, 24, 24], &["reg", "prob"]);
+        let out = self
+            .rnet
+            .run(&buf, [cands.len(), 3, 24, 24], &["reg", "prob"]);
         self.buf = buf;
         let out = out?;
         let mut kept = Vec::new();
         for (i, c) in cands.iter().enumerate() {
             let score = out[1].1[i * 2 + 1];
             if score > p.thresholds[1] {
-                kept.push(Cand { b: c.b, score, reg: out[0].1[i * 4..][..4].try_into().expect("4 values") });
+                kept.push(Cand {
+                    b: c.b,
+                    score,
+                    reg: out[0].1[i * 4..][..4].try_into().expect("4 values"),
+                });
             }
         }
         nms(&mut kept, 0.7, false);
@@ -262,7 +357,11 @@ impl FaceDetector for Mtcnn {
         // O-Net gives the final box, probability and landmarks.
         self.crops(img, &cands, 48)?;
         let buf = std::mem::take(&mut self.buf);
-        let out = self.onet.run(&buf, [cands.len(), 3, 48, 48], &["reg", "landmarks", "prob"]);
+        let out = self.onet.run(
+            &buf,
+            [cands.len(), 3, 48, 48],
+            &["reg", "landmarks", "prob"],
+        );
         self.buf = buf;
         let out = out?;
         let mut faces: Vec<(Cand, [[f32; 2]; 5])> = Vec::new();
@@ -277,7 +376,11 @@ impl FaceDetector for Mtcnn {
             for k in 0..5 {
                 pts[k] = [w * lm[k] + c.b[0] - 1.0, h * lm[k + 5] + c.b[1] - 1.0];
             }
-            let mut c = Cand { b: c.b, score, reg: out[0].1[i * 4..][..4].try_into().expect("4 values") };
+            let mut c = Cand {
+                b: c.b,
+                score,
+                reg: out[0].1[i * 4..][..4].try_into().expect("4 values"),
+            };
             bbreg(&mut c);
             faces.push((c, pts));
         }
@@ -289,7 +392,11 @@ impl FaceDetector for Mtcnn {
             .into_iter()
             .filter(|(c, _)| cands.iter().any(|k| k.b == c.b && k.score == c.score))
             .filter(|(c, _)| c.score >= p.min_probability)
-            .map(|(c, landmarks)| Detection { bbox: c.b, prob: c.score, landmarks })
+            .map(|(c, landmarks)| Detection {
+                bbox: c.b,
+                prob: c.score,
+                landmarks,
+            })
             .collect();
         Ok(dets)
     }
@@ -301,8 +408,16 @@ mod tests {
 
     #[test]
     fn nms_keeps_the_best_of_overlapping_boxes() {
-        let c = |b: [f32; 4], score| Cand { b, score, reg: [0.0; 4] };
-        let mut v = vec![c([0.0, 0.0, 10.0, 10.0], 0.8), c([1.0, 1.0, 11.0, 11.0], 0.9), c([50.0, 50.0, 60.0, 60.0], 0.7)];
+        let c = |b: [f32; 4], score| Cand {
+            b,
+            score,
+            reg: [0.0; 4],
+        };
+        let mut v = vec![
+            c([0.0, 0.0, 10.0, 10.0], 0.8),
+            c([1.0, 1.0, 11.0, 11.0], 0.9),
+            c([50.0, 50.0, 60.0, 60.0], 0.7),
+        ];
         nms(&mut v, 0.5, false);
         assert_eq!(v.len(), 2);
         assert_eq!(v[0].score, 0.9);
@@ -311,7 +426,11 @@ mod tests {
 
     #[test]
     fn rerec_makes_a_square_around_the_centre() {
-        let mut c = Cand { b: [10.0, 20.0, 30.0, 60.0], score: 1.0, reg: [0.0; 4] };
+        let mut c = Cand {
+            b: [10.0, 20.0, 30.0, 60.0],
+            score: 1.0,
+            reg: [0.0; 4],
+        };
         rerec(&mut c);
         assert_eq!(c.b, [0.0, 20.0, 40.0, 60.0]);
     }

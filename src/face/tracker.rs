@@ -68,7 +68,11 @@ pub struct Tracker {
 
 impl Tracker {
     pub fn new(p: TrackerParams) -> Tracker {
-        Tracker { p, tracks: Vec::new(), next_id: 1 }
+        Tracker {
+            p,
+            tracks: Vec::new(),
+            next_id: 1,
+        }
     }
 
     /// Assigns this frame's detections to tracks (greedy, highest overlap first), opens tracks
@@ -98,7 +102,14 @@ impl Tracker {
             let ti = match det_track[di] {
                 Some(ti) => ti,
                 None => {
-                    self.tracks.push(Track { id: self.next_id, bbox: d.bbox, last_seen: t, embeds: 0, best: HashMap::new(), reported: None });
+                    self.tracks.push(Track {
+                        id: self.next_id,
+                        bbox: d.bbox,
+                        last_seen: t,
+                        embeds: 0,
+                        best: HashMap::new(),
+                        reported: None,
+                    });
                     self.next_id += 1;
                     self.tracks.len() - 1
                 }
@@ -115,7 +126,13 @@ impl Tracker {
 
     /// Records one embedding's nearest matches for `track_id`; returns a decision when the
     /// track reports for the first time or changes its mind.
-    pub fn matched(&mut self, track_id: u64, matches: &[Match], detection: usize, t: f64) -> Option<Decision> {
+    pub fn matched(
+        &mut self,
+        track_id: u64,
+        matches: &[Match],
+        detection: usize,
+        t: f64,
+    ) -> Option<Decision> {
         let p = self.p.clone();
         let tr = self.tracks.iter_mut().find(|tr| tr.id == track_id)?;
         tr.embeds += 1;
@@ -159,12 +176,17 @@ fn decide(tr: &Track, p: &TrackerParams, t: f64, detection: Option<usize>) -> De
     let mut ranked: Vec<(&String, f32)> = tr.best.iter().map(|(n, d)| (n, *d)).collect();
     ranked.sort_by(|a, b| a.1.total_cmp(&b.1));
     let nearest = ranked.first();
-    let identity = nearest.filter(|(_, d)| *d < p.match_threshold).map(|(n, _)| (*n).clone());
+    let identity = nearest
+        .filter(|(_, d)| *d < p.match_threshold)
+        .map(|(n, _)| (*n).clone());
     Decision {
         track_id: tr.id,
         identity,
         distance: nearest.map(|(_, d)| *d),
-        runner_up: ranked.get(1).map(|(n, d)| Match { name: (*n).clone(), distance: *d }),
+        runner_up: ranked.get(1).map(|(n, d)| Match {
+            name: (*n).clone(),
+            distance: *d,
+        }),
         bbox: tr.bbox,
         media_time: t,
         detection,
@@ -176,15 +198,28 @@ mod tests {
     use super::*;
 
     fn det(x: f32) -> Detection {
-        Detection { bbox: [x, 0.0, x + 100.0, 100.0], prob: 1.0, landmarks: [[0.0; 2]; 5] }
+        Detection {
+            bbox: [x, 0.0, x + 100.0, 100.0],
+            prob: 1.0,
+            landmarks: [[0.0; 2]; 5],
+        }
     }
 
     fn params() -> TrackerParams {
-        TrackerParams { iou_threshold: 0.3, max_gap_s: 1.0, embeds_per_track: 3, decide_after: 2, match_threshold: 0.6 }
+        TrackerParams {
+            iou_threshold: 0.3,
+            max_gap_s: 1.0,
+            embeds_per_track: 3,
+            decide_after: 2,
+            match_threshold: 0.6,
+        }
     }
 
     fn m(name: &str, d: f32) -> Match {
-        Match { name: name.into(), distance: d }
+        Match {
+            name: name.into(),
+            distance: d,
+        }
     }
 
     #[test]
@@ -221,12 +256,28 @@ mod tests {
 
     #[test]
     fn a_changed_mind_is_reported_again() {
-        let mut tr = Tracker::new(TrackerParams { embeds_per_track: 5, ..params() });
+        let mut tr = Tracker::new(TrackerParams {
+            embeds_per_track: 5,
+            ..params()
+        });
         tr.observe(0.0, &[det(0.0)]);
-        assert_eq!(tr.matched(1, &[m("ada", 0.7)], 0, 0.0), None, "waits for two embeddings");
-        let first = tr.matched(1, &[m("ada", 0.65)], 0, 0.1).expect("decides after two");
-        assert_eq!(first.identity, None, "0.65 is above the 0.6 threshold: unknown");
-        assert_eq!(tr.matched(1, &[m("ada", 0.62)], 0, 0.2), None, "still unknown: no new event");
+        assert_eq!(
+            tr.matched(1, &[m("ada", 0.7)], 0, 0.0),
+            None,
+            "waits for two embeddings"
+        );
+        let first = tr
+            .matched(1, &[m("ada", 0.65)], 0, 0.1)
+            .expect("decides after two");
+        assert_eq!(
+            first.identity, None,
+            "0.65 is above the 0.6 threshold: unknown"
+        );
+        assert_eq!(
+            tr.matched(1, &[m("ada", 0.62)], 0, 0.2),
+            None,
+            "still unknown: no new event"
+        );
         let second = tr.matched(1, &[m("ada", 0.41)], 0, 0.3).expect("now known");
         assert_eq!(second.identity.as_deref(), Some("ada"));
     }
@@ -239,6 +290,9 @@ mod tests {
         tr.matched(2, &[m("bob", 0.3)], 1, 0.0);
         let (_, closed) = tr.observe(2.0, &[det(0.0)]);
         assert_eq!(closed.len(), 1, "track 2 was gone for 2 s");
-        assert_eq!((closed[0].track_id, closed[0].identity.as_deref()), (2, Some("bob")));
+        assert_eq!(
+            (closed[0].track_id, closed[0].identity.as_deref()),
+            (2, Some("bob"))
+        );
     }
 }

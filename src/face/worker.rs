@@ -35,31 +35,76 @@ pub struct FaceModels {
 }
 
 fn stem(p: &std::path::Path) -> String {
-    p.file_stem().map_or("model".into(), |s| s.to_string_lossy().into_owned())
+    p.file_stem()
+        .map_or("model".into(), |s| s.to_string_lossy().into_owned())
 }
 
 /// Loads the configured detector and embedder; errors name the config field at fault.
-pub fn load_models(l: &Loaded, env: &ort::environment::Environment, opts: &infer::SessionOptions) -> Result<FaceModels, (&'static str, InferError)> {
+pub fn load_models(
+    l: &Loaded,
+    env: &ort::environment::Environment,
+    opts: &infer::SessionOptions,
+) -> Result<FaceModels, (&'static str, InferError)> {
     let f = &l.config.faces;
     let (Some(det), Some(emb)) = (&f.detector, &f.embedder) else {
-        let e = InferError::Contract { model: PathBuf::new(), reason: "faces.detector and faces.embedder are required".into() };
+        let e = InferError::Contract {
+            model: PathBuf::new(),
+            reason: "faces.detector and faces.embedder are required".into(),
+        };
         return Err(("faces", e));
     };
-    let DetectorConfig::Mtcnn { pnet, rnet, onet, min_face_px, scale_factor, thresholds, min_probability } = det;
-    let params = MtcnnParams { min_face_px: *min_face_px, scale_factor: *scale_factor, thresholds: *thresholds, min_probability: *min_probability };
-    let detector = Mtcnn::load(env, &l.resolve(pnet), &l.resolve(rnet), &l.resolve(onet), params, opts).map_err(|e| ("faces.detector", e))?;
+    let DetectorConfig::Mtcnn {
+        pnet,
+        rnet,
+        onet,
+        min_face_px,
+        scale_factor,
+        thresholds,
+        min_probability,
+    } = det;
+    let params = MtcnnParams {
+        min_face_px: *min_face_px,
+        scale_factor: *scale_factor,
+        thresholds: *thresholds,
+        min_probability: *min_probability,
+    };
+    let detector = Mtcnn::load(
+        env,
+        &l.resolve(pnet),
+        &l.resolve(rnet),
+        &l.resolve(onet),
+        params,
+        opts,
+    )
+    .map_err(|e| ("faces.detector", e))?;
     let path = l.resolve(&emb.path);
-    let embedder = Embedder::load(env, &path, &emb.input, &emb.output, opts).map_err(|e| ("faces.embedder.path", e))?;
-    Ok(FaceModels { detector: Box::new(detector), embedder, detector_name: "mtcnn".into(), embedder_name: stem(&path) })
+    let embedder = Embedder::load(env, &path, &emb.input, &emb.output, opts)
+        .map_err(|e| ("faces.embedder.path", e))?;
+    Ok(FaceModels {
+        detector: Box::new(detector),
+        embedder,
+        detector_name: "mtcnn".into(),
+        embedder_name: stem(&path),
+    })
 }
 
 /// Detects, aligns and embeds every face in `bgr`; returns detections (largest first) and
 /// their descriptors.
-pub fn faces_in(models: &mut FaceModels, bgr: &Mat) -> Result<Vec<(Detection, Vec<f32>)>, InferError> {
+pub fn faces_in(
+    models: &mut FaceModels,
+    bgr: &Mat,
+) -> Result<Vec<(Detection, Vec<f32>)>, InferError> {
     let mut dets = models.detector.detect(bgr)?;
     dets.sort_by(|a, b| b.area().total_cmp(&a.area()));
     let size = models.embedder.size as i32;
-    let chips: Vec<Vec<u8>> = dets.iter().map(|d| align::chip(bgr, &d.landmarks, size)).collect::<Result<_, _>>().map_err(|e| InferError::Run { model: PathBuf::from("alignment"), reason: e.message })?;
+    let chips: Vec<Vec<u8>> = dets
+        .iter()
+        .map(|d| align::chip(bgr, &d.landmarks, size))
+        .collect::<Result<_, _>>()
+        .map_err(|e| InferError::Run {
+            model: PathBuf::from("alignment"),
+            reason: e.message,
+        })?;
     let refs: Vec<&[u8]> = chips.iter().map(Vec::as_slice).collect();
     let descs = models.embedder.embed(&refs)?;
     Ok(dets.into_iter().zip(descs).collect())
@@ -77,11 +122,18 @@ pub struct FaceStage {
 
 impl FaceStage {
     fn event(&self, stream: usize, d: &Decision, snapshot: Option<String>) -> Event {
-        let kind = if d.identity.is_some() { EventType::FaceIdentified } else { EventType::FaceUnknown };
+        let kind = if d.identity.is_some() {
+            EventType::FaceIdentified
+        } else {
+            EventType::FaceUnknown
+        };
         let payload = Payload::Face {
             identity: d.identity.clone(),
             distance: d.distance,
-            runner_up: d.runner_up.as_ref().map(|m| RunnerUp { identity: m.name.clone(), distance: m.distance }),
+            runner_up: d.runner_up.as_ref().map(|m| RunnerUp {
+                identity: m.name.clone(),
+                distance: m.distance,
+            }),
             track_id: d.track_id,
             bbox: d.bbox.map(|v| v.round()),
             snapshot,
@@ -95,8 +147,16 @@ impl FaceStage {
         let (w, h) = (img.cols(), img.rows());
         let [x1, y1, x2, y2] = d.bbox;
         let rect = Rect::new(x1.max(0.0) as i32, y1.max(0.0) as i32, 1, 1);
-        let rect = Rect::new(rect.x, rect.y, ((x2.min(w as f32) as i32) - rect.x).max(1), ((y2.min(h as f32) as i32) - rect.y).max(1)) & Rect::new(0, 0, w, h);
-        let path = dir.join(format!("{}-{:.3}-track{}.jpg", self.names[stream], frame.pts, d.track_id));
+        let rect = Rect::new(
+            rect.x,
+            rect.y,
+            ((x2.min(w as f32) as i32) - rect.x).max(1),
+            ((y2.min(h as f32) as i32) - rect.y).max(1),
+        ) & Rect::new(0, 0, w, h);
+        let path = dir.join(format!(
+            "{}-{:.3}-track{}.jpg",
+            self.names[stream], frame.pts, d.track_id
+        ));
         let crop = Mat::roi(&**img, rect).ok()?;
         match opencv::imgcodecs::imwrite_def(&path, &crop) {
             Ok(true) => Some(path.display().to_string()),
@@ -110,7 +170,12 @@ impl FaceStage {
 
 /// The worker loop. Returns on an inference error (the run then ends with it) or when every
 /// input is gone.
-pub fn run(mut st: FaceStage, rx: Receiver<FaceMsg>, tx: Sender<EventMsg>, metrics: &Metrics) -> Result<(), InferError> {
+pub fn run(
+    mut st: FaceStage,
+    rx: Receiver<FaceMsg>,
+    tx: Sender<EventMsg>,
+    metrics: &Metrics,
+) -> Result<(), InferError> {
     let t = &st.cfg.tracker;
     let params = TrackerParams {
         iou_threshold: t.iou_threshold,
@@ -119,11 +184,21 @@ pub fn run(mut st: FaceStage, rx: Receiver<FaceMsg>, tx: Sender<EventMsg>, metri
         decide_after: t.decide_after,
         match_threshold: st.cfg.match_threshold,
     };
-    let mut trackers: Vec<Tracker> = st.names.iter().map(|_| Tracker::new(params.clone())).collect();
+    let mut trackers: Vec<Tracker> = st
+        .names
+        .iter()
+        .map(|_| Tracker::new(params.clone()))
+        .collect();
     let depth = metrics.queue_depth.with_label_values(&["faces"]);
-    let det_secs = metrics.inference_seconds.with_label_values(&[&st.models.detector_name]);
-    let emb_secs = metrics.inference_seconds.with_label_values(&[&st.models.embedder_name]);
-    let emb_batch = metrics.inference_batch.with_label_values(&[&st.models.embedder_name]);
+    let det_secs = metrics
+        .inference_seconds
+        .with_label_values(&[&st.models.detector_name]);
+    let emb_secs = metrics
+        .inference_seconds
+        .with_label_values(&[&st.models.embedder_name]);
+    let emb_batch = metrics
+        .inference_batch
+        .with_label_values(&[&st.models.embedder_name]);
     let size = st.models.embedder.size as i32;
     let send = |e: Event| tx.send(EventMsg::Emit(e)).is_ok();
     for msg in rx.iter() {
@@ -143,13 +218,21 @@ pub fn run(mut st: FaceStage, rx: Receiver<FaceMsg>, tx: Sender<EventMsg>, metri
         let started = Instant::now();
         let dets = st.models.detector.detect(&frame.image)?;
         det_secs.observe(started.elapsed().as_secs_f64());
-        metrics.faces_detected.with_label_values(&[&st.names[frame.stream]]).inc_by(dets.len() as u64);
+        metrics
+            .faces_detected
+            .with_label_values(&[&st.names[frame.stream]])
+            .inc_by(dets.len() as u64);
         let (assigned, closed) = trackers[frame.stream].observe(frame.pts, &dets);
         for d in closed {
             send(st.event(frame.stream, &d, None));
         }
         // Only faces whose track still wants an embedding are aligned and embedded.
-        let wanted: Vec<usize> = assigned.iter().enumerate().filter(|(_, a)| a.1).map(|(i, _)| i).collect();
+        let wanted: Vec<usize> = assigned
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.1)
+            .map(|(i, _)| i)
+            .collect();
         if wanted.is_empty() {
             continue;
         }
@@ -157,7 +240,10 @@ pub fn run(mut st: FaceStage, rx: Receiver<FaceMsg>, tx: Sender<EventMsg>, metri
             .iter()
             .map(|&i| align::chip(&frame.image, &dets[i].landmarks, size))
             .collect::<Result<_, _>>()
-            .map_err(|e| InferError::Run { model: PathBuf::from("alignment"), reason: e.message })?;
+            .map_err(|e| InferError::Run {
+                model: PathBuf::from("alignment"),
+                reason: e.message,
+            })?;
         let refs: Vec<&[u8]> = chips.iter().map(Vec::as_slice).collect();
         let started = Instant::now();
         let descs = st.models.embedder.embed(&refs)?;

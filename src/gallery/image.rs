@@ -15,7 +15,13 @@ pub enum ImageError {
     #[error("{path}: the header is truncated or malformed ({format})")]
     Header { path: String, format: &'static str },
     #[error("{path}: {width}x{height} is {pixels} pixels, over the limit of {limit} (gallery.max_image_pixels)")]
-    TooLarge { path: String, width: u64, height: u64, pixels: u64, limit: u64 },
+    TooLarge {
+        path: String,
+        width: u64,
+        height: u64,
+        pixels: u64,
+        limit: u64,
+    },
     #[error("{path}: the {format} data cannot be decoded (corrupt or truncated)")]
     Decode { path: String, format: &'static str },
 }
@@ -74,7 +80,10 @@ fn header_size(b: &[u8]) -> Option<Result<(&'static str, u64, u64), &'static str
 /// than `max_pixels`.
 pub fn load(path: &Path, max_pixels: u64) -> Result<Mat, ImageError> {
     let p = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| ImageError::Read { path: p.clone(), reason: e.to_string() })?;
+    let bytes = std::fs::read(path).map_err(|e| ImageError::Read {
+        path: p.clone(),
+        reason: e.to_string(),
+    })?;
     let (format, width, height) = match header_size(&bytes) {
         None => return Err(ImageError::Format { path: p }),
         Some(Err(format)) => return Err(ImageError::Header { path: p, format }),
@@ -82,7 +91,13 @@ pub fn load(path: &Path, max_pixels: u64) -> Result<Mat, ImageError> {
     };
     let pixels = width * height;
     if pixels > max_pixels {
-        return Err(ImageError::TooLarge { path: p, width, height, pixels, limit: max_pixels });
+        return Err(ImageError::TooLarge {
+            path: p,
+            width,
+            height,
+            pixels,
+            limit: max_pixels,
+        });
     }
     if pixels == 0 {
         return Err(ImageError::Header { path: p, format });
@@ -112,7 +127,10 @@ mod tests {
         let f = dir.path().join("huge.png");
         std::fs::write(&f, png_header(20000, 20000)).unwrap();
         let e = load(&f, 40_000_000).unwrap_err().to_string();
-        assert!(e.contains("20000x20000 is 400000000 pixels, over the limit of 40000000"), "{e}");
+        assert!(
+            e.contains("20000x20000 is 400000000 pixels, over the limit of 40000000"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -129,9 +147,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let t = dir.path().join("notes.jpg");
         std::fs::write(&t, "hello").unwrap();
-        assert!(load(&t, 1000).unwrap_err().to_string().contains("not a JPEG, PNG or BMP image"));
+        assert!(load(&t, 1000)
+            .unwrap_err()
+            .to_string()
+            .contains("not a JPEG, PNG or BMP image"));
         let c = dir.path().join("cut.png");
         std::fs::write(&c, png_header(10, 10)).unwrap();
-        assert!(load(&c, 1000).unwrap_err().to_string().contains("cannot be decoded"));
+        assert!(load(&c, 1000)
+            .unwrap_err()
+            .to_string()
+            .contains("cannot be decoded"));
     }
 }

@@ -183,7 +183,11 @@ impl Metrics {
             self.inference_batch.with_label_values(&[m]);
         }
         for stage in stages {
-            let queue = if *stage == "action" { "classifier" } else { stage };
+            let queue = if *stage == "action" {
+                "classifier"
+            } else {
+                stage
+            };
             self.queue_depth.with_label_values(&[queue]);
         }
     }

@@ -137,10 +137,24 @@ pub fn run(
                 for t in smoothers[end.stream].finish() {
                     w.emit(transition_event(&names[end.stream], t, &label));
                 }
-                ended(&mut w, &mut pending[end.stream], end, &names, &progress, branches);
+                ended(
+                    &mut w,
+                    &mut pending[end.stream],
+                    end,
+                    &names,
+                    &progress,
+                    branches,
+                );
             }
             EventMsg::FaceEnd(end) => {
-                ended(&mut w, &mut pending[end.stream], end, &names, &progress, branches);
+                ended(
+                    &mut w,
+                    &mut pending[end.stream],
+                    end,
+                    &names,
+                    &progress,
+                    branches,
+                );
             }
         }
     }
@@ -162,7 +176,14 @@ struct Pending {
 
 /// Counts one branch's end of a stream; after the last branch, writes `stream.down` with the
 /// most serious reason any branch gave.
-fn ended(w: &mut Writer, p: &mut Pending, end: StreamEnd, names: &[String], progress: &[Progress], branches: usize) {
+fn ended(
+    w: &mut Writer,
+    p: &mut Pending,
+    end: StreamEnd,
+    names: &[String],
+    progress: &[Progress],
+    branches: usize,
+) {
     p.seen += 1;
     let rank = |r: &EndReason| match r {
         EndReason::EndOfFile => 0,
@@ -170,7 +191,10 @@ fn ended(w: &mut Writer, p: &mut Pending, end: StreamEnd, names: &[String], prog
         EndReason::Error(_) => 2,
     };
     let keep = match &p.end {
-        Some(prev) => rank(&end.reason) > rank(&prev.reason) || (rank(&end.reason) == rank(&prev.reason) && end.media_time > prev.media_time),
+        Some(prev) => {
+            rank(&end.reason) > rank(&prev.reason)
+                || (rank(&end.reason) == rank(&prev.reason) && end.media_time > prev.media_time)
+        }
         None => true,
     };
     if keep {
@@ -184,13 +208,23 @@ fn ended(w: &mut Writer, p: &mut Pending, end: StreamEnd, names: &[String], prog
     let name = &names[end.stream];
     let detail = match &end.reason {
         EndReason::Error(msg) => {
-            w.summary.stream_errors.push(format!("stream {name}: {msg}"));
+            w.summary
+                .stream_errors
+                .push(format!("stream {name}: {msg}"));
             Some(msg.clone())
         }
         _ => None,
     };
-    let payload = Payload::Stream { reason: end.reason.as_str().into(), detail };
-    w.emit(Event::new(EventType::StreamDown, name, end.media_time, payload));
+    let payload = Payload::Stream {
+        reason: end.reason.as_str().into(),
+        detail,
+    };
+    w.emit(Event::new(
+        EventType::StreamDown,
+        name,
+        end.media_time,
+        payload,
+    ));
 }
 
 fn transition_event(stream: &str, t: Transition, label: &impl Fn(usize) -> String) -> Event {

@@ -18,11 +18,11 @@ pub use prepare::{load_faces, prepare, Prepared, PreparedAction, PreparedFaces, 
 
 use crate::action::sampler::Sampler;
 use crate::action::{self, classifier};
-use crate::face::{self, worker::FaceMsg};
-use crate::source::Frame;
 use crate::event::open_sinks;
+use crate::face::{self, worker::FaceMsg};
 use crate::metrics::{self, Metrics};
 use crate::source::file::FileReader;
+use crate::source::Frame;
 use crate::source::{run_reader, EndReason, Ended, StreamEnd, StreamMsg};
 use anyhow::Context;
 use crossbeam_channel::bounded;
@@ -81,7 +81,10 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
     }
     if let Some(f) = &p.faces {
         stages.push("faces");
-        models.extend([f.models.detector_name.clone(), f.models.embedder_name.clone()]);
+        models.extend([
+            f.models.detector_name.clone(),
+            f.models.embedder_name.clone(),
+        ]);
     }
     let model_refs: Vec<&str> = models.iter().map(String::as_str).collect();
     metrics.init_streams(&ids, &stages, &model_refs);
@@ -99,30 +102,55 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
     // Events: enough room that stream and segment events never wait on a slow sink for long.
     let (ev_tx, ev_rx) = bounded::<EventMsg>(cap * 16);
     let names: Vec<String> = p.streams.iter().map(|s| s.id.clone()).collect();
-    let labels = p.action.as_ref().map(|a| a.labels.clone()).unwrap_or_default();
+    let labels = p
+        .action
+        .as_ref()
+        .map(|a| a.labels.clone())
+        .unwrap_or_default();
     // Progress is what has been processed, not what has been decoded: decoding runs ahead by
     // the queues' depth, which on a short file is all of it.
-    let progress = MultiProgress::with_draw_target(if opts.progress && std::io::stderr().is_terminal() {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    });
-    let style = ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} frames  {per_sec}  eta {eta}")
-        .expect("valid template")
-        .progress_chars("=> ");
+    let progress =
+        MultiProgress::with_draw_target(if opts.progress && std::io::stderr().is_terminal() {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        });
+    let style = ProgressStyle::with_template(
+        "{prefix:>12} [{bar:30}] {pos}/{len} frames  {per_sec}  eta {eta}",
+    )
+    .expect("valid template")
+    .progress_chars("=> ");
     let bars: Vec<events::Progress> = p
         .streams
         .iter()
         .map(|s| events::Progress {
-            bar: progress.add(ProgressBar::new(s.info.frame_count).with_style(style.clone()).with_prefix(s.id.clone())),
+            bar: progress.add(
+                ProgressBar::new(s.info.frame_count)
+                    .with_style(style.clone())
+                    .with_prefix(s.id.clone()),
+            ),
             fps: s.info.fps,
         })
         .collect();
     // With the action branch, progress follows classified clips; otherwise decoded frames.
-    let decode_bars: Vec<Option<ProgressBar>> = bars.iter().map(|b| p.action.is_none().then(|| b.bar.clone())).collect();
+    let decode_bars: Vec<Option<ProgressBar>> = bars
+        .iter()
+        .map(|b| p.action.is_none().then(|| b.bar.clone()))
+        .collect();
     let events = {
         let (metrics, smoother) = (metrics.clone(), cfg.action.smoother.clone());
-        spawn("events".into(), move || events::run(ev_rx, sinks, names.clone(), labels, bars, branches, &smoother, &metrics))?
+        spawn("events".into(), move || {
+            events::run(
+                ev_rx,
+                sinks,
+                names.clone(),
+                labels,
+                bars,
+                branches,
+                &smoother,
+                &metrics,
+            )
+        })?
     };
 
     let mut handles = Vec::new();
@@ -130,8 +158,15 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
     let mut classifier_handle = None;
     if let Some(a) = p.action {
         let (tx, rx) = bounded::<classifier::ClipMsg>(cap);
-        let (ev, m, batch, wait) = (ev_tx.clone(), metrics.clone(), cfg.action.max_batch, Duration::from_millis(cfg.action.max_wait_ms));
-        classifier_handle = Some(spawn("classifier".into(), move || classifier::run(a.classifier, rx, ev, batch, wait, &m))?);
+        let (ev, m, batch, wait) = (
+            ev_tx.clone(),
+            metrics.clone(),
+            cfg.action.max_batch,
+            Duration::from_millis(cfg.action.max_wait_ms),
+        );
+        classifier_handle = Some(spawn("classifier".into(), move || {
+            classifier::run(a.classifier, rx, ev, batch, wait, &m)
+        })?);
         clip_tx = Some(tx);
     }
     let mut face_tx = None;
@@ -146,7 +181,9 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
             names: p.streams.iter().map(|s| s.id.clone()).collect(),
         };
         let (ev, m) = (ev_tx.clone(), metrics.clone());
-        face_handle = Some(spawn("faces".into(), move || face::worker::run(stage, rx, ev, &m))?);
+        face_handle = Some(spawn("faces".into(), move || {
+            face::worker::run(stage, rx, ev, &m)
+        })?);
         face_tx = Some(tx);
     }
 
@@ -155,7 +192,12 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
         if let Some(tx) = &clip_tx {
             let (ftx, frx) = bounded::<StreamMsg>(cap);
             outputs.push(ftx);
-            let (tx, m, acfg, id) = (tx.clone(), metrics.clone(), cfg.action.clone(), s.id.clone());
+            let (tx, m, acfg, id) = (
+                tx.clone(),
+                metrics.clone(),
+                cfg.action.clone(),
+                s.id.clone(),
+            );
             handles.push(spawn(format!("act-{}", s.id), move || {
                 let _span = tracing::info_span!("stream", stream = %id).entered();
                 action::run_stream(i, &id, frx, tx, &acfg, &m)
@@ -164,8 +206,15 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
         if let Some(tx) = &face_tx {
             let (ftx, frx) = bounded::<StreamMsg>(cap);
             outputs.push(ftx);
-            let (tx, m, fps, id) = (tx.clone(), metrics.clone(), cfg.faces.sample_fps, s.id.clone());
-            handles.push(spawn(format!("face-{}", s.id), move || sample_faces(&id, frx, tx, fps, &m))?);
+            let (tx, m, fps, id) = (
+                tx.clone(),
+                metrics.clone(),
+                cfg.faces.sample_fps,
+                s.id.clone(),
+            );
+            handles.push(spawn(format!("face-{}", s.id), move || {
+                sample_faces(&id, frx, tx, fps, &m)
+            })?);
         }
         let (ev, m, stop) = (ev_tx.clone(), metrics.clone(), stop.clone());
         handles.push(spawn(format!("src-{}", s.id), move || {
@@ -191,7 +240,9 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
             Some(Err(_)) => errors.push(format!("the {name} thread panicked")),
         }
     }
-    let mut summary = events.join().map_err(|_| anyhow::anyhow!("the events thread panicked"))?;
+    let mut summary = events
+        .join()
+        .map_err(|_| anyhow::anyhow!("the events thread panicked"))?;
     summary.inference_error = (!errors.is_empty()).then(|| errors.join("; "));
     if stop.load(Ordering::Relaxed) {
         tracing::info!("stopped on request; everything queued was written");
@@ -201,7 +252,13 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
 
 /// The face branch's sampler for one stream: keeps frames at `fps` (every frame when 0) and
 /// queues them for the shared face worker, then the stream's end.
-fn sample_faces(id: &str, rx: crossbeam_channel::Receiver<StreamMsg>, tx: crossbeam_channel::Sender<FaceMsg>, fps: f64, m: &Metrics) {
+fn sample_faces(
+    id: &str,
+    rx: crossbeam_channel::Receiver<StreamMsg>,
+    tx: crossbeam_channel::Sender<FaceMsg>,
+    fps: f64,
+    m: &Metrics,
+) {
     let sampled = m.frames_sampled.with_label_values(&[id, "faces"]);
     let mut sampler = (fps > 0.0).then(|| Sampler::<Frame>::new(fps));
     let mut picked: Vec<Frame> = Vec::new();

@@ -106,24 +106,44 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Problems> {
                     );
                 }
                 let enrolled = gallery.people.len();
-                faces = Some(PreparedFaces { models, enrolled, index: Arc::new(gallery.index()) });
+                faces = Some(PreparedFaces {
+                    models,
+                    enrolled,
+                    index: Arc::new(gallery.index()),
+                });
             }
             Err(p) => problems.push(p),
         }
     }
     if problems.is_empty() {
-        Ok(Prepared { loaded, streams, action, faces })
+        Ok(Prepared {
+            loaded,
+            streams,
+            action,
+            faces,
+        })
     } else {
         Err(Problems(problems))
     }
 }
 
-fn runtime_env(loaded: &Loaded) -> Result<(ort::environment::Environment, infer::SessionOptions), Problem> {
+fn runtime_env(
+    loaded: &Loaded,
+) -> Result<(ort::environment::Environment, infer::SessionOptions), Problem> {
     let c = &loaded.config;
-    let configured = c.runtime.onnxruntime_library.as_deref().map(|p| loaded.resolve(p));
-    let lib_path = infer::library_path(configured.as_deref()).map_err(|e| loaded.problem("runtime.onnxruntime_library", e.to_string()))?;
-    let env = infer::environment(&lib_path).map_err(|e| loaded.problem("runtime.onnxruntime_library", e.to_string()))?;
-    let opts = infer::SessionOptions { provider: c.runtime.execution_provider, intra_threads: c.runtime.intra_threads };
+    let configured = c
+        .runtime
+        .onnxruntime_library
+        .as_deref()
+        .map(|p| loaded.resolve(p));
+    let lib_path = infer::library_path(configured.as_deref())
+        .map_err(|e| loaded.problem("runtime.onnxruntime_library", e.to_string()))?;
+    let env = infer::environment(&lib_path)
+        .map_err(|e| loaded.problem("runtime.onnxruntime_library", e.to_string()))?;
+    let opts = infer::SessionOptions {
+        provider: c.runtime.execution_provider,
+        intra_threads: c.runtime.intra_threads,
+    };
     Ok((env, opts))
 }
 
@@ -131,11 +151,16 @@ fn runtime_env(loaded: &Loaded) -> Result<(ort::environment::Environment, infer:
 pub fn load_faces(loaded: &Loaded) -> Result<(FaceModels, Gallery), Problem> {
     let (env, opts) = runtime_env(loaded)?;
     let models = load_models(loaded, &env, &opts).map_err(|(at, e)| {
-        let at = if matches!(e, InferError::Provider { .. }) { "runtime.execution_provider" } else { at };
+        let at = if matches!(e, InferError::Provider { .. }) {
+            "runtime.execution_provider"
+        } else {
+            at
+        };
         loaded.problem(at, e.to_string())
     })?;
     let path = loaded.resolve(&loaded.config.gallery.path);
-    let gallery = Gallery::open(&path, &models.embedder_name, models.embedder.dim).map_err(|e| loaded.problem("gallery.path", e.to_string()))?;
+    let gallery = Gallery::open(&path, &models.embedder_name, models.embedder.dim)
+        .map_err(|e| loaded.problem("gallery.path", e.to_string()))?;
     Ok((models, gallery))
 }
 

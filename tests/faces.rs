@@ -1,0 +1,426 @@
+//! Faces end to end: enrol from one photo, identify and verify from the command line, refuse
+//! bad input without losing the gallery, and name the people in a real video once per track.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A config with the face branch on, its gallery in `dir`.
+fn faces_config(dir: &Path, stream: &Path, extra: &str) -> PathBuf {
+    let yaml = format!(
+        "streams:\n  - id: cam\n    url: {}\naction: {{enabled: false}}\nfaces:\n  enabled: true\n{extra}  detector:\n    type: mtcnn\n    pnet: {}\n    rnet: {}\n    onet: {}\n  embedder:\n    path: {}\ngallery:\n  path: {}\nmetrics: {{enabled: false}}\n{}",
+        stream.display(),
+        built("models/mtcnn_pnet.onnx").display(),
+        built("models/mtcnn_rnet.onnx").display(),
+        built("models/mtcnn_onet.onnx").display(),
+        built("models/dlib_resnet.onnx").display(),
+        dir.join("gallery.json").display(),
+        runtime_yaml()
+    );
+    write_config(dir, &yaml)
+}
+
+fn gallery(config: &Path, args: &[&str]) -> Output {
+    let out = vigil()
+        .arg("gallery")
+        .arg(args[0])
+        .arg("--config")
+        .arg(config)
+        .arg("--json")
+        .args(&args[1..])
+        .output()
+        .unwrap();
+    assert_no_panic(&out);
+    out
+}
+
+fn ok_json(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        stderr(out)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn photo(name: &str) -> String {
+    built(&format!("media/faces/{name}")).display().to_string()
+}
+
+fn identities(v: &Value) -> Vec<Option<String>> {
+    v["faces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["identity"].as_str().map(String::from))
+        .collect()
+}
+
+#[test]
+fn one_photo_enrols_a_person_who_is_then_identified_and_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = faces_config(dir.path(), &built("media/bigbuckbunny.mp4"), "");
+    ok_json(&gallery(
+        &cfg,
+        &["enroll", "--name", "obama", &photo("obama.jpg")],
+    ));
+    ok_json(&gallery(
+        &cfg,
+        &["enroll", "--name", "biden", &photo("biden.jpg")],
+    ));
+    let list = ok_json(&gallery(&cfg, &["list"]));
+    assert_eq!(list["people"].as_array().unwrap().len(), 2);
+
+    for p in ["obama2.jpg", "obama3.jpg"] {
+        let v = ok_json(&gallery(&cfg, &["identify", &photo(p)]));
+        assert_eq!(identities(&v), vec![Some("obama".to_string())], "{p}: {v}");
+        let best = &v["faces"][0]["candidates"];
+        assert!(
+            best[0]["distance"].as_f64().unwrap() < 0.6
+                && best[1]["distance"].as_f64().unwrap() > 0.6,
+            "{v}"
+        );
+    }
+    let same = gallery(&cfg, &["verify", "--name", "obama", &photo("obama2.jpg")]);
+    assert_eq!(ok_json(&same)["same"], true);
+    let different = gallery(&cfg, &["verify", "--name", "obama", &photo("biden.jpg")]);
+    assert_eq!(
+        different.status.code(),
+        Some(3),
+        "exit 3 means a different person"
+    );
+    let v: Value = serde_json::from_slice(&different.stdout).unwrap();
+    assert!(v["distance"].as_f64().unwrap() > 0.6, "{v}");
+
+    let removed = ok_json(&gallery(&cfg, &["remove", "--name", "biden"]));
+    assert_eq!(removed["removed"], "biden");
+    assert_eq!(
+        ok_json(&gallery(&cfg, &["list"]))["people"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_the_gallery_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cfg = faces_config(d, &built("media/bigbuckbunny.mp4"), "");
+    ok_json(&gallery(
+        &cfg,
+        &["enroll", "--name", "obama", &photo("obama.jpg")],
+    ));
+    let saved = std::fs::read(d.join("gallery.json")).unwrap();
+
+    // An image with no face: a grey frame. A text file named .jpg. A PNG header claiming
+    // 20000x20000 pixels. Two people side by side.
+    let grey = d.join("grey.png");
+    assert!(Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "color=gray:s=640x480",
+            "-frames:v",
+            "1"
+        ])
+        .arg(&grey)
+        .status()
+        .unwrap()
+        .success());
+    let text = d.join("notes.jpg");
+    std::fs::write(&text, "not an image").unwrap();
+    let huge = d.join("huge.png");
+    let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+    png.extend(20000u32.to_be_bytes());
+    png.extend(20000u32.to_be_bytes());
+    png.extend([8, 2, 0, 0, 0, 0, 0, 0, 0]);
+    std::fs::write(&huge, png).unwrap();
+    let pair = d.join("pair.jpg");
+    let st = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            &photo("obama.jpg"),
+            "-i",
+            &photo("biden.jpg"),
+            "-filter_complex",
+            "[0]scale=-2:600[a];[1]scale=-2:600[b];[a][b]hstack",
+        ])
+        .arg(&pair)
+        .status()
+        .unwrap();
+    assert!(st.success());
+
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "enroll".into(),
+                "--name".into(),
+                "x".into(),
+                grey.display().to_string(),
+            ],
+            "no face found",
+        ),
+        (
+            vec![
+                "enroll".into(),
+                "--name".into(),
+                "x".into(),
+                text.display().to_string(),
+            ],
+            "not a JPEG, PNG or BMP image",
+        ),
+        (
+            vec![
+                "enroll".into(),
+                "--name".into(),
+                "x".into(),
+                huge.display().to_string(),
+            ],
+            "20000x20000 is 400000000 pixels, over the limit",
+        ),
+        (
+            vec![
+                "enroll".into(),
+                "--name".into(),
+                "x".into(),
+                pair.display().to_string(),
+            ],
+            "2 faces found, largest first",
+        ),
+        // One bad photo among good ones: nothing is enrolled.
+        (
+            vec![
+                "enroll".into(),
+                "--name".into(),
+                "y".into(),
+                photo("obama2.jpg"),
+                grey.display().to_string(),
+            ],
+            "no face found",
+        ),
+        (
+            vec![
+                "enroll".into(),
+                "--name".into(),
+                "a/b".into(),
+                photo("obama2.jpg"),
+            ],
+            "invalid name \"a/b\"",
+        ),
+        (
+            vec![
+                "verify".into(),
+                "--name".into(),
+                "nobody".into(),
+                photo("obama2.jpg"),
+            ],
+            "no one named \"nobody\"",
+        ),
+        (
+            vec!["remove".into(), "--name".into(), "nobody".into()],
+            "no one named \"nobody\"",
+        ),
+    ];
+    for (args, want) in cases {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = gallery(&cfg, &refs);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(want),
+            "{args:?}: wanted {want:?} in {}",
+            stderr(&out)
+        );
+        assert_eq!(
+            std::fs::read(d.join("gallery.json")).unwrap(),
+            saved,
+            "{args:?} changed the gallery"
+        );
+    }
+    // Told which face, the pair photo enrols (the larger face is 0).
+    ok_json(&gallery(
+        &cfg,
+        &[
+            "enroll",
+            "--name",
+            "pick",
+            "--face",
+            "1",
+            pair.to_str().unwrap(),
+        ],
+    ));
+
+    // A corrupt gallery file is refused, named, and left as it was.
+    std::fs::write(
+        d.join("gallery.json"),
+        b"{\"format\": \"vigil-gallery\", \"version\": 1, \"peo",
+    )
+    .unwrap();
+    let out = gallery(&cfg, &["enroll", "--name", "x", &photo("obama2.jpg")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("gallery.path: gallery")
+            && stderr(&out).contains("is not a vigil gallery file or is corrupt"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read(d.join("gallery.json")).unwrap(),
+        b"{\"format\": \"vigil-gallery\", \"version\": 1, \"peo"
+    );
+}
+
+#[test]
+fn every_face_in_the_shared_group_photos_is_found_and_named() {
+    let Some(faces) = shared_media("faces") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = faces_config(dir.path(), &built("media/bigbuckbunny.mp4"), "");
+    ok_json(&gallery(
+        &cfg,
+        &["enroll", "--name", "obama", &photo("obama.jpg")],
+    ));
+    ok_json(&gallery(
+        &cfg,
+        &[
+            "enroll",
+            "--name",
+            "biden",
+            faces.join("biden.jpg").to_str().unwrap(),
+        ],
+    ));
+
+    let v = ok_json(&gallery(
+        &cfg,
+        &["identify", faces.join("biden2.jpg").to_str().unwrap()],
+    ));
+    assert_eq!(identities(&v), vec![Some("biden".to_string())], "{v}");
+
+    // MODELS.md section 2: MTCNN finds (235,28,385,223) and (788,46,942,255) here.
+    let v = ok_json(&gallery(
+        &cfg,
+        &["identify", faces.join("two_people.jpg").to_str().unwrap()],
+    ));
+    assert_eq!(
+        identities(&v),
+        vec![Some("obama".to_string()), Some("biden".to_string())],
+        "{v}"
+    );
+    for (face, want) in v["faces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip([[235.0, 28.0, 385.0, 223.0], [788.0, 46.0, 942.0, 255.0]])
+    {
+        let got: Vec<f64> = face["box"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        assert!(
+            got.iter().zip(want).all(|(g, w)| (g - w).abs() <= 3.0),
+            "box {got:?} vs {want:?}"
+        );
+    }
+
+    // Obama and Biden are both named; a third, smaller face (a child) is nobody enrolled.
+    let v = ok_json(&gallery(
+        &cfg,
+        &[
+            "identify",
+            faces.join("obama_and_biden.jpg").to_str().unwrap(),
+        ],
+    ));
+    let ids = identities(&v);
+    assert!(
+        ids.contains(&Some("obama".into())) && ids.contains(&Some("biden".into())),
+        "{v}"
+    );
+    assert_eq!(
+        ids.iter().filter(|i| i.is_some()).count(),
+        2,
+        "no one is named twice: {v}"
+    );
+}
+
+#[test]
+fn the_hamilton_clip_names_miranda_and_lacamoire_once_per_track_and_no_one_wrongly() {
+    let Some(faces) = shared_media("faces") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("events.jsonl");
+    let cfg = faces_config(
+        dir.path(),
+        &faces.join("short_hamilton_clip.mp4"),
+        &format!("  sample_fps: 10\n  snapshots: {}\n", dir.path().display()),
+    );
+    let cfg_text = std::fs::read_to_string(&cfg).unwrap()
+        + &format!("sinks:\n  - type: file\n    path: {}\n", jsonl.display());
+    std::fs::write(&cfg, cfg_text).unwrap();
+    for (name, file) in [
+        ("Lin-Manuel Miranda", "lin-manuel-miranda.png"),
+        ("Alex Lacamoire", "alex-lacamoire.png"),
+        ("obama", "obama.jpg"),
+        ("biden", "biden.jpg"),
+    ] {
+        ok_json(&gallery(
+            &cfg,
+            &["enroll", "--name", name, faces.join(file).to_str().unwrap()],
+        ));
+    }
+    let out = run(&cfg);
+    assert_no_panic(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ev = events(&std::fs::read_to_string(&jsonl).unwrap());
+    let named: Vec<&Value> = of_type(&ev, "face.identified");
+    let who: std::collections::HashSet<&str> = named
+        .iter()
+        .map(|e| e["identity"].as_str().unwrap())
+        .collect();
+    assert!(
+        who.contains("Lin-Manuel Miranda") && who.contains("Alex Lacamoire"),
+        "{named:#?}"
+    );
+    assert!(
+        who.iter()
+            .all(|w| ["Lin-Manuel Miranda", "Alex Lacamoire"].contains(w)),
+        "only the two of them are on stage: {named:#?}"
+    );
+    // Once per track: a track id reports again only with a changed decision.
+    let face_events: Vec<&Value> = ev
+        .iter()
+        .filter(|e| e["type"].as_str().unwrap().starts_with("face."))
+        .collect();
+    let mut last: std::collections::HashMap<u64, Option<&str>> = Default::default();
+    for e in &face_events {
+        let id = e["track_id"].as_u64().unwrap();
+        let decision = e["identity"].as_str();
+        assert_ne!(
+            last.insert(id, decision),
+            Some(decision),
+            "track {id} repeated its decision: {face_events:#?}"
+        );
+        assert!(Path::new(e["snapshot"].as_str().expect("snapshot path")).exists());
+    }
+    let sampled_frames = 92; // 9.14 s at 10 fps
+    assert!(
+        face_events.len() < sampled_frames / 4,
+        "events per track, not per frame: {}",
+        face_events.len()
+    );
+}
