@@ -224,6 +224,10 @@ pub struct FacesConfig {
     /// Frames per second the face sampler keeps from each stream (nearest frame by timestamp);
     /// 0 keeps every decoded frame. Default 5.
     pub sample_fps: f64,
+    /// Run the full detector on every Nth sampled frame; in between, faces already tracked are
+    /// found again near their last position (much cheaper), and new faces wait for the next
+    /// full search. 1 searches every frame. Default 1.
+    pub detect_interval: u32,
     /// The face detector. Required when the branch is enabled (or for `vigil gallery`).
     pub detector: Option<DetectorConfig>,
     /// The face embedder. Required when the branch is enabled (or for `vigil gallery`).
@@ -241,6 +245,7 @@ impl Default for FacesConfig {
         FacesConfig {
             enabled: false,
             sample_fps: 5.0,
+            detect_interval: 1,
             detector: None,
             embedder: None,
             match_threshold: 0.6,

@@ -272,6 +272,12 @@ pub fn validate_faces(l: &Loaded) -> Vec<Problem> {
             ),
         );
     }
+    if f.detect_interval == 0 || f.detect_interval > 1000 {
+        p(
+            "faces.detect_interval",
+            format!("must be 1..=1000 frames, got {}", f.detect_interval),
+        );
+    }
     if !(f.match_threshold > 0.0 && f.match_threshold.is_finite()) {
         p(
             "faces.match_threshold",

@@ -29,6 +29,13 @@ impl Detection {
 /// Anything that finds faces with five landmarks in a BGR image.
 pub trait FaceDetector: Send {
     fn detect(&mut self, bgr: &Mat) -> Result<Vec<Detection>, InferError>;
+
+    /// Finds the faces again near `boxes` (where tracked faces were a frame ago), without a
+    /// full search. Detectors without a cheaper way search the whole image.
+    fn redetect(&mut self, bgr: &Mat, boxes: &[[f32; 4]]) -> Result<Vec<Detection>, InferError> {
+        let _ = boxes;
+        self.detect(bgr)
+    }
 }
 
 /// MTCNN settings (see `faces.detector` in docs/config.md).
@@ -321,8 +328,33 @@ impl Mtcnn {
 
 impl FaceDetector for Mtcnn {
     fn detect(&mut self, img: &Mat) -> Result<Vec<Detection>, InferError> {
+        let cands = self.stage1(img)?;
+        self.refine(img, cands)
+    }
+
+    /// Starts the cascade at R-Net from the previous boxes, squared and widened by a fifth so a
+    /// moving face is still inside: the pyramid search, most of the cost, is skipped.
+    fn redetect(&mut self, img: &Mat, boxes: &[[f32; 4]]) -> Result<Vec<Detection>, InferError> {
+        let cands = boxes
+            .iter()
+            .map(|b| {
+                let (cx, cy) = ((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0);
+                let half = 0.6 * (b[2] - b[0]).max(b[3] - b[1]);
+                Cand {
+                    b: [cx - half, cy - half, cx + half, cy + half],
+                    score: 1.0,
+                    reg: [0.0; 4],
+                }
+            })
+            .collect();
+        self.refine(img, cands)
+    }
+}
+
+impl Mtcnn {
+    /// R-Net and O-Net over the candidates.
+    fn refine(&mut self, img: &Mat, mut cands: Vec<Cand>) -> Result<Vec<Detection>, InferError> {
         let p = self.params.clone();
-        let mut cands = self.stage1(img)?;
         if cands.is_empty() {
             return Ok(vec![]);
         }

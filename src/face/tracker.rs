@@ -151,6 +151,11 @@ impl Tracker {
         Some(d)
     }
 
+    /// Boxes of the open tracks, where to look for them in the next frame.
+    pub fn boxes(&self) -> Vec<[f32; 4]> {
+        self.tracks.iter().map(|t| t.bbox).collect()
+    }
+
     /// Closes every track (end of stream), reporting those that never did.
     pub fn finish(&mut self, t: f64) -> Vec<Decision> {
         self.close_where(|_| true, t)

@@ -200,6 +200,8 @@ pub fn run(
         .inference_batch
         .with_label_values(&[&st.models.embedder_name]);
     let size = st.models.embedder.size as i32;
+    let interval = st.cfg.detect_interval.max(1) as usize;
+    let mut since_search: Vec<usize> = vec![0; st.names.len()];
     let send = |e: Event| tx.send(EventMsg::Emit(e)).is_ok();
     for msg in rx.iter() {
         depth.set(rx.len() as i64);
@@ -216,8 +218,22 @@ pub fn run(
             FaceMsg::Frame(f) => f,
         };
         let started = Instant::now();
-        let dets = st.models.detector.detect(&frame.image)?;
+        let n = &mut since_search[frame.stream];
+        let boxes = trackers[frame.stream].boxes();
+        let dets = if *n + 1 >= interval || boxes.is_empty() {
+            *n = 0;
+            st.models.detector.detect(&frame.image)?
+        } else {
+            *n += 1;
+            st.models.detector.redetect(&frame.image, &boxes)?
+        };
         det_secs.observe(started.elapsed().as_secs_f64());
+        tracing::trace!(
+            full_search = since_search[frame.stream] == 0,
+            faces = dets.len(),
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "detect"
+        );
         metrics
             .faces_detected
             .with_label_values(&[&st.names[frame.stream]])
@@ -248,6 +264,11 @@ pub fn run(
         let started = Instant::now();
         let descs = st.models.embedder.embed(&refs)?;
         emb_secs.observe(started.elapsed().as_secs_f64());
+        tracing::trace!(
+            faces = descs.len(),
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "embed"
+        );
         emb_batch.observe(descs.len() as f64);
         for (&i, desc) in wanted.iter().zip(&descs) {
             let matches = st.index.search(desc, 2);
