@@ -2,7 +2,7 @@
 # Both run the idempotent set-up first. Set CARGO_TARGET_DIR to share a build cache.
 CARGO ?= cargo
 
-.PHONY: setup build run check test bench parity
+.PHONY: setup build run demo-gallery check test bench parity
 
 setup:
 	./scripts/setup.sh
@@ -10,10 +10,15 @@ setup:
 build: setup
 	$(CARGO) build --release --locked
 
-run: build
+run: build demo-gallery
 	$(CARGO) run --release --locked -- run --config config/default.yaml
 
-check: build
+# The default config's gallery: Barack Obama, enrolled from one registry photo.
+demo-gallery: build
+	test -s build/demo-gallery.json || $(CARGO) run --release --locked -- gallery enroll \
+		--config config/default.yaml --name "Barack Obama" build/media/faces/obama.jpg
+
+check: build demo-gallery
 	$(CARGO) run --release --locked -- check --config config/default.yaml
 
 test: setup

@@ -42,4 +42,20 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
 fi
 
 "$venv/bin/python" "$root/models/build.py" --cache "$cache/downloads" --out "$root/build"
+
+# The face demo: a slideshow of registry photos that are not enrolled in the demo gallery
+# (`make run` enrols obama.jpg only), so the default run names Obama twice and meets an unknown
+# (Biden). Black gaps between the photos end each face track, as a cut to another camera would.
+demo="$root/build/media/faces_demo.mp4"
+if [ ! -s "$demo" ]; then
+  say "making the face demo video"
+  faces="$root/build/media/faces"
+  fit='scale=1280:720:force_original_aspect_ratio=decrease,pad=1280:720:(ow-iw)/2:(oh-ih)/2,setsar=1,fps=25,format=yuv420p'
+  ffmpeg -v error -y \
+    -loop 1 -t 2 -i "$faces/obama2.jpg" -loop 1 -t 2 -i "$faces/obama3.jpg" -loop 1 -t 2 -i "$faces/biden.jpg" \
+    -f lavfi -t 1.2 -i color=black:s=1280x720:r=25 -f lavfi -t 1.2 -i color=black:s=1280x720:r=25 \
+    -filter_complex "[0]$fit[a];[1]$fit[b];[2]$fit[c];[3]$fit[g1];[4]$fit[g2];[a][g1][b][g2][c]concat=n=5:v=1[out]" \
+    -map "[out]" -c:v libx264 -preset veryfast "$demo.tmp.mp4"
+  mv "$demo.tmp.mp4" "$demo"
+fi
 say "ready: build/ holds the ONNX Runtime library, the models and the demo video"
