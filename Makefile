@@ -27,8 +27,11 @@ test: setup
 bench: build
 	python3 scripts/bench.py
 
-# Opt-in: the converted I3D against the original Flax model (installs JAX; about 1 GB).
+# Opt-in: every converted model against its original (installs JAX, Flax and dlib; about 1 GB).
+PARITY_VENV = $${VIGIL_CACHE:-$$HOME/.cache/vigil}/parity-venv
 parity: setup
-	python3 -m venv $${VIGIL_CACHE:-$$HOME/.cache/vigil}/parity-venv
-	$${VIGIL_CACHE:-$$HOME/.cache/vigil}/parity-venv/bin/pip install -q -r models/requirements-parity.txt
-	$${VIGIL_CACHE:-$$HOME/.cache/vigil}/parity-venv/bin/python models/check_i3d_parity.py --cache $${VIGIL_CACHE:-$$HOME/.cache/vigil}/downloads --out build
+	python3 -m venv $(PARITY_VENV)
+	$(PARITY_VENV)/bin/pip install -q -r models/requirements-parity.txt -r scripts/requirements-face-baseline.txt
+	$(PARITY_VENV)/bin/python models/check_i3d_parity.py --cache $${VIGIL_CACHE:-$$HOME/.cache/vigil}/downloads --out build
+	$(PARITY_VENV)/bin/python models/check_dlib_resnet.py --cache $${VIGIL_CACHE:-$$HOME/.cache/vigil}/downloads --out build
+	$(PARITY_VENV)/bin/python models/check_mtcnn.py --parity --models build/models build/media/faces/obama.jpg

@@ -119,7 +119,10 @@ fn metrics_pass_promtool_and_count_the_run() {
         132.0
     );
     assert_eq!(
-        value(&last, "vigil_frames_sampled_total{stream=\"bunny\"}"),
+        value(
+            &last,
+            "vigil_frames_sampled_total{stage=\"action\",stream=\"bunny\"}"
+        ),
         132.0,
         "25 fps in, 25 fps out"
     );

@@ -48,6 +48,9 @@ pub struct MtcnnParams {
     pub min_probability: f32,
 }
 
+/// Each requested output: its shape and its values.
+type Outputs = Vec<(Vec<usize>, Vec<f32>)>;
+
 struct Net {
     session: Session,
     path: PathBuf,
@@ -73,7 +76,7 @@ impl Net {
         input: &[f32],
         shape: [usize; 4],
         outputs: &[&str],
-    ) -> Result<Vec<(Vec<usize>, Vec<f32>)>, InferError> {
+    ) -> Result<Outputs, InferError> {
         let err = |reason: String| InferError::Run {
             model: self.path.clone(),
             reason,

@@ -124,11 +124,13 @@ pub fn session(
         // Also refuse to run single nodes on the CPU behind the user's back.
         ExecutionProvider::Cuda => b
             .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
-            .and_then(|b| b.with_disable_cpu_fallback())
+            .map_err(|e| provider_err(e.to_string()))?
+            .with_disable_cpu_fallback()
             .map_err(|e| provider_err(e.to_string()))?,
         ExecutionProvider::Tensorrt => b
             .with_execution_providers([ort::ep::TensorRT::default().build().error_on_failure()])
-            .and_then(|b| b.with_disable_cpu_fallback())
+            .map_err(|e| provider_err(e.to_string()))?
+            .with_disable_cpu_fallback()
             .map_err(|e| provider_err(e.to_string()))?,
     };
     b.commit_from_file(model)

@@ -80,16 +80,29 @@ impl Writer<'_> {
     }
 }
 
-pub fn run(
-    rx: Receiver<EventMsg>,
-    sinks: Vec<Box<dyn Sink>>,
-    names: Vec<String>,
-    labels: Arc<Vec<String>>,
-    progress: Vec<Progress>,
-    branches: usize,
-    smoother: &SmootherConfig,
-    metrics: &Metrics,
-) -> Summary {
+/// What the events stage works with.
+pub struct Setup {
+    pub sinks: Vec<Box<dyn Sink>>,
+    /// Stream ids, by stream index.
+    pub names: Vec<String>,
+    /// The action model's class names.
+    pub labels: Arc<Vec<String>>,
+    pub progress: Vec<Progress>,
+    /// Branches that each send one end marker per stream.
+    pub branches: usize,
+    pub smoother: SmootherConfig,
+}
+
+pub fn run(rx: Receiver<EventMsg>, setup: Setup, metrics: &Metrics) -> Summary {
+    let Setup {
+        sinks,
+        names,
+        labels,
+        progress,
+        branches,
+        smoother,
+    } = setup;
+    let smoother = &smoother;
     let mut smoothers: Vec<Smoother> = names.iter().map(|_| Smoother::new(smoother)).collect();
     let mut pending: Vec<Pending> = names.iter().map(|_| Pending::default()).collect();
     let mut w = Writer {

@@ -138,19 +138,16 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
         .map(|b| p.action.is_none().then(|| b.bar.clone()))
         .collect();
     let events = {
-        let (metrics, smoother) = (metrics.clone(), cfg.action.smoother.clone());
-        spawn("events".into(), move || {
-            events::run(
-                ev_rx,
-                sinks,
-                names.clone(),
-                labels,
-                bars,
-                branches,
-                &smoother,
-                &metrics,
-            )
-        })?
+        let metrics = metrics.clone();
+        let setup = events::Setup {
+            sinks,
+            names,
+            labels,
+            progress: bars,
+            branches,
+            smoother: cfg.action.smoother.clone(),
+        };
+        spawn("events".into(), move || events::run(ev_rx, setup, &metrics))?
     };
 
     let mut handles = Vec::new();
