@@ -92,3 +92,45 @@ pub fn classify(
         "top1": a.labels.get(top), "top1_score": score,
     }))
 }
+
+/// Runs the whole pipeline as configured (meant for a faces-only config with a `file` sink) and
+/// times it from the first frame to the last event, model loading excluded. Reports frames per
+/// second and which identities the events named.
+pub fn faces(p: Prepared) -> anyhow::Result<serde_json::Value> {
+    let sink = p.loaded.config.sinks.iter().find_map(|s| match s {
+        crate::config::SinkConfig::File { path } => Some(p.loaded.resolve(path)),
+        _ => None,
+    });
+    let Some(sink) = sink else {
+        bail!("the config needs a `file` sink to count identities")
+    };
+    let before = std::fs::read_to_string(&sink)
+        .map(|t| t.lines().count())
+        .unwrap_or(0);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started = Instant::now();
+    let summary = crate::pipeline::run(p, &crate::pipeline::RunOptions { progress: false }, stop)?;
+    let secs = started.elapsed().as_secs_f64();
+    let text = std::fs::read_to_string(&sink)
+        .with_context(|| format!("cannot read {}", sink.display()))?;
+    let mut named: std::collections::BTreeMap<String, u64> = Default::default();
+    let (mut unknown, mut tracks) = (0u64, std::collections::BTreeSet::new());
+    for line in text.lines().skip(before) {
+        let e: serde_json::Value = serde_json::from_str(line)?;
+        match e["type"].as_str() {
+            Some("face.identified") => {
+                *named
+                    .entry(e["identity"].as_str().unwrap_or("").to_string())
+                    .or_default() += 1
+            }
+            Some("face.unknown") => unknown += 1,
+            _ => continue,
+        }
+        tracks.insert((e["stream"].to_string(), e["track_id"].as_u64()));
+    }
+    Ok(serde_json::json!({
+        "frames": summary.frames, "seconds": secs, "fps": summary.frames as f64 / secs,
+        "identified_events": named, "unknown_events": unknown, "tracks_reported": tracks.len(),
+        "ok": summary.ok(),
+    }))
+}

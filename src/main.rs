@@ -215,6 +215,11 @@ fn print_gallery_text(cmd: &GalleryCmd, v: &serde_json::Value) {
 enum BenchCmd {
     /// Decode a video file through the source stage.
     Decode { file: PathBuf },
+    /// Time a whole run of the config (model loading excluded) and count the faces it named.
+    Faces {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Time the action classifier on the first real clip of the config's first stream.
     Classify {
         #[arg(long, short)]
@@ -343,6 +348,10 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Gallery(cmd) => return gallery(cmd),
+        Cmd::Bench(BenchCmd::Faces { config }) => match prepared(&config) {
+            Ok(p) => vigil::bench::faces(p).map(|v| println!("{v}")),
+            Err(code) => return code,
+        },
         Cmd::Bench(BenchCmd::Decode { file }) => {
             vigil::bench::decode(&file).map(|v| println!("{v}"))
         }

@@ -92,6 +92,7 @@ pub fn run_stream(
     if let Some(f) = failure {
         let end = crate::source::StreamEnd {
             stream,
+            frames: 0,
             media_time: 0.0,
             reason: EndReason::Error(f),
         };

@@ -211,12 +211,14 @@ fn ended(
         None => true,
     };
     if keep {
-        p.end = Some(end);
+        let frames = p.end.as_ref().map_or(0, |prev| prev.frames).max(end.frames);
+        p.end = Some(StreamEnd { frames, ..end });
     }
     if p.seen < branches.max(1) {
         return;
     }
     let Some(end) = p.end.take() else { return };
+    w.summary.frames += end.frames;
     progress[end.stream].bar.finish_and_clear();
     let name = &names[end.stream];
     let detail = match &end.reason {

@@ -44,6 +44,8 @@ pub struct RunOptions {
 #[derive(Debug, Default)]
 pub struct Summary {
     pub events: u64,
+    /// Frames read from all sources.
+    pub frames: u64,
     /// One message per stream that ended in an error.
     pub stream_errors: Vec<String>,
     pub sink_errors: u64,
@@ -293,8 +295,9 @@ fn read_file(
 ) {
     let decoded = m.frames_decoded.with_label_values(&[&s.id]);
     let up = m.stream_up.with_label_values(&[&s.id]);
-    let end = |media_time: f64, reason: EndReason| StreamEnd {
+    let end = |frames: u64, media_time: f64, reason: EndReason| StreamEnd {
         stream: i,
+        frames,
         media_time,
         reason,
     };
@@ -315,21 +318,23 @@ fn read_file(
         ended
     });
     let marker = match ended {
-        Ok(Ended::Eof { last_pts, .. }) => end(last_pts, EndReason::EndOfFile),
-        Ok(Ended::Stopped { last_pts, .. }) => end(last_pts, EndReason::Stopped),
-        Ok(Ended::Disconnected { last_pts, .. }) => {
+        Ok(Ended::Eof { frames, last_pts }) => end(frames, last_pts, EndReason::EndOfFile),
+        Ok(Ended::Stopped { frames, last_pts }) => end(frames, last_pts, EndReason::Stopped),
+        Ok(Ended::Disconnected { frames, last_pts }) => {
             let why = "the pipeline stopped taking frames".to_string();
-            end(last_pts, EndReason::Error(why))
+            end(frames, last_pts, EndReason::Error(why))
         }
         Ok(Ended::Failed {
-            error, last_pts, ..
+            error,
+            frames,
+            last_pts,
         }) => {
             tracing::error!("{error}");
-            end(last_pts, EndReason::Error(error.to_string()))
+            end(frames, last_pts, EndReason::Error(error.to_string()))
         }
         Err(error) => {
             tracing::error!("{error}");
-            end(0.0, EndReason::Error(error.to_string()))
+            end(0, 0.0, EndReason::Error(error.to_string()))
         }
     };
     // The end marker follows the frames through the branches; with no branch it goes straight

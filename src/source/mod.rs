@@ -56,6 +56,8 @@ pub enum StreamMsg {
 #[derive(Debug, Clone)]
 pub struct StreamEnd {
     pub stream: usize,
+    /// Frames read from the source.
+    pub frames: u64,
     /// Media time of the last frame read.
     pub media_time: f64,
     pub reason: EndReason,
