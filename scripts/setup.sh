@@ -43,6 +43,18 @@ fi
 
 "$venv/bin/python" "$root/models/build.py" --cache "$cache/downloads" --out "$root/build"
 
+# The venv the conversion tests use to run the originals (dlib) beside the converted models.
+check="$cache/check-venv"
+req="$root/models/requirements-check.txt"
+want="$(sha256sum "$req" | cut -d' ' -f1)"
+if [ ! -x "$check/bin/python" ] || [ "$(cat "$check/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
+  say "creating the conversion-check venv in $check"
+  rm -rf "$check"
+  "$python" -m venv "$check"
+  "$check/bin/python" -m pip install -q --disable-pip-version-check -r "$req" >&2
+  echo "$want" > "$check/.requirements.sha256"
+fi
+
 # The face demo: a slideshow of registry photos that are not enrolled in the demo gallery
 # (`make run` enrols obama.jpg only), so the default run names Obama twice and meets an unknown
 # (Biden). Black gaps between the photos end each face track, as a cut to another camera would.
