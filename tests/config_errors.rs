@@ -97,6 +97,11 @@ fn cases(dir: &Path) -> Vec<Case> {
             ],
         },
         Case {
+            name: "a stream asks for a disabled branch",
+            yaml: format!("streams:\n  - id: cam\n    url: {v}\n    branches: [action, faces]\n{model}"),
+            expect: vec!["4:15: streams[0].branches: lists `faces`, but faces.enabled is false".into()],
+        },
+        Case {
             name: "duplicate stream ids",
             yaml: format!("streams:\n  - {{id: cam, url: {v}}}\n  - {{id: cam, url: {v}}}\n{model}"),
             expect: vec!["3:10: streams[1].id: stream id `cam` is used twice".into()],

@@ -38,6 +38,25 @@ pub struct StreamConfig {
     pub id: String,
     /// A video file path (relative paths are resolved against the config file's folder).
     pub url: String,
+    /// Which branches look at this stream: a list of `action`, `faces`. Default: every
+    /// enabled branch.
+    #[serde(default)]
+    pub branches: Option<Vec<Branch>>,
+}
+
+/// A branch of the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Branch {
+    Action,
+    Faces,
+}
+
+impl StreamConfig {
+    /// Whether `branch` runs on this stream, given whether it is enabled globally.
+    pub fn wants(&self, branch: Branch, enabled: bool) -> bool {
+        enabled && self.branches.as_ref().is_none_or(|b| b.contains(&branch))
+    }
 }
 
 /// The action-recognition branch.

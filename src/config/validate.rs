@@ -25,6 +25,18 @@ pub fn validate(l: &Loaded) -> Vec<Problem> {
                 format!("stream id `{}` is used twice", s.id),
             );
         }
+        for b in s.branches.iter().flatten() {
+            let (name, on) = match b {
+                super::Branch::Action => ("action", c.action.enabled),
+                super::Branch::Faces => ("faces", c.faces.enabled),
+            };
+            if !on {
+                p(
+                    format!("streams[{i}].branches"),
+                    format!("lists `{name}`, but {name}.enabled is false"),
+                );
+            }
+        }
         if s.url.trim().is_empty() {
             p(format!("streams[{i}].url"), "is empty".into());
         } else if let Some(scheme) = url_scheme(&s.url) {

@@ -88,8 +88,8 @@ pub struct Setup {
     /// The action model's class names.
     pub labels: Arc<Vec<String>>,
     pub progress: Vec<Progress>,
-    /// Branches that each send one end marker per stream.
-    pub branches: usize,
+    /// Per stream, the branches that each send one end marker for it.
+    pub branches: Vec<usize>,
     pub smoother: SmootherConfig,
 }
 
@@ -150,23 +150,25 @@ pub fn run(rx: Receiver<EventMsg>, setup: Setup, metrics: &Metrics) -> Summary {
                 for t in smoothers[end.stream].finish() {
                     w.emit(transition_event(&names[end.stream], t, &label));
                 }
+                let expected = branches[end.stream];
                 ended(
                     &mut w,
                     &mut pending[end.stream],
                     end,
                     &names,
                     &progress,
-                    branches,
+                    expected,
                 );
             }
             EventMsg::FaceEnd(end) => {
+                let expected = branches[end.stream];
                 ended(
                     &mut w,
                     &mut pending[end.stream],
                     end,
                     &names,
                     &progress,
-                    branches,
+                    expected,
                 );
             }
         }

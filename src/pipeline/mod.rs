@@ -90,7 +90,14 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
     }
     let model_refs: Vec<&str> = models.iter().map(String::as_str).collect();
     metrics.init_streams(&ids, &stages, &model_refs);
-    let branches = stages.len();
+    // Each branch that looks at a stream sends one end marker for it.
+    let branches: Vec<usize> = p
+        .streams
+        .iter()
+        .map(|s| {
+            usize::from(s.action && p.action.is_some()) + usize::from(s.faces && p.faces.is_some())
+        })
+        .collect();
     let _server = if cfg.metrics.enabled {
         let server = metrics::serve(metrics.clone(), &cfg.metrics.listen)?;
         tracing::info!("metrics on http://{}/metrics", server.addr);
@@ -137,7 +144,8 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
     // With the action branch, progress follows classified clips; otherwise decoded frames.
     let decode_bars: Vec<Option<ProgressBar>> = bars
         .iter()
-        .map(|b| p.action.is_none().then(|| b.bar.clone()))
+        .zip(&p.streams)
+        .map(|(b, s)| (!s.action || p.action.is_none()).then(|| b.bar.clone()))
         .collect();
     let events = {
         let metrics = metrics.clone();
@@ -188,7 +196,7 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
 
     for ((i, s), bar) in p.streams.into_iter().enumerate().zip(decode_bars) {
         let mut outputs = Vec::new();
-        if let Some(tx) = &clip_tx {
+        if let (Some(tx), true) = (&clip_tx, s.action) {
             let (ftx, frx) = bounded::<StreamMsg>(cap);
             outputs.push(ftx);
             let (tx, m, acfg, id) = (
@@ -202,7 +210,7 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
                 action::run_stream(i, &id, frx, tx, &acfg, &m)
             })?);
         }
-        if let Some(tx) = &face_tx {
+        if let (Some(tx), true) = (&face_tx, s.faces) {
             let (ftx, frx) = bounded::<StreamMsg>(cap);
             outputs.push(ftx);
             let (tx, m, fps, id) = (

@@ -14,6 +14,9 @@ use std::sync::Arc;
 
 pub struct PreparedStream {
     pub id: String,
+    /// The branches that look at this stream.
+    pub action: bool,
+    pub faces: bool,
     pub path: PathBuf,
     pub info: VideoInfo,
 }
@@ -76,6 +79,8 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Problems> {
         match FileReader::probe(&path) {
             Ok(info) => streams.push(PreparedStream {
                 id: s.id.clone(),
+                action: s.wants(crate::config::Branch::Action, c.action.enabled),
+                faces: s.wants(crate::config::Branch::Faces, c.faces.enabled),
                 path,
                 info,
             }),
