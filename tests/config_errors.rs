@@ -67,7 +67,7 @@ fn cases(dir: &Path) -> Vec<Case> {
         Case {
             name: "misspelt stream key",
             yaml: format!("streams:\n  - id: cam\n    uri: {v}\n{model}"),
-            expect: vec!["3:5: streams[0]: unknown field `uri`, expected `id` or `url`".into()],
+            expect: vec!["3:5: streams[0]: unknown field `uri`, expected one of `id`, `url`, `branches`".into()],
         },
         Case {
             name: "wrong type",
