@@ -299,11 +299,18 @@ fn main() -> ExitCode {
                 let action = p.action.as_ref().map_or("off".to_string(), |a| {
                     format!("{} ({} classes)", a.classifier.name, a.labels.len())
                 });
+                let faces = p.faces.as_ref().map_or("off".to_string(), |f| {
+                    let e = &f.models.embedder;
+                    format!(
+                        "{} + {} ({}-d), {} enrolled",
+                        f.models.detector_name, f.models.embedder_name, e.dim, f.enrolled
+                    )
+                });
+                let n = p.streams.len();
+                let plural = if n == 1 { "" } else { "s" };
                 println!(
-                    "{}: ok ({} stream{}, action: {action})",
-                    config.display(),
-                    p.streams.len(),
-                    if p.streams.len() == 1 { "" } else { "s" }
+                    "{}: ok ({n} stream{plural}; action: {action}; faces: {faces})",
+                    config.display()
                 );
                 Ok(())
             }
