@@ -342,8 +342,12 @@ pub struct TrackerConfig {
     pub max_gap_ms: u64,
     /// Most embeddings computed per track. Default 5.
     pub embeds_per_track: usize,
-    /// Embeddings gathered before a track's first decision. Default 3.
+    /// Embeddings gathered before a track's first decision, and the window of latest
+    /// embeddings every decision is made from. Default 3.
     pub decide_after: usize,
+    /// Once its embeddings are spent, a track is embedded again this often, milliseconds of
+    /// media time; 0 never. Default 1000.
+    pub reverify_ms: u64,
 }
 
 impl Default for TrackerConfig {
@@ -353,6 +357,7 @@ impl Default for TrackerConfig {
             max_gap_ms: 1000,
             embeds_per_track: 5,
             decide_after: 3,
+            reverify_ms: 1000,
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use super::detector::Detection;
 use crate::gallery::Match;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 #[derive(Debug, Clone)]
 pub struct TrackerParams {
@@ -18,6 +18,9 @@ pub struct TrackerParams {
     pub decide_after: usize,
     /// Distance below which a match names the person.
     pub match_threshold: f32,
+    /// Once its embeddings are spent, a track is embedded again this often (media seconds; 0
+    /// never), so that someone else taking the same place is noticed.
+    pub reverify_s: f64,
 }
 
 /// What a track concluded.
@@ -42,8 +45,11 @@ struct Track {
     bbox: [f32; 4],
     last_seen: f64,
     embeds: usize,
-    /// Nearest distance seen for each candidate name.
-    best: HashMap<String, f32>,
+    /// When the last embedding was made (media seconds).
+    last_embed: f64,
+    /// The nearest matches of the latest `decide_after` embeddings: decisions follow the face
+    /// as it is now, so a different person in the same place is noticed.
+    recent: VecDeque<Vec<Match>>,
     reported: Option<Option<String>>,
 }
 
@@ -107,7 +113,8 @@ impl Tracker {
                         bbox: d.bbox,
                         last_seen: t,
                         embeds: 0,
-                        best: HashMap::new(),
+                        last_embed: f64::NEG_INFINITY,
+                        recent: VecDeque::new(),
                         reported: None,
                     });
                     self.next_id += 1;
@@ -117,7 +124,8 @@ impl Tracker {
             let tr = &mut self.tracks[ti];
             tr.bbox = d.bbox;
             tr.last_seen = t;
-            out.push((tr.id, tr.embeds < self.p.embeds_per_track));
+            let reverify = self.p.reverify_s > 0.0 && t - tr.last_embed >= self.p.reverify_s;
+            out.push((tr.id, tr.embeds < self.p.embeds_per_track || reverify));
         }
         let max_gap = self.p.max_gap_s;
         let closed = self.close_where(|tr| t - tr.last_seen > max_gap, t);
@@ -136,17 +144,24 @@ impl Tracker {
         let p = self.p.clone();
         let tr = self.tracks.iter_mut().find(|tr| tr.id == track_id)?;
         tr.embeds += 1;
-        for m in matches {
-            let e = tr.best.entry(m.name.clone()).or_insert(f32::INFINITY);
-            *e = e.min(m.distance);
+        tr.last_embed = t;
+        tr.recent.push_back(matches.to_vec());
+        while tr.recent.len() > p.decide_after.max(1) {
+            tr.recent.pop_front();
         }
-        if tr.embeds < p.decide_after && tr.reported.is_none() {
-            return None;
-        }
-        let d = decide(tr, &p, t, Some(detection));
-        if tr.reported.as_ref() == Some(&d.identity) {
-            return None;
-        }
+        let d = match &tr.reported {
+            None if tr.embeds < p.decide_after => return None,
+            None => decide(tr, &p, t, Some(detection)),
+            // After the first report, only a new name is news: a known face that looks worse
+            // for a while (profile, blur) does not become unknown again.
+            Some(before) => {
+                let d = decide(tr, &p, t, Some(detection));
+                if d.identity.is_none() || d.identity == *before {
+                    return None;
+                }
+                d
+            }
+        };
         tr.reported = Some(d.identity.clone());
         Some(d)
     }
@@ -178,7 +193,12 @@ impl Tracker {
 }
 
 fn decide(tr: &Track, p: &TrackerParams, t: f64, detection: Option<usize>) -> Decision {
-    let mut ranked: Vec<(&String, f32)> = tr.best.iter().map(|(n, d)| (n, *d)).collect();
+    let mut best: HashMap<&String, f32> = HashMap::new();
+    for m in tr.recent.iter().flatten() {
+        let e = best.entry(&m.name).or_insert(f32::INFINITY);
+        *e = e.min(m.distance);
+    }
+    let mut ranked: Vec<(&String, f32)> = best.into_iter().collect();
     ranked.sort_by(|a, b| a.1.total_cmp(&b.1));
     let nearest = ranked.first();
     let identity = nearest
@@ -217,6 +237,7 @@ mod tests {
             embeds_per_track: 3,
             decide_after: 2,
             match_threshold: 0.6,
+            reverify_s: 0.0,
         }
     }
 
@@ -298,6 +319,62 @@ mod tests {
         assert_eq!(
             (closed[0].track_id, closed[0].identity.as_deref()),
             (2, Some("bob"))
+        );
+    }
+
+    #[test]
+    fn someone_else_in_the_same_place_is_noticed_by_reverification() {
+        let p = TrackerParams {
+            embeds_per_track: 2,
+            reverify_s: 1.0,
+            ..params()
+        };
+        let mut tr = Tracker::new(p);
+        let mut decisions = Vec::new();
+        let mut embeds = 0;
+        for i in 0..30 {
+            let t = i as f64 * 0.1;
+            let (a, _) = tr.observe(t, &[det(0.0)]);
+            if a[0].1 {
+                embeds += 1;
+                // Ada until 1.5 s, then Bob sits down in her place.
+                let seen = if t < 1.5 {
+                    [m("ada", 0.4), m("bob", 0.9)]
+                } else {
+                    [m("bob", 0.35), m("ada", 0.9)]
+                };
+                decisions.extend(tr.matched(a[0].0, &seen, 0, t));
+            }
+        }
+        let names: Vec<Option<&str>> = decisions.iter().map(|d| d.identity.as_deref()).collect();
+        assert_eq!(names, vec![Some("ada"), Some("bob")], "{decisions:?}");
+        assert_eq!(
+            embeds,
+            2 + 2,
+            "two to start, then one a second (at 1.1 s and 2.1 s)"
+        );
+    }
+
+    #[test]
+    fn a_known_face_that_looks_worse_for_a_while_is_not_reported_unknown() {
+        let p = TrackerParams {
+            embeds_per_track: 10,
+            ..params()
+        };
+        let mut tr = Tracker::new(p);
+        tr.observe(0.0, &[det(0.0)]);
+        assert!(tr.matched(1, &[m("ada", 0.4)], 0, 0.0).is_none());
+        assert_eq!(
+            tr.matched(1, &[m("ada", 0.4)], 0, 0.1)
+                .unwrap()
+                .identity
+                .as_deref(),
+            Some("ada")
+        );
+        assert!(tr.matched(1, &[m("ada", 0.8)], 0, 0.2).is_none());
+        assert!(
+            tr.matched(1, &[m("ada", 0.8)], 0, 0.3).is_none(),
+            "a profile view is not news"
         );
     }
 }

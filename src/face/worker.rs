@@ -183,6 +183,7 @@ pub fn run(
         embeds_per_track: t.embeds_per_track,
         decide_after: t.decide_after,
         match_threshold: st.cfg.match_threshold,
+        reverify_s: t.reverify_ms as f64 / 1000.0,
     };
     let mut trackers: Vec<Tracker> = st
         .names
