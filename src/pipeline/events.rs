@@ -117,7 +117,7 @@ pub fn run(rx: Receiver<EventMsg>, setup: Setup, metrics: &Metrics) -> Summary {
             .unwrap_or_else(|| format!("class {i}"))
     };
     for msg in rx.iter() {
-        match msg {
+        let end = match msg {
             EventMsg::Up { stream, detail } => {
                 w.emit(Event::new(
                     EventType::StreamUp,
@@ -128,6 +128,7 @@ pub fn run(rx: Receiver<EventMsg>, setup: Setup, metrics: &Metrics) -> Summary {
                         detail: Some(detail),
                     },
                 ));
+                None
             }
             EventMsg::Clip {
                 stream,
@@ -144,33 +145,24 @@ pub fn run(rx: Receiver<EventMsg>, setup: Setup, metrics: &Metrics) -> Summary {
                 for t in smoothers[stream].push(span, &probs) {
                     w.emit(transition_event(&names[stream], t, &label));
                 }
+                None
             }
-            EventMsg::Emit(e) => w.emit(e),
+            EventMsg::Emit(e) => {
+                w.emit(e);
+                None
+            }
             EventMsg::End(end) => {
+                // The action branch's end closes its smoother's running segment.
                 for t in smoothers[end.stream].finish() {
                     w.emit(transition_event(&names[end.stream], t, &label));
                 }
-                let expected = branches[end.stream];
-                ended(
-                    &mut w,
-                    &mut pending[end.stream],
-                    end,
-                    &names,
-                    &progress,
-                    expected,
-                );
+                Some(end)
             }
-            EventMsg::FaceEnd(end) => {
-                let expected = branches[end.stream];
-                ended(
-                    &mut w,
-                    &mut pending[end.stream],
-                    end,
-                    &names,
-                    &progress,
-                    expected,
-                );
-            }
+            EventMsg::FaceEnd(end) => Some(end),
+        };
+        if let Some(end) = end {
+            let (s, expected) = (end.stream, branches[end.stream]);
+            ended(&mut w, &mut pending[s], end, &names, &progress, expected);
         }
     }
     for s in &mut w.sinks {
