@@ -173,3 +173,53 @@ fn from_serde(file: &Path, locator: &Locator, e: &serde_yaml::Error) -> Problem 
         message,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Thousands of corrupted versions of the default config: every one parses or fails with
+    /// located problems, and none panics (the YAML parser, the locator and the checks all see
+    /// broken input).
+    #[test]
+    fn corrupted_configs_give_problems_never_a_panic() {
+        let original = include_str!("../../config/default.yaml");
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let alphabet: &[u8] = b" :-[]{}'\"#&*!|>%@`,\n\t0123456789abcxyz\\";
+        let mut failures = 0;
+        for _ in 0..3000 {
+            let mut bytes = original.as_bytes().to_vec();
+            for _ in 0..1 + next(4) {
+                let at = next(bytes.len());
+                match next(3) {
+                    0 => bytes[at] = alphabet[next(alphabet.len())],
+                    1 => {
+                        bytes.remove(at);
+                    }
+                    _ => bytes.insert(at, alphabet[next(alphabet.len())]),
+                }
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            match parse(Path::new("fuzz.yaml"), &text) {
+                Ok(l) => {
+                    let _ = validate(&l);
+                }
+                Err(Problems(p)) => {
+                    failures += 1;
+                    assert!(!p.is_empty());
+                    assert!(p.iter().all(|p| p.pos.line >= 1 && p.pos.col >= 1), "{p:?}");
+                }
+            }
+        }
+        assert!(
+            failures > 100,
+            "the mutations should break many configs, broke {failures}"
+        );
+    }
+}

@@ -158,4 +158,46 @@ mod tests {
             .to_string()
             .contains("cannot be decoded"));
     }
+
+    #[test]
+    fn random_headers_never_panic() {
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let magics: [&[u8]; 3] = [b"\x89PNG\r\n\x1a\n", &[0xFF, 0xD8], b"BM"];
+        let (mut ok, mut bad) = (
+            std::collections::HashMap::new(),
+            std::collections::HashMap::new(),
+        );
+        for i in 0..20_000 {
+            let mut b = magics[i % 3].to_vec();
+            let len = (next() % 64) as usize;
+            b.extend((0..len).map(|_| next() as u8));
+            // Sprinkle JPEG markers so the segment walk gets exercised.
+            if i % 3 == 1 && i % 2 == 0 && b.len() > 4 {
+                let at = 2 + (next() as usize % (b.len() - 3));
+                b[at] = 0xFF;
+            }
+            match header_size(&b) {
+                Some(Ok((format, _, _))) => *ok.entry(format).or_insert(0) += 1,
+                Some(Err(format)) => *bad.entry(format).or_insert(0) += 1,
+                None => panic!("a known magic was not recognised: {b:?}"),
+            }
+        }
+        // The walk saw well-formed and malformed headers of every format.
+        for f in ["PNG", "JPEG", "BMP"] {
+            assert!(
+                bad.get(f).copied().unwrap_or(0) > 0,
+                "{f}: no malformed header seen"
+            );
+        }
+        assert!(
+            ok.get("BMP").copied().unwrap_or(0) > 0 && ok.get("JPEG").copied().unwrap_or(0) > 0,
+            "{ok:?}"
+        );
+    }
 }
