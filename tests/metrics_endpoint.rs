@@ -3,31 +3,8 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
-
-/// A plain HTTP/1.1 GET; returns status code and body.
-fn try_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    let (head, body) = raw
-        .split_once("\r\n\r\n")
-        .ok_or(std::io::ErrorKind::InvalidData)?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or(std::io::ErrorKind::InvalidData)?;
-    Ok((code, body.to_string()))
-}
 
 fn get(addr: &str, path: &str) -> (u16, String) {
     try_get(addr, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
@@ -50,23 +27,8 @@ fn metrics_pass_promtool_and_count_the_run() {
         model_yaml()
     );
     let config = write_config(dir.path(), &yaml);
-    let mut child = vigil()
-        .args(["run", "--no-progress", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("vigil ended before announcing its metrics address")
-            .unwrap();
-        if let Some(rest) = line.split("metrics on http://").nth(1) {
-            break rest.trim_end_matches("/metrics").to_string();
-        }
-    };
+    let mut child = spawn_run(&config);
+    let addr = metrics_addr(&mut child);
     assert!(
         addr.starts_with("127.0.0.1:"),
         "listens on loopback by default: {addr}"

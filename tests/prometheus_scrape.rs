@@ -4,8 +4,7 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -28,16 +27,7 @@ fn free_port() -> u16 {
 }
 
 fn http_get(addr: &str, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    raw.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
+    try_get(addr, path).ok().map(|(_, body)| body)
 }
 
 #[test]
@@ -60,25 +50,9 @@ fn prometheus_scrapes_vigil_and_sees_decoded_frames() {
         model_yaml()
     );
     let cfg = write_config(dir.path(), &yaml);
-    let mut child = vigil()
-        .args(["run", "--no-progress", "--config"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut child = spawn_run(&cfg);
+    let target = metrics_addr(&mut child);
     let _vigil = Reaper(child);
-    let target = loop {
-        let line = lines
-            .next()
-            .expect("vigil ended before announcing its metrics address")
-            .unwrap();
-        if let Some(rest) = line.split("metrics on http://").nth(1) {
-            break rest.trim_end_matches("/metrics").to_string();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
 
     let prom_addr = format!("127.0.0.1:{}", free_port());
     let prom_cfg = dir.path().join("prometheus.yml");

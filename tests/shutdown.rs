@@ -4,8 +4,7 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 #[test]
 fn sigint_mid_run_drains_and_exits_0_with_complete_events() {
@@ -19,14 +18,8 @@ fn sigint_mid_run_drains_and_exits_0_with_complete_events() {
         runtime_yaml()
     );
     let config = write_config(dir.path(), &yaml);
-    let mut child = vigil()
-        .args(["run", "--no-progress", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let err = child.stderr.take().unwrap();
+    let mut child = spawn_run(&config);
+    let logs = log_lines(&mut child);
     // Wait until the first segment is out, then interrupt: clips are still queued by then.
     while !std::fs::read_to_string(&jsonl)
         .unwrap_or_default()
@@ -43,7 +36,7 @@ fn sigint_mid_run_drains_and_exits_0_with_complete_events() {
         .status()
         .unwrap();
     assert!(st.success());
-    let logs: Vec<String> = BufReader::new(err).lines().map_while(Result::ok).collect();
+    let logs: Vec<String> = logs.map_while(Result::ok).collect();
     let status = child.wait().unwrap();
     assert!(status.success(), "exit {status:?}\n{}", logs.join("\n"));
     assert!(logs.iter().any(|l| l.contains("stopping")), "{logs:?}");

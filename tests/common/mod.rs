@@ -2,8 +2,10 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -111,4 +113,60 @@ pub fn assert_no_panic(o: &Output) {
         Some(101),
         "exit code 101 is a Rust panic:\n{err}"
     );
+}
+
+/// `vigil run` in the background: stdout discarded, stderr (the logs) piped for the test.
+pub fn spawn_run(config: &Path) -> Child {
+    vigil()
+        .args(["run", "--no-progress", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Reads the logs of a child started by [`spawn_run`] until vigil announces its metrics
+/// endpoint, returns its `host:port`, and keeps draining the logs so vigil never blocks on them.
+pub fn metrics_addr(child: &mut Child) -> String {
+    let mut lines = log_lines(child);
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("vigil ended before announcing its metrics address")
+            .unwrap();
+        if let Some(rest) = line.split("metrics on http://").nth(1) {
+            break rest.trim_end_matches("/metrics").to_string();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    addr
+}
+
+/// A plain HTTP/1.1 GET on loopback; returns the status code and the body.
+pub fn try_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .ok_or(std::io::ErrorKind::InvalidData)?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or(std::io::ErrorKind::InvalidData)?;
+    Ok((code, body.to_string()))
+}
+
+/// The log lines of a child started by [`spawn_run`].
+pub fn log_lines(
+    child: &mut Child,
+) -> std::io::Lines<std::io::BufReader<std::process::ChildStderr>> {
+    std::io::BufReader::new(child.stderr.take().unwrap()).lines()
 }
