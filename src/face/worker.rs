@@ -96,18 +96,27 @@ pub fn faces_in(
 ) -> Result<Vec<(Detection, Vec<f32>)>, InferError> {
     let mut dets = models.detector.detect(bgr)?;
     dets.sort_by(|a, b| b.area().total_cmp(&a.area()));
-    let size = models.embedder.size as i32;
-    let chips: Vec<Vec<u8>> = dets
-        .iter()
-        .map(|d| align::chip(bgr, &d.landmarks, size))
+    let chips = chips(bgr, models.embedder.size, dets.iter())?;
+    let descs = models.embedder.embed(&as_slices(&chips))?;
+    Ok(dets.into_iter().zip(descs).collect())
+}
+
+/// Each detected face warped to the embedder's chip.
+fn chips<'a>(
+    bgr: &Mat,
+    size: usize,
+    dets: impl Iterator<Item = &'a Detection>,
+) -> Result<Vec<Vec<u8>>, InferError> {
+    dets.map(|d| align::chip(bgr, &d.landmarks, size as i32))
         .collect::<Result<_, _>>()
         .map_err(|e| InferError::Run {
             model: PathBuf::from("alignment"),
             reason: e.message,
-        })?;
-    let refs: Vec<&[u8]> = chips.iter().map(Vec::as_slice).collect();
-    let descs = models.embedder.embed(&refs)?;
-    Ok(dets.into_iter().zip(descs).collect())
+        })
+}
+
+fn as_slices(chips: &[Vec<u8>]) -> Vec<&[u8]> {
+    chips.iter().map(Vec::as_slice).collect()
 }
 
 /// Everything the worker needs besides its input.
@@ -200,7 +209,7 @@ pub fn run(
     let emb_batch = metrics
         .inference_batch
         .with_label_values(&[&st.models.embedder_name]);
-    let size = st.models.embedder.size as i32;
+    let size = st.models.embedder.size;
     let interval = st.cfg.detect_interval.max(1) as usize;
     let mut since_search: Vec<usize> = vec![0; st.names.len()];
     let send = |e: Event| tx.send(EventMsg::Emit(e)).is_ok();
@@ -253,17 +262,9 @@ pub fn run(
         if wanted.is_empty() {
             continue;
         }
-        let chips: Vec<Vec<u8>> = wanted
-            .iter()
-            .map(|&i| align::chip(&frame.image, &dets[i].landmarks, size))
-            .collect::<Result<_, _>>()
-            .map_err(|e| InferError::Run {
-                model: PathBuf::from("alignment"),
-                reason: e.message,
-            })?;
-        let refs: Vec<&[u8]> = chips.iter().map(Vec::as_slice).collect();
+        let chips = chips(&frame.image, size, wanted.iter().map(|&i| &dets[i]))?;
         let started = Instant::now();
-        let descs = st.models.embedder.embed(&refs)?;
+        let descs = st.models.embedder.embed(&as_slices(&chips))?;
         emb_secs.observe(started.elapsed().as_secs_f64());
         tracing::trace!(
             faces = descs.len(),
