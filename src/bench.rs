@@ -32,7 +32,10 @@ pub fn decode(path: &Path) -> anyhow::Result<serde_json::Value> {
 fn first_clip(p: &Prepared) -> anyhow::Result<Clip> {
     let a = &p.loaded.config.action;
     let s = p.streams.first().context("the config has no stream")?;
-    let mut r = FileReader::open(&s.path)?;
+    let path = s
+        .file()
+        .context("the first stream is not a file: the benchmark needs a recorded clip")?;
+    let mut r = FileReader::open(path)?;
     let mut sampler = Sampler::new(a.sample_fps);
     let mut prep = Preprocess::new(a.resize_short_side, a.crop);
     let mut window = ClipWindow::new(0, a.frames, a.stride, a.sample_fps);

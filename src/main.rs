@@ -244,6 +244,10 @@ fn init_logging(filter: &str) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
+        // A closed stderr (the reader of a pipe went away) must not turn a log line into a
+        // panic of whichever thread wrote it: tracing would report the failed write with
+        // eprintln!, which panics.
+        .log_internal_errors(false)
         .init();
 }
 
@@ -254,6 +258,8 @@ fn prepared(config: &Path) -> Result<Prepared, ExitCode> {
         ExitCode::from(EXIT_CONFIG)
     };
     let loaded = vigil::config::load(config).map_err(report)?;
+    // Before any thread starts: the options live in the process environment.
+    vigil::source::live::configure_ffmpeg(&loaded.config.live);
     pipeline::prepare(loaded).map_err(report)
 }
 
@@ -277,10 +283,10 @@ fn install_signals(stop: Arc<AtomicBool>) -> std::io::Result<()> {
                 for n in 0.. {
                     tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
                     if n == 0 {
+                        stop.store(true, Ordering::SeqCst);
                         tracing::warn!(
                             "stopping: finishing queued work (signal again to exit at once)"
                         );
-                        stop.store(true, Ordering::SeqCst);
                     } else {
                         std::process::exit(130);
                     }
@@ -312,6 +318,20 @@ fn main() -> ExitCode {
                     "{}: ok ({n} stream{plural}; action: {action}; faces: {faces})",
                     config.display()
                 );
+                // Cameras are not part of the config's validity (a run retries them until they
+                // answer), but whether they answer now is worth knowing.
+                for s in p.streams.iter().filter(|s| s.plan.kind.is_live()) {
+                    match vigil::source::live::LiveReader::open(&s.plan.kind, &s.plan.live) {
+                        Ok(r) => {
+                            let i = r.info();
+                            println!("  {}: reachable, {}x{}", s.id, i.width, i.height)
+                        }
+                        Err(e) => println!(
+                            "  {}: not reachable now ({e}); `vigil run` keeps retrying",
+                            s.id
+                        ),
+                    }
+                }
                 Ok(())
             }
             Err(code) => return code,

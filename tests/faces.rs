@@ -424,3 +424,49 @@ fn the_hamilton_clip_names_miranda_and_lacamoire_once_per_track_and_no_one_wrong
         face_events.len()
     );
 }
+
+#[test]
+fn faces_from_two_streams_are_embedded_together_and_named_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = built("media/faces_demo.mp4");
+    let cfg = faces_config(dir.path(), &demo, "");
+    let out = gallery(&cfg, &["enroll", "--name", "obama", &photo("obama.jpg")]);
+    ok_json(&out);
+    let one = std::fs::read_to_string(&cfg).unwrap();
+    let stream = format!("  - id: cam\n    url: {}\n", demo.display());
+    let two = one.replace(
+        &stream,
+        &format!("{stream}  - id: cam2\n    url: {}\n", demo.display()),
+    );
+    assert_ne!(one, two);
+    std::fs::write(&cfg, two).unwrap();
+    let out = vigil()
+        .env("VIGIL_LOG", "info,vigil::face::worker=trace")
+        .args(["run", "--no-progress", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ev = events(&String::from_utf8_lossy(&out.stdout));
+    let story = |s: &str| -> Vec<String> {
+        ev.iter()
+            .filter(|e| e["stream"] == s && e["type"].as_str().unwrap().starts_with("face."))
+            .map(|e| format!("{} {}", e["type"], e["identity"]))
+            .collect()
+    };
+    let (a, b) = (story("cam"), story("cam2"));
+    assert_eq!(a, b, "the same video gives the same faces on both streams");
+    assert_eq!(
+        a.iter().filter(|s| s.contains("\"obama\"")).count(),
+        2,
+        "{a:?}"
+    );
+    assert!(a.iter().any(|s| s.starts_with("\"face.unknown\"")), "{a:?}");
+    // Frames of both streams waiting together went through the embedder in one call.
+    let logs = stderr(&out);
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("embed") && l.contains("frames=2")),
+        "no embedding call covered two streams:\n{logs}"
+    );
+}

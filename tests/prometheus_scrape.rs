@@ -4,27 +4,8 @@
 mod common;
 
 use common::*;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Stops the child when the test ends, however it ends.
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn http_get(addr: &str, path: &str) -> Option<String> {
     try_get(addr, path).ok().map(|(_, body)| body)
@@ -52,7 +33,7 @@ fn prometheus_scrapes_vigil_and_sees_decoded_frames() {
     let cfg = write_config(dir.path(), &yaml);
     let mut child = spawn_run(&cfg);
     let target = metrics_addr(&mut child);
-    let _vigil = Reaper(child);
+    let _vigil = child;
 
     let prom_addr = format!("127.0.0.1:{}", free_port());
     let prom_cfg = dir.path().join("prometheus.yml");
@@ -68,7 +49,7 @@ fn prometheus_scrapes_vigil_and_sees_decoded_frames() {
         .stderr(Stdio::null())
         .spawn()
         .expect("prometheus (Debian package, installed by the set-up)");
-    let _prom = Reaper(prom);
+    let _prom = Running(prom);
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let query = "/api/v1/query?query=sum(vigil_frames_decoded_total)";

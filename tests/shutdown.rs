@@ -60,3 +60,40 @@ fn sigint_mid_run_drains_and_exits_0_with_complete_events() {
         "every segment is closed"
     );
 }
+
+#[test]
+fn a_closed_stderr_does_not_stop_a_signal_from_working() {
+    // `vigil run 2>&1 | some-reader` where the reader dies: every later log line fails to
+    // write. Logging must not take a thread down with it (it once killed the signal thread).
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let yaml = format!(
+        "streams:\n  - {{id: loop, url: {}, loop: true}}\naction: {{enabled: false}}\nsinks: []\nmetrics: {{listen: '127.0.0.1:{port}'}}\n{}",
+        built("media/bigbuckbunny.mp4").display(),
+        runtime_yaml()
+    );
+    let config = write_config(dir.path(), &yaml);
+    let mut child = spawn_run(&config);
+    drop(child.stderr.take());
+    let addr = format!("127.0.0.1:{port}");
+    wait_for(
+        "vigil to serve metrics",
+        std::time::Duration::from_secs(30),
+        || {
+            try_get(&addr, "/metrics").is_ok_and(|(_, body)| {
+                metric(&body, "vigil_frames_decoded_total{stream=\"loop\"}") > 100.0
+            })
+        },
+    );
+    signal(&child, "-TERM");
+    let mut status = None;
+    wait_for(
+        "vigil to exit after SIGTERM",
+        std::time::Duration::from_secs(30),
+        || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        },
+    );
+    assert!(status.unwrap().success(), "{status:?}");
+}

@@ -8,14 +8,19 @@ use crate::infer::{self, InferError};
 use crate::metrics::Metrics;
 use crate::source::StreamEnd;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use ort::session::Session;
+use ort::session::{RunOptions, Session};
 use ort::value::TensorRef;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Into the classifier: clips, and each stream's end behind its last clip.
 pub enum ClipMsg {
     Clip(Clip),
+    /// The stream had a gap (reconnection, another pass of a looped file): the segment running
+    /// before it is over.
+    Gap(usize),
     End(StreamEnd),
 }
 
@@ -25,7 +30,10 @@ pub enum Scored {
         stream: usize,
         span: Span,
         probs: Vec<f32>,
+        /// When the clip's last frame was read.
+        captured: Option<Instant>,
     },
+    Gap(usize),
     End(StreamEnd),
 }
 
@@ -41,6 +49,8 @@ pub struct Classifier {
     side: usize,
     classes: usize,
     input_buf: Vec<f32>,
+    /// Every call runs with these options, so another thread can cut a call short.
+    run_options: Arc<RunOptions>,
 }
 
 impl Classifier {
@@ -52,11 +62,15 @@ impl Classifier {
         frames: usize,
         side: usize,
         classes: usize,
-    ) -> Classifier {
+    ) -> Result<Classifier, InferError> {
+        let run_options = RunOptions::new().map_err(|e| InferError::Run {
+            model: path.clone(),
+            reason: format!("cannot create run options: {e}"),
+        })?;
         let name = path
             .file_stem()
             .map_or("model".into(), |s| s.to_string_lossy().into_owned());
-        Classifier {
+        Ok(Classifier {
             session,
             path,
             name,
@@ -66,7 +80,14 @@ impl Classifier {
             side,
             classes,
             input_buf: Vec::new(),
-        }
+            run_options: Arc::new(run_options),
+        })
+    }
+
+    /// A handle that ends the call in progress (and every later one) with an error: used at
+    /// shutdown so that a long batch does not hold up the exit.
+    pub fn canceller(&self) -> Arc<RunOptions> {
+        self.run_options.clone()
     }
 
     /// Fills the input tensor for `clips`: planar channels, frames in order.
@@ -110,7 +131,10 @@ impl Classifier {
             .map_err(|e| run_err(e.to_string()))?;
         let outputs = self
             .session
-            .run(ort::inputs![self.input.as_str() => tensor])
+            .run_with_options(
+                ort::inputs![self.input.as_str() => tensor],
+                &*self.run_options,
+            )
             .map_err(|e| run_err(e.to_string()))?;
         let value = outputs
             .get(self.output.as_str())
@@ -170,7 +194,7 @@ pub fn load(
     let classes =
         o.dims[1].ok_or_else(|| contract(format!("output {o} has no fixed class count")))? as usize;
     let model = path.clone();
-    let mut c = Classifier::new(session, path, input, output, frames, side, classes);
+    let mut c = Classifier::new(session, path, input, output, frames, side, classes)?;
     // Dynamic dimensions can still be too small for the network (I3D needs at least 9 frames):
     // one call on a blank clip finds out now rather than on the first real clip.
     let blank: super::clip::Crop = vec![0u8; side * side * 3].into();
@@ -180,6 +204,7 @@ pub fn load(
         frames: vec![blank; frames],
         start: 0.0,
         end: 0.0,
+        captured: None,
     };
     c.classify(&[&probe]).map_err(|e| InferError::Contract {
         model,
@@ -188,68 +213,109 @@ pub fn load(
     Ok((c, classes))
 }
 
-/// The worker loop; returns when every sender is gone, or on an inference error.
+/// How the worker batches, and the stream ids for its metrics.
+pub struct Batching {
+    pub max_batch: usize,
+    /// Longest wait for a batch to fill once its first clip is queued.
+    pub max_wait: Duration,
+    pub stream_ids: Vec<String>,
+}
+
+/// The worker loop; returns when every sender is gone, or on an inference error. Once `stop` is
+/// set, clips still queued are counted as dropped (reason `shutdown`) instead of classified, so
+/// shutdown waits for one inference call at most; gaps and end markers still pass in order.
 pub fn run<T: From<Scored>>(
     mut c: Classifier,
     rx: Receiver<ClipMsg>,
     tx: Sender<T>,
-    max_batch: usize,
-    max_wait: Duration,
+    how: &Batching,
     metrics: &Metrics,
+    stop: &AtomicBool,
 ) -> Result<(), InferError> {
+    let Batching {
+        max_batch,
+        max_wait,
+        stream_ids,
+    } = how;
+    let (max_batch, max_wait) = (*max_batch, *max_wait);
     let depth = metrics.queue_depth.with_label_values(&["classifier"]);
     let seconds = metrics.inference_seconds.with_label_values(&[&c.name]);
     let batch_size = metrics.inference_batch.with_label_values(&[&c.name]);
     let mut batch: Vec<Clip> = Vec::with_capacity(max_batch);
-    let mut ends: Vec<StreamEnd> = Vec::new();
+    // Gaps and ends, in arrival order, sent after the batch they follow.
+    let mut marks: Vec<Scored> = Vec::new();
+    let mark = |m: ClipMsg| match m {
+        ClipMsg::Gap(s) => Scored::Gap(s),
+        ClipMsg::End(e) => Scored::End(e),
+        ClipMsg::Clip(_) => unreachable!("clips are batched"),
+    };
     while let Ok(first) = rx.recv() {
         match first {
-            ClipMsg::End(e) => ends.push(e),
             ClipMsg::Clip(clip) => {
                 batch.push(clip);
                 let deadline = Instant::now() + max_wait;
                 while batch.len() < max_batch {
                     match rx.recv_deadline(deadline) {
                         Ok(ClipMsg::Clip(clip)) => batch.push(clip),
-                        // An end closes the batch: it must reach the smoother after its clips.
-                        Ok(ClipMsg::End(e)) => {
-                            ends.push(e);
+                        // A gap or an end closes the batch: it must reach the smoother after
+                        // its clips.
+                        Ok(m) => {
+                            marks.push(mark(m));
                             break;
                         }
                         Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
                     }
                 }
             }
+            m => marks.push(mark(m)),
         }
         depth.set(rx.len() as i64);
+        let drop_all = |batch: &mut Vec<Clip>| {
+            for clip in batch.drain(..) {
+                let id = stream_ids.get(clip.stream).map_or("", String::as_str);
+                metrics
+                    .clips_dropped
+                    .with_label_values(&[id, "shutdown"])
+                    .inc();
+            }
+        };
+        if stop.load(Ordering::Relaxed) {
+            drop_all(&mut batch);
+        }
         if !batch.is_empty() {
             let refs: Vec<&Clip> = batch.iter().collect();
             let started = Instant::now();
-            let probs = c.classify(&refs)?;
-            seconds.observe(started.elapsed().as_secs_f64());
-            batch_size.observe(batch.len() as f64);
+            let probs = match c.classify(&refs) {
+                Ok(p) => {
+                    seconds.observe(started.elapsed().as_secs_f64());
+                    batch_size.observe(refs.len() as f64);
+                    p
+                }
+                // Cut short by shutdown: these clips are dropped like the queued ones.
+                Err(_) if stop.load(Ordering::Relaxed) => {
+                    drop_all(&mut batch);
+                    Vec::new()
+                }
+                Err(e) => return Err(e),
+            };
             for (clip, probs) in batch.drain(..).zip(probs) {
                 let span = Span {
                     start: clip.start,
                     end: clip.end,
                 };
-                if tx
-                    .send(
-                        Scored::Clip {
-                            stream: clip.stream,
-                            span,
-                            probs,
-                        }
-                        .into(),
-                    )
-                    .is_err()
-                {
+                let scored = Scored::Clip {
+                    stream: clip.stream,
+                    span,
+                    probs,
+                    captured: clip.captured,
+                };
+                if tx.send(scored.into()).is_err() {
                     return Ok(());
                 }
             }
         }
-        for e in ends.drain(..) {
-            if tx.send(Scored::End(e).into()).is_err() {
+        for m in marks.drain(..) {
+            if tx.send(m.into()).is_err() {
                 return Ok(());
             }
         }

@@ -86,6 +86,8 @@ pub struct Clip {
     pub start: f64,
     /// Media time just after the last frame, seconds.
     pub end: f64,
+    /// When the last frame was read from the source.
+    pub captured: Option<std::time::Instant>,
 }
 
 /// Cuts windows of `frames` sampled frames every `stride` sampled frames.
@@ -125,6 +127,7 @@ impl ClipWindow {
             frames,
             start,
             end,
+            captured: None,
         }
     }
 

@@ -11,10 +11,13 @@ use crate::config::ActionConfig;
 use crate::metrics::Metrics;
 use crate::source::{EndReason, Frame, StreamMsg};
 use classifier::ClipMsg;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 /// The per-stream half of the branch: sample, preprocess, cut clips, queue them for the
-/// classifier, and pass the stream's end on behind its last clip.
+/// classifier, and pass the stream's end on behind its last clip. For a `live` stream a clip
+/// that finds the classifier's queue full is dropped (and counted) rather than waited for, so
+/// this thread keeps up with the camera and the clips that are classified are recent. A new
+/// epoch (reconnection, another pass over a looped file) closes the window: no clip spans a gap.
 pub fn run_stream(
     stream: usize,
     stream_id: &str,
@@ -22,31 +25,97 @@ pub fn run_stream(
     tx: Sender<ClipMsg>,
     cfg: &ActionConfig,
     metrics: &Metrics,
+    live: bool,
 ) {
-    let sampled = metrics
-        .frames_sampled
-        .with_label_values(&[stream_id, "action"]);
-    let mut sampler: sampler::Sampler<Frame> = sampler::Sampler::new(cfg.sample_fps);
-    let mut prep = clip::Preprocess::new(cfg.resize_short_side, cfg.crop);
-    let mut window = clip::ClipWindow::new(stream, cfg.frames, cfg.stride, cfg.sample_fps);
-    // The sampler repeats a frame when the source is slower than the target rate: keep the last
-    // crop so a repeated frame is preprocessed once.
-    let mut last: Option<(u64, clip::Crop)> = None;
-    let mut picked: Vec<(Frame, f64)> = Vec::new();
-    let mut failure: Option<String> = None;
+    let mut b = StreamBranch {
+        stream,
+        cfg,
+        tx,
+        live,
+        sampled: metrics
+            .frames_sampled
+            .with_label_values(&[stream_id, "action"]),
+        busy: metrics
+            .clips_dropped
+            .with_label_values(&[stream_id, "classifier_busy"]),
+        sampler: sampler::Sampler::new(cfg.sample_fps),
+        prep: clip::Preprocess::new(cfg.resize_short_side, cfg.crop),
+        window: clip::ClipWindow::new(stream, cfg.frames, cfg.stride, cfg.sample_fps),
+        last: None,
+        epoch: 0,
+        failure: None,
+    };
+    for msg in rx.iter() {
+        match msg {
+            StreamMsg::Frame(f) => {
+                if f.epoch != b.epoch {
+                    if !b.flush() {
+                        break;
+                    }
+                    b.reset(f.epoch);
+                }
+                let mut picked = Vec::new();
+                b.sampler.push(f.pts, f, |f, t| picked.push((f.clone(), t)));
+                if !b.process(picked) {
+                    break;
+                }
+            }
+            StreamMsg::End(mut end) => {
+                if end.reason != EndReason::Stopped {
+                    b.flush();
+                }
+                if let Some(f) = b.failure.take() {
+                    end.reason = EndReason::Error(f);
+                }
+                let _ = b.tx.send(ClipMsg::End(end));
+                return;
+            }
+        }
+    }
+    // Failed before the end marker came: report it in place of the source's end.
+    if let Some(f) = b.failure {
+        let end = crate::source::StreamEnd {
+            stream,
+            frames: 0,
+            media_time: 0.0,
+            reason: EndReason::Error(f),
+        };
+        let _ = b.tx.send(ClipMsg::End(end));
+    }
+}
 
-    let mut process = |picked: &mut Vec<(Frame, f64)>, failure: &mut Option<String>| -> bool {
-        for (frame, t) in picked.drain(..) {
-            sampled.inc();
-            let crop = match &last {
+/// One stream's sampler, preprocessing and clip window.
+struct StreamBranch<'a> {
+    stream: usize,
+    cfg: &'a ActionConfig,
+    tx: Sender<ClipMsg>,
+    live: bool,
+    sampled: prometheus::IntCounter,
+    busy: prometheus::IntCounter,
+    sampler: sampler::Sampler<Frame>,
+    prep: clip::Preprocess,
+    window: clip::ClipWindow,
+    /// The sampler repeats a frame when the source is slower than the target rate: the last
+    /// crop is kept so a repeated frame is preprocessed once.
+    last: Option<(u64, clip::Crop)>,
+    epoch: u32,
+    failure: Option<String>,
+}
+
+impl StreamBranch<'_> {
+    /// Preprocesses sampled frames and queues finished clips; false when the branch must stop.
+    fn process(&mut self, picked: Vec<(Frame, f64)>) -> bool {
+        for (frame, t) in picked {
+            self.sampled.inc();
+            let crop = match &self.last {
                 Some((seq, c)) if *seq == frame.seq => c.clone(),
-                _ => match prep.apply(&frame.image) {
+                _ => match self.prep.apply(&frame.image) {
                     Ok(c) => {
-                        last = Some((frame.seq, c.clone()));
+                        self.last = Some((frame.seq, c.clone()));
                         c
                     }
                     Err(e) => {
-                        *failure = Some(format!(
+                        self.failure = Some(format!(
                             "preprocessing frame {} at {:.3} s failed: {}",
                             frame.seq, frame.pts, e.message
                         ));
@@ -54,48 +123,50 @@ pub fn run_stream(
                     }
                 },
             };
-            if let Some(clip) = window.push(t, crop) {
-                if tx.send(ClipMsg::Clip(clip)).is_err() {
+            if let Some(mut clip) = self.window.push(t, crop) {
+                clip.captured = Some(frame.captured);
+                if !self.queue(clip) {
                     return false;
                 }
             }
         }
         true
-    };
+    }
 
-    for msg in rx.iter() {
-        match msg {
-            StreamMsg::Frame(f) => {
-                sampler.push(f.pts, f, |f, t| picked.push((f.clone(), t)));
-                if !process(&mut picked, &mut failure) {
-                    break;
-                }
+    fn queue(&self, clip: clip::Clip) -> bool {
+        if !self.live {
+            return self.tx.send(ClipMsg::Clip(clip)).is_ok();
+        }
+        match self.tx.try_send(ClipMsg::Clip(clip)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.busy.inc();
+                true
             }
-            StreamMsg::End(mut end) => {
-                if end.reason != EndReason::Stopped {
-                    sampler.finish(|f, t| picked.push((f.clone(), t)));
-                    if process(&mut picked, &mut failure) {
-                        if let Some(clip) = window.finish() {
-                            let _ = tx.send(ClipMsg::Clip(clip));
-                        }
-                    }
-                }
-                if let Some(f) = failure.take() {
-                    end.reason = EndReason::Error(f);
-                }
-                let _ = tx.send(ClipMsg::End(end));
-                return;
-            }
+            Err(TrySendError::Disconnected(_)) => false,
         }
     }
-    // Failed before the end marker came: report it in place of the source's end.
-    if let Some(f) = failure {
-        let end = crate::source::StreamEnd {
-            stream,
-            frames: 0,
-            media_time: 0.0,
-            reason: EndReason::Error(f),
-        };
-        let _ = tx.send(ClipMsg::End(end));
+
+    /// Classifies what the window holds at the end of an epoch or of the stream.
+    fn flush(&mut self) -> bool {
+        let mut picked = Vec::new();
+        self.sampler.finish(|f, t| picked.push((f.clone(), t)));
+        if !self.process(picked) {
+            return false;
+        }
+        match self.window.finish() {
+            Some(clip) => self.queue(clip),
+            None => true,
+        }
+    }
+
+    /// Starts afresh after a gap, and tells the smoother the segment (if any) is over.
+    fn reset(&mut self, epoch: u32) {
+        let cfg = self.cfg;
+        self.sampler = sampler::Sampler::new(cfg.sample_fps);
+        self.window = clip::ClipWindow::new(self.stream, cfg.frames, cfg.stride, cfg.sample_fps);
+        self.last = None;
+        self.epoch = epoch;
+        let _ = self.tx.send(ClipMsg::Gap(self.stream));
     }
 }

@@ -1,5 +1,5 @@
 //! Resampling to a target rate by nearest timestamp, as DeepMind's I3D preprocessing does: for
-//! each target time k/fps, the decoded frame closest to it. A source slower than the target
+//! each target time k/fps (from the first input's time on), the decoded frame closest to it. A source slower than the target
 //! repeats frames; a faster one skips them.
 
 /// Streaming nearest-timestamp resampler over items of type `T`.
@@ -27,10 +27,14 @@ impl<T: Clone> Sampler<T> {
 
     /// Feeds one input at media time `t`; `emit(item, target_time)` runs for each output.
     pub fn push(&mut self, t: f64, item: T, mut emit: impl FnMut(&T, f64)) {
-        if let Some((tp, _)) = &self.prev {
-            if t <= *tp {
-                return; // not monotonic: a duplicate timestamp adds nothing
+        match &self.prev {
+            Some((tp, _)) if t <= *tp => return, // not monotonic: a duplicate adds nothing
+            // The grid starts at the first input's slot, not at 0: a live source's first
+            // frame arrives whenever the connection came up.
+            None if self.next_k == 0 => {
+                self.next_k = (t.max(0.0) / self.period + 1e-6).floor() as u64;
             }
+            _ => {}
         }
         while self.target() <= t {
             let tk = self.target();
@@ -70,6 +74,19 @@ mod tests {
         }
         s.finish(|&v, t| out.push((v, t)));
         out
+    }
+
+    #[test]
+    fn a_stream_that_starts_late_is_not_padded_back_to_zero() {
+        // A camera whose first frame arrives 3.01 s after vigil started reading it.
+        let mut s = Sampler::new(25.0);
+        let mut out = Vec::new();
+        for i in 0..10 {
+            s.push(3.01 + i as f64 * 0.04, i, |v, t| out.push((*v, t)));
+        }
+        assert_eq!(out.len(), 10, "{out:?}");
+        assert_eq!(out[0].0, 0);
+        assert!((out[0].1 - 3.0).abs() < 1e-9, "{out:?}");
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub struct Config {
     /// ONNX Runtime: library, execution provider, threads.
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    /// Cameras and network streams: transport, timeouts, reconnection.
+    #[serde(default)]
+    pub live: LiveConfig,
 }
 
 /// One video source.
@@ -36,12 +39,23 @@ pub struct Config {
 pub struct StreamConfig {
     /// Name used in events, logs and metric labels: letters, digits, `_`, `-`, `.`; at most 64.
     pub id: String,
-    /// A video file path (relative paths are resolved against the config file's folder).
+    /// Where frames come from: `rtsp://`, `rtsps://`, `http://` or `https://` (MJPEG, HLS),
+    /// a camera (`/dev/videoN`, or `N` for `/dev/videoN`), or a video file path (relative
+    /// paths are resolved against the config file's folder). Credentials in a URL
+    /// (`user:password@`) are never shown: logs, events and errors print `user:***@`.
     pub url: String,
     /// Which branches look at this stream: a list of `action`, `faces`. Default: every
     /// enabled branch.
     #[serde(default)]
     pub branches: Option<Vec<Branch>>,
+    /// Files only: read at the file's own frame rate, as a camera would deliver it, with the
+    /// live drop policy. Default false (as fast as the pipeline takes frames, none dropped).
+    #[serde(default)]
+    pub realtime: bool,
+    /// Files only: start again at the end, forever. Media time keeps counting, and each pass
+    /// starts a fresh clip window. Default false.
+    #[serde(default, rename = "loop")]
+    pub looped: bool,
 }
 
 /// A branch of the pipeline.
@@ -210,6 +224,46 @@ impl Default for RuntimeConfig {
             queue_capacity: 8,
         }
     }
+}
+
+/// Cameras and network streams. Each live stream has a supervisor that reconnects it after a
+/// failure, waiting `reconnect_initial_ms`, doubling per failed attempt up to
+/// `reconnect_max_ms`, each wait with random jitter (50-100% of it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveConfig {
+    /// RTSP over `tcp` (interleaved, works through NAT and firewalls) or `udp`. Default `tcp`.
+    /// One setting for the process: OpenCV passes it to FFmpeg through an environment variable.
+    pub rtsp_transport: RtspTransport,
+    /// Longest wait for a connection, milliseconds. Default 10000.
+    pub open_timeout_ms: u64,
+    /// A stream that gives no frame for this long is stalled: reported, and reconnected,
+    /// milliseconds. Default 5000.
+    pub stall_timeout_ms: u64,
+    /// Wait before the first reconnection attempt, milliseconds. Default 500.
+    pub reconnect_initial_ms: u64,
+    /// Longest wait between attempts, milliseconds. Default 30000.
+    pub reconnect_max_ms: u64,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        LiveConfig {
+            rtsp_transport: RtspTransport::Tcp,
+            open_timeout_ms: 10_000,
+            stall_timeout_ms: 5_000,
+            reconnect_initial_ms: 500,
+            reconnect_max_ms: 30_000,
+        }
+    }
+}
+
+/// How RTSP carries its packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RtspTransport {
+    Tcp,
+    Udp,
 }
 
 /// Where inference runs.

@@ -2,6 +2,7 @@
 //! Decoding a stream's first frame and loading the model are done by `pipeline::prepare`.
 
 use super::{DetectorConfig, Loaded, Problem, SinkConfig};
+use crate::source::url::{redact, SourceKind};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -37,18 +38,49 @@ pub fn validate(l: &Loaded) -> Vec<Problem> {
                 );
             }
         }
+        let at = format!("streams[{i}].url");
         if s.url.trim().is_empty() {
-            p(format!("streams[{i}].url"), "is empty".into());
-        } else if let Some(scheme) = url_scheme(&s.url) {
-            p(
-                format!("streams[{i}].url"),
-                format!(
-                    "`{scheme}://` sources are not supported yet: this version reads video files"
-                ),
-            );
-        } else if let Err(e) = check_readable_file(&l.resolve(Path::new(&s.url))) {
-            p(format!("streams[{i}].url"), e);
+            p(at, "is empty".into());
+            continue;
         }
+        match SourceKind::parse(&s.url, |f| l.resolve(f)) {
+            Err(e) => p(at, e),
+            Ok(SourceKind::File(path)) => {
+                if let Err(e) = check_readable_file(&path) {
+                    p(at, e);
+                }
+            }
+            Ok(SourceKind::Network(url)) => {
+                if url.contains(char::is_whitespace) {
+                    p(at, format!("{}: contains white space", redact(&url)));
+                }
+                live_only(&mut p, i, s);
+            }
+            Ok(SourceKind::Device(_)) => live_only(&mut p, i, s),
+        }
+    }
+    let lv = &c.live;
+    for (name, v, lo, hi) in [
+        ("open_timeout_ms", lv.open_timeout_ms, 100, 600_000),
+        ("stall_timeout_ms", lv.stall_timeout_ms, 100, 600_000),
+        ("reconnect_initial_ms", lv.reconnect_initial_ms, 10, 600_000),
+        ("reconnect_max_ms", lv.reconnect_max_ms, 10, 3_600_000),
+    ] {
+        if !(lo..=hi).contains(&v) {
+            p(
+                format!("live.{name}"),
+                format!("must be {lo}..={hi} milliseconds, got {v}"),
+            );
+        }
+    }
+    if lv.reconnect_max_ms < lv.reconnect_initial_ms {
+        p(
+            "live.reconnect_max_ms".into(),
+            format!(
+                "{} ms is below reconnect_initial_ms ({} ms)",
+                lv.reconnect_max_ms, lv.reconnect_initial_ms
+            ),
+        );
     }
 
     let a = &c.action;
@@ -359,13 +391,16 @@ fn check_stream_id(id: &str) -> Result<(), String> {
     }
 }
 
-fn url_scheme(url: &str) -> Option<&str> {
-    let (scheme, _) = url.split_once("://")?;
-    (!scheme.is_empty()
-        && scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '+'))
-    .then_some(scheme)
+/// `realtime` and `loop` describe how a file is read; a camera already runs in real time.
+fn live_only(p: &mut impl FnMut(String, String), i: usize, s: &super::StreamConfig) {
+    for (name, on) in [("realtime", s.realtime), ("loop", s.looped)] {
+        if on {
+            p(
+                format!("streams[{i}].{name}"),
+                "applies to files only: a camera or network stream is live already".into(),
+            );
+        }
+    }
 }
 
 /// A file that exists, is a regular file and can be opened for reading.
@@ -436,14 +471,31 @@ mod tests {
     }
 
     #[test]
-    fn network_urls_are_refused_until_live_sources_exist() {
+    fn live_urls_are_checked_and_never_shown_with_their_password() {
         let p = problems(
-            "streams:\n  - {id: cam, url: 'rtsp://u:p@127.0.0.1/x'}\naction: {enabled: false}\n",
+            "streams:\n  - {id: cam, url: 'rtsp://u:hunter2@127.0.0.1/x y', loop: true}\n  - {id: b, url: 'ftp://u:hunter2@h/x'}\naction: {enabled: false}\nlive: {reconnect_initial_ms: 5000, reconnect_max_ms: 1000}\n",
+        );
+        let all = p.join("\n");
+        assert!(
+            all.contains("streams[0].url: rtsp://u:***@127.0.0.1/x y: contains white space"),
+            "{all}"
         );
         assert!(
-            p.iter()
-                .any(|s| s.contains("`rtsp://` sources are not supported yet")),
-            "{p:?}"
+            all.contains("streams[0].loop: applies to files only"),
+            "{all}"
         );
+        assert!(
+            all.contains("streams[1].url: `ftp://` is not a source vigil reads"),
+            "{all}"
+        );
+        assert!(
+            all.contains("live.reconnect_max_ms: 1000 ms is below"),
+            "{all}"
+        );
+        assert!(!all.contains("hunter2"), "{all}");
+        assert!(problems(
+            "streams:\n  - {id: cam, url: 'rtsp://u:p@127.0.0.1/x'}\naction: {enabled: false}\n"
+        )
+        .is_empty());
     }
 }

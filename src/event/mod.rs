@@ -96,6 +96,9 @@ pub enum Payload {
         reason: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         detail: Option<String>,
+        /// On `stream.down` of a live stream that is being reconnected.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        retrying: bool,
     },
 }
 
@@ -186,6 +189,7 @@ mod tests {
                 Payload::Stream {
                     reason: "opened".into(),
                     detail: None,
+                    retrying: false,
                 },
             )
         };

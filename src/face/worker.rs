@@ -16,12 +16,19 @@ use crossbeam_channel::{Receiver, Sender};
 use opencv::core::{Mat, Rect};
 use opencv::prelude::*;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 /// Into the face worker.
 pub enum FaceMsg {
     Frame(Frame),
+    /// The stream had a gap (reconnection, another pass of a looped file) at this media time:
+    /// its tracks end.
+    Gap {
+        stream: usize,
+        media_time: f64,
+    },
     End(StreamEnd),
 }
 
@@ -119,6 +126,9 @@ fn as_slices(chips: &[Vec<u8>]) -> Vec<&[u8]> {
     chips.iter().map(Vec::as_slice).collect()
 }
 
+/// Most frames (each from a different stream) whose faces are embedded in one call.
+const MAX_ROUND: usize = 8;
+
 /// Everything the worker needs besides its input.
 pub struct FaceStage {
     pub models: FaceModels,
@@ -178,12 +188,15 @@ impl FaceStage {
 }
 
 /// The worker loop. Returns on an inference error (the run then ends with it) or when every
-/// input is gone.
+/// input is gone. Frames of different streams that are waiting together have their faces
+/// embedded in one batch. Once `stop` is set, frames still queued are counted as dropped (reason
+/// `shutdown`) rather than looked at; gaps and ends still pass.
 pub fn run(
     mut st: FaceStage,
     rx: Receiver<FaceMsg>,
     tx: Sender<EventMsg>,
     metrics: &Metrics,
+    stop: &AtomicBool,
 ) -> Result<(), InferError> {
     let t = &st.cfg.tracker;
     let params = TrackerParams {
@@ -212,10 +225,31 @@ pub fn run(
     let size = st.models.embedder.size;
     let interval = st.cfg.detect_interval.max(1) as usize;
     let mut since_search: Vec<usize> = vec![0; st.names.len()];
+    let latency = metrics.capture_latency.with_label_values(&["faces"]);
     let send = |e: Event| tx.send(EventMsg::Emit(e)).is_ok();
-    for msg in rx.iter() {
+    // A message taken from the queue that belongs to the next round.
+    let mut next: Option<FaceMsg> = None;
+    loop {
+        let first = match next.take() {
+            Some(m) => m,
+            None => match rx.recv() {
+                Ok(m) => m,
+                Err(_) => return Ok(()),
+            },
+        };
         depth.set(rx.len() as i64);
-        let frame = match msg {
+        // One round: the frames waiting now, at most one per stream (a stream's tracker must
+        // see its frames one after another), detected one by one and embedded in one call.
+        let mut group: Vec<Frame> = Vec::new();
+        match first {
+            FaceMsg::Frame(f) => group.push(f),
+            FaceMsg::Gap { stream, media_time } => {
+                for d in trackers[stream].finish(media_time) {
+                    send(st.event(stream, &d, None));
+                }
+                since_search[stream] = 0;
+                continue;
+            }
             FaceMsg::End(end) => {
                 for d in trackers[end.stream].finish(end.media_time) {
                     send(st.event(end.stream, &d, None));
@@ -225,62 +259,99 @@ pub fn run(
                 }
                 continue;
             }
-            FaceMsg::Frame(f) => f,
-        };
-        let started = Instant::now();
-        let n = &mut since_search[frame.stream];
-        let boxes = trackers[frame.stream].boxes();
-        let dets = if *n + 1 >= interval || boxes.is_empty() {
-            *n = 0;
-            st.models.detector.detect(&frame.image)?
-        } else {
-            *n += 1;
-            st.models.detector.redetect(&frame.image, &boxes)?
-        };
-        det_secs.observe(started.elapsed().as_secs_f64());
-        tracing::trace!(
-            full_search = since_search[frame.stream] == 0,
-            faces = dets.len(),
-            ms = started.elapsed().as_secs_f64() * 1e3,
-            "detect"
-        );
-        metrics
-            .faces_detected
-            .with_label_values(&[&st.names[frame.stream]])
-            .inc_by(dets.len() as u64);
-        let (assigned, closed) = trackers[frame.stream].observe(frame.pts, &dets);
-        for d in closed {
-            send(st.event(frame.stream, &d, None));
         }
-        // Only faces whose track still wants an embedding are aligned and embedded.
-        let wanted: Vec<usize> = assigned
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| a.1)
-            .map(|(i, _)| i)
-            .collect();
-        if wanted.is_empty() {
-            continue;
-        }
-        let chips = chips(&frame.image, size, wanted.iter().map(|&i| &dets[i]))?;
-        let started = Instant::now();
-        let descs = st.models.embedder.embed(&as_slices(&chips))?;
-        emb_secs.observe(started.elapsed().as_secs_f64());
-        tracing::trace!(
-            faces = descs.len(),
-            ms = started.elapsed().as_secs_f64() * 1e3,
-            "embed"
-        );
-        emb_batch.observe(descs.len() as f64);
-        for (&i, desc) in wanted.iter().zip(&descs) {
-            let matches = st.index.search(desc, 2);
-            if let Some(d) = trackers[frame.stream].matched(assigned[i].0, &matches, i, frame.pts) {
-                let snap = st.snapshot(frame.stream, &frame, &d);
-                if !send(st.event(frame.stream, &d, snap)) {
-                    return Ok(());
+        while group.len() < MAX_ROUND {
+            match rx.try_recv() {
+                Ok(FaceMsg::Frame(f)) if group.iter().all(|g| g.stream != f.stream) => {
+                    group.push(f)
                 }
+                Ok(m) => {
+                    next = Some(m);
+                    break;
+                }
+                Err(_) => break,
             }
         }
+        if stop.load(Ordering::Relaxed) {
+            for f in group {
+                metrics
+                    .frames_dropped
+                    .with_label_values(&[&st.names[f.stream], "faces", "shutdown"])
+                    .inc();
+            }
+            continue;
+        }
+
+        let mut looked = Vec::with_capacity(group.len());
+        for frame in group {
+            let started = Instant::now();
+            let n = &mut since_search[frame.stream];
+            let boxes = trackers[frame.stream].boxes();
+            let dets = if *n + 1 >= interval || boxes.is_empty() {
+                *n = 0;
+                st.models.detector.detect(&frame.image)?
+            } else {
+                *n += 1;
+                st.models.detector.redetect(&frame.image, &boxes)?
+            };
+            det_secs.observe(started.elapsed().as_secs_f64());
+            tracing::trace!(
+                full_search = since_search[frame.stream] == 0,
+                faces = dets.len(),
+                ms = started.elapsed().as_secs_f64() * 1e3,
+                "detect"
+            );
+            metrics
+                .faces_detected
+                .with_label_values(&[&st.names[frame.stream]])
+                .inc_by(dets.len() as u64);
+            let (assigned, closed) = trackers[frame.stream].observe(frame.pts, &dets);
+            for d in closed {
+                send(st.event(frame.stream, &d, None));
+            }
+            // Only faces whose track still wants an embedding are aligned and embedded.
+            let wanted: Vec<usize> = assigned
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| a.1)
+                .map(|(i, _)| i)
+                .collect();
+            looked.push((frame, dets, assigned, wanted));
+        }
+
+        let mut all_chips = Vec::new();
+        for (frame, dets, _, wanted) in &looked {
+            all_chips.extend(chips(&frame.image, size, wanted.iter().map(|&i| &dets[i]))?);
+        }
+        let mut descs = Vec::new().into_iter();
+        if !all_chips.is_empty() {
+            let started = Instant::now();
+            descs = st
+                .models
+                .embedder
+                .embed(&as_slices(&all_chips))?
+                .into_iter();
+            emb_secs.observe(started.elapsed().as_secs_f64());
+            tracing::trace!(
+                faces = all_chips.len(),
+                frames = looked.len(),
+                ms = started.elapsed().as_secs_f64() * 1e3,
+                "embed"
+            );
+            emb_batch.observe(all_chips.len() as f64);
+        }
+        for (frame, _, assigned, wanted) in looked {
+            for (&i, desc) in wanted.iter().zip(descs.by_ref()) {
+                let matches = st.index.search(&desc, 2);
+                let tracker = &mut trackers[frame.stream];
+                if let Some(d) = tracker.matched(assigned[i].0, &matches, i, frame.pts) {
+                    let snap = st.snapshot(frame.stream, &frame, &d);
+                    if !send(st.event(frame.stream, &d, snap)) {
+                        return Ok(());
+                    }
+                }
+            }
+            latency.observe(frame.captured.elapsed().as_secs_f64());
+        }
     }
-    Ok(())
 }

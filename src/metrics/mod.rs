@@ -8,7 +8,7 @@ mod http;
 pub use http::{serve, MetricsServer};
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    CounterVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 /// Every metric vigil exports.
@@ -35,6 +35,23 @@ pub struct Metrics {
     pub queue_depth: IntGaugeVec,
     /// 1 while a stream is being read.
     pub stream_up: IntGaugeVec,
+    /// Frames dropped by the live policy, per stream, stage (the branch whose queue was full,
+    /// or `faces` at the face worker's queue) and reason (`queue_full`, `shutdown`).
+    pub frames_dropped: IntCounterVec,
+    /// Clips not classified, per stream and reason (`classifier_busy`, `shutdown`).
+    pub clips_dropped: IntCounterVec,
+    /// Live streams lost while up and reconnected, per stream and reason (`disconnected`,
+    /// `stalled`, `error`).
+    pub stream_reconnects: IntCounterVec,
+    /// Failed connection attempts, per stream.
+    pub stream_connect_failures: IntCounterVec,
+    /// Seconds spent waiting on frozen live streams before giving up on them, per stream.
+    pub stream_stalled_seconds: CounterVec,
+    /// Seconds a file source waited for room in a full queue, per stream.
+    pub stream_blocked_seconds: CounterVec,
+    /// Seconds from reading a frame to its result reaching the events stage, per stage
+    /// (`action`: a clip's last frame; `faces`: a sampled frame).
+    pub capture_latency: HistogramVec,
     /// 1 once the models are loaded and the streams opened.
     pub ready: IntGauge,
 }
@@ -79,6 +96,53 @@ impl Metrics {
             "Failed writes to a sink.",
             &["sink"],
         );
+        let frames_dropped = counter(
+            "vigil_frames_dropped_total",
+            "Frames dropped by the live policy.",
+            &["stream", "stage", "reason"],
+        );
+        let clips_dropped = counter(
+            "vigil_clips_dropped_total",
+            "Clips dropped before classification.",
+            &["stream", "reason"],
+        );
+        let stream_reconnects = counter(
+            "vigil_stream_reconnects_total",
+            "Live streams lost while up, and reconnected.",
+            &["stream", "reason"],
+        );
+        let stream_connect_failures = counter(
+            "vigil_stream_connect_failures_total",
+            "Failed connection attempts to a live stream.",
+            &["stream"],
+        );
+        let seconds = |name: &str, help: &str| {
+            let c = CounterVec::new(Opts::new(name, help), &["stream"]).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("registered once");
+            c
+        };
+        let stream_stalled_seconds = seconds(
+            "vigil_stream_stalled_seconds_total",
+            "Seconds spent waiting on a frozen live stream.",
+        );
+        let stream_blocked_seconds = seconds(
+            "vigil_stream_blocked_seconds_total",
+            "Seconds a file source waited for room downstream.",
+        );
+        let capture_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "vigil_capture_latency_seconds",
+                "Seconds from reading a frame to its result reaching the events stage.",
+            )
+            .buckets(vec![
+                0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0,
+                30.0, 60.0, 120.0,
+            ]),
+            &["stage"],
+        )
+        .expect("valid metric");
 
         let inference_seconds = HistogramVec::new(
             HistogramOpts::new(
@@ -132,6 +196,7 @@ impl Metrics {
         for m in [
             Box::new(inference_seconds.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(inference_batch.clone()),
+            Box::new(capture_latency.clone()),
             Box::new(queue_depth.clone()),
             Box::new(stream_up.clone()),
             Box::new(ready.clone()),
@@ -155,6 +220,13 @@ impl Metrics {
             inference_batch,
             queue_depth,
             stream_up,
+            frames_dropped,
+            clips_dropped,
+            stream_reconnects,
+            stream_connect_failures,
+            stream_stalled_seconds,
+            stream_blocked_seconds,
+            capture_latency,
             ready,
         }
     }
@@ -174,6 +246,12 @@ impl Metrics {
                 self.faces_detected.with_label_values(&[s]);
             }
             self.stream_up.with_label_values(&[s]);
+            self.stream_connect_failures.with_label_values(&[s]);
+            self.stream_stalled_seconds.with_label_values(&[s]);
+            self.stream_blocked_seconds.with_label_values(&[s]);
+        }
+        for stage in stages {
+            self.capture_latency.with_label_values(&[stage]);
         }
         for t in crate::event::EventType::ALL {
             self.events_emitted.with_label_values(&[t.as_str()]);

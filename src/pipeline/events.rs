@@ -13,14 +13,28 @@ use std::sync::Arc;
 
 /// Into the events stage.
 pub enum EventMsg {
-    /// A stream opened.
-    Up { stream: usize, detail: String },
+    /// A stream opened or reconnected.
+    Up {
+        stream: usize,
+        detail: String,
+        media_time: f64,
+    },
+    /// A live stream was lost; its supervisor is reconnecting.
+    Down {
+        stream: usize,
+        reason: &'static str,
+        detail: String,
+        media_time: f64,
+    },
     /// Class probabilities for one clip.
     Clip {
         stream: usize,
         span: crate::event::Span,
         probs: Vec<f32>,
+        captured: Option<std::time::Instant>,
     },
+    /// The stream had a gap: its running segment is over.
+    Gap(usize),
     /// A stream ended in the action branch; its clips have all arrived before this.
     End(StreamEnd),
     /// A stream ended in the face branch; its face events have all arrived before this.
@@ -36,11 +50,14 @@ impl From<Scored> for EventMsg {
                 stream,
                 span,
                 probs,
+                captured,
             } => EventMsg::Clip {
                 stream,
                 span,
                 probs,
+                captured,
             },
+            Scored::Gap(s) => EventMsg::Gap(s),
             Scored::End(e) => EventMsg::End(e),
         }
     }
@@ -105,6 +122,8 @@ pub fn run(rx: Receiver<EventMsg>, setup: Setup, metrics: &Metrics) -> Summary {
     let smoother = &smoother;
     let mut smoothers: Vec<Smoother> = names.iter().map(|_| Smoother::new(smoother)).collect();
     let mut pending: Vec<Pending> = names.iter().map(|_| Pending::default()).collect();
+    let mut opened: Vec<bool> = vec![false; names.len()];
+    let action_latency = metrics.capture_latency.with_label_values(&["action"]);
     let mut w = Writer {
         sinks,
         metrics,
@@ -118,27 +137,61 @@ pub fn run(rx: Receiver<EventMsg>, setup: Setup, metrics: &Metrics) -> Summary {
     };
     for msg in rx.iter() {
         let end = match msg {
-            EventMsg::Up { stream, detail } => {
+            EventMsg::Up {
+                stream,
+                detail,
+                media_time,
+            } => {
+                let first = !std::mem::replace(&mut opened[stream], true);
                 w.emit(Event::new(
                     EventType::StreamUp,
                     &names[stream],
-                    0.0,
+                    media_time,
                     Payload::Stream {
-                        reason: "opened".into(),
+                        reason: if first { "opened" } else { "reconnected" }.into(),
                         detail: Some(detail),
+                        retrying: false,
                     },
                 ));
+                None
+            }
+            EventMsg::Down {
+                stream,
+                reason,
+                detail,
+                media_time,
+            } => {
+                w.emit(Event::new(
+                    EventType::StreamDown,
+                    &names[stream],
+                    media_time,
+                    Payload::Stream {
+                        reason: reason.into(),
+                        detail: Some(detail),
+                        retrying: true,
+                    },
+                ));
+                None
+            }
+            EventMsg::Gap(stream) => {
+                for t in smoothers[stream].finish() {
+                    w.emit(transition_event(&names[stream], t, &label));
+                }
                 None
             }
             EventMsg::Clip {
                 stream,
                 span,
                 probs,
+                captured,
             } => {
                 metrics
                     .clips_classified
                     .with_label_values(&[&names[stream]])
                     .inc();
+                if let Some(c) = captured {
+                    action_latency.observe(c.elapsed().as_secs_f64());
+                }
                 let p = &progress[stream];
                 let frames = (span.end * p.fps).round() as u64;
                 p.bar.set_position(frames.min(p.bar.length().unwrap_or(0)));
@@ -227,6 +280,7 @@ fn ended(
     let payload = Payload::Stream {
         reason: end.reason.as_str().into(),
         detail,
+        retrying: false,
     };
     w.emit(Event::new(
         EventType::StreamDown,

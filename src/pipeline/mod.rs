@@ -21,9 +21,8 @@ use crate::action::{self, classifier};
 use crate::event::open_sinks;
 use crate::face::{self, worker::FaceMsg};
 use crate::metrics::{self, Metrics};
-use crate::source::file::FileReader;
-use crate::source::Frame;
-use crate::source::{run_reader, EndReason, Ended, StreamEnd, StreamMsg};
+use crate::source::supervisor::{self, Notice, Output};
+use crate::source::{Frame, StreamMsg};
 use anyhow::Context;
 use crossbeam_channel::bounded;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -133,11 +132,16 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
         .streams
         .iter()
         .map(|s| events::Progress {
-            bar: progress.add(
-                ProgressBar::new(s.info.frame_count)
-                    .with_style(style.clone())
-                    .with_prefix(s.id.clone()),
-            ),
+            // A live source has no end to show progress towards; neither has a looped file.
+            bar: if s.plan.leaky() || s.plan.looped {
+                ProgressBar::hidden()
+            } else {
+                progress.add(
+                    ProgressBar::new(s.info.frame_count)
+                        .with_style(style.clone())
+                        .with_prefix(s.id.clone()),
+                )
+            },
             fps: s.info.fps,
         })
         .collect();
@@ -163,16 +167,20 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
     let mut handles = Vec::new();
     let mut clip_tx = None;
     let mut classifier_handle = None;
+    let mut cancel = Vec::new();
     if let Some(a) = p.action {
-        let (tx, rx) = bounded::<classifier::ClipMsg>(cap);
-        let (ev, m, batch, wait) = (
-            ev_tx.clone(),
-            metrics.clone(),
-            cfg.action.max_batch,
-            Duration::from_millis(cfg.action.max_wait_ms),
-        );
+        // Room for one batch waiting while another runs: batching across streams needs no more,
+        // and for live streams every queued clip is latency.
+        let (tx, rx) = bounded::<classifier::ClipMsg>(cfg.action.max_batch.max(2));
+        let how = classifier::Batching {
+            max_batch: cfg.action.max_batch,
+            max_wait: Duration::from_millis(cfg.action.max_wait_ms),
+            stream_ids: p.streams.iter().map(|s| s.id.clone()).collect(),
+        };
+        let (ev, m, stop) = (ev_tx.clone(), metrics.clone(), stop.clone());
+        cancel.push(a.classifier.canceller());
         classifier_handle = Some(spawn("classifier".into(), move || {
-            classifier::run(a.classifier, rx, ev, batch, wait, &m)
+            classifier::run(a.classifier, rx, ev, &how, &m, &stop)
         })?);
         clip_tx = Some(tx);
     }
@@ -187,18 +195,27 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
             snapshots: cfg.faces.snapshots.as_ref().map(|d| p.loaded.resolve(d)),
             names: p.streams.iter().map(|s| s.id.clone()).collect(),
         };
-        let (ev, m) = (ev_tx.clone(), metrics.clone());
+        let (ev, m, stop) = (ev_tx.clone(), metrics.clone(), stop.clone());
         face_handle = Some(spawn("faces".into(), move || {
-            face::worker::run(stage, rx, ev, &m)
+            face::worker::run(stage, rx, ev, &m, &stop)
         })?);
         face_tx = Some(tx);
     }
 
     for ((i, s), bar) in p.streams.into_iter().enumerate().zip(decode_bars) {
+        let leaky = s.plan.leaky();
         let mut outputs = Vec::new();
+        let mut queue = |stage: &'static str| {
+            let (tx, rx) = bounded::<StreamMsg>(cap);
+            outputs.push(Output {
+                tx,
+                rx: leaky.then(|| rx.clone()),
+                stage,
+            });
+            rx
+        };
         if let (Some(tx), true) = (&clip_tx, s.action) {
-            let (ftx, frx) = bounded::<StreamMsg>(cap);
-            outputs.push(ftx);
+            let frx = queue("action");
             let (tx, m, acfg, id) = (
                 tx.clone(),
                 metrics.clone(),
@@ -207,12 +224,11 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
             );
             handles.push(spawn(format!("act-{}", s.id), move || {
                 let _span = tracing::info_span!("stream", stream = %id).entered();
-                action::run_stream(i, &id, frx, tx, &acfg, &m)
+                action::run_stream(i, &id, frx, tx, &acfg, &m, leaky)
             })?);
         }
         if let (Some(tx), true) = (&face_tx, s.faces) {
-            let (ftx, frx) = bounded::<StreamMsg>(cap);
-            outputs.push(ftx);
+            let frx = queue("faces");
             let (tx, m, fps, id) = (
                 tx.clone(),
                 metrics.clone(),
@@ -220,19 +236,65 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
                 s.id.clone(),
             );
             handles.push(spawn(format!("face-{}", s.id), move || {
-                sample_faces(&id, frx, tx, fps, &m)
+                sample_faces(i, &id, frx, tx, fps, &m, leaky)
             })?);
         }
         let (ev, m, stop) = (ev_tx.clone(), metrics.clone(), stop.clone());
         handles.push(spawn(format!("src-{}", s.id), move || {
             let _span = tracing::info_span!("stream", stream = %s.id).entered();
-            read_file(i, &s, &outputs, &ev, &m, &stop, bar.as_ref());
+            let mut notify = |n: Notice| {
+                let msg = match n {
+                    Notice::Up { detail, media_time } => EventMsg::Up {
+                        stream: i,
+                        detail,
+                        media_time,
+                    },
+                    Notice::Down {
+                        reason,
+                        detail,
+                        media_time,
+                    } => EventMsg::Down {
+                        stream: i,
+                        reason,
+                        detail,
+                        media_time,
+                    },
+                };
+                let _ = ev.send(msg);
+            };
+            let mut on_frame = |_: &Frame| {
+                if let Some(bar) = &bar {
+                    bar.inc(1);
+                }
+            };
+            let end =
+                supervisor::supervise(&s.plan, &outputs, &stop, &m, &mut notify, &mut on_frame);
+            // With no branch, the end marker goes straight to the events stage.
+            if outputs.is_empty() {
+                let _ = ev.send(EventMsg::End(end));
+            }
         })?);
     }
     // The workers hold their own clones; dropping these lets each channel close when its
     // producers finish.
     drop((clip_tx, face_tx, ev_tx));
     metrics.ready.set(1);
+    // On shutdown, an inference call in progress is cut short rather than waited for.
+    let finished = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (stop, finished) = (stop.clone(), finished.clone());
+        spawn("shutdown".into(), move || {
+            while !finished.load(Ordering::Relaxed) {
+                if stop.load(Ordering::Relaxed) {
+                    for c in &cancel {
+                        let _ = c.terminate();
+                    }
+                    return;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        })?
+    };
 
     for h in handles {
         if h.join().is_err() {
@@ -250,6 +312,8 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
     let mut summary = events
         .join()
         .map_err(|_| anyhow::anyhow!("the events thread panicked"))?;
+    finished.store(true, Ordering::Relaxed);
+    let _ = watcher.join();
     summary.inference_error = (!errors.is_empty()).then(|| errors.join("; "));
     if stop.load(Ordering::Relaxed) {
         tracing::info!("stopped on request; everything queued was written");
@@ -258,23 +322,46 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
 }
 
 /// The face branch's sampler for one stream: keeps frames at `fps` (every frame when 0) and
-/// queues them for the shared face worker, then the stream's end.
+/// queues them for the shared face worker, then the stream's end. For a `live` stream a frame
+/// that finds the worker's queue full is dropped and counted; a new epoch ends the stream's
+/// tracks.
 fn sample_faces(
+    stream: usize,
     id: &str,
     rx: crossbeam_channel::Receiver<StreamMsg>,
     tx: crossbeam_channel::Sender<FaceMsg>,
     fps: f64,
     m: &Metrics,
+    live: bool,
 ) {
     let sampled = m.frames_sampled.with_label_values(&[id, "faces"]);
-    let mut sampler = (fps > 0.0).then(|| Sampler::<Frame>::new(fps));
+    let dropped = m
+        .frames_dropped
+        .with_label_values(&[id, "faces", "queue_full"]);
+    let new_sampler = || (fps > 0.0).then(|| Sampler::<Frame>::new(fps));
+    let mut sampler = new_sampler();
     let mut picked: Vec<Frame> = Vec::new();
+    let (mut epoch, mut last_pts) = (0u32, 0.0);
     for msg in rx.iter() {
         match msg {
-            StreamMsg::Frame(f) => match &mut sampler {
-                Some(s) => s.push(f.pts, f, |f, _| picked.push(f.clone())),
-                None => picked.push(f),
-            },
+            StreamMsg::Frame(f) => {
+                if f.epoch != epoch {
+                    epoch = f.epoch;
+                    sampler = new_sampler();
+                    let gap = FaceMsg::Gap {
+                        stream,
+                        media_time: last_pts,
+                    };
+                    if tx.send(gap).is_err() {
+                        return;
+                    }
+                }
+                last_pts = f.pts;
+                match &mut sampler {
+                    Some(s) => s.push(f.pts, f, |f, _| picked.push(f.clone())),
+                    None => picked.push(f),
+                }
+            }
             StreamMsg::End(end) => {
                 let _ = tx.send(FaceMsg::End(end));
                 return;
@@ -284,74 +371,21 @@ fn sample_faces(
         picked.dedup_by_key(|f| f.seq);
         for f in picked.drain(..) {
             sampled.inc();
-            if tx.send(FaceMsg::Frame(f)).is_err() {
+            let sent = if live {
+                match tx.try_send(FaceMsg::Frame(f)) {
+                    Err(crossbeam_channel::TrySendError::Full(_)) => {
+                        dropped.inc();
+                        Ok(())
+                    }
+                    Err(crossbeam_channel::TrySendError::Disconnected(_)) => Err(()),
+                    Ok(()) => Ok(()),
+                }
+            } else {
+                tx.send(FaceMsg::Frame(f)).map_err(|_| ())
+            };
+            if sent.is_err() {
                 return;
             }
-        }
-    }
-}
-
-/// The source thread for one file: announce, read to the end, pass the end marker on.
-fn read_file(
-    i: usize,
-    s: &PreparedStream,
-    outputs: &[crossbeam_channel::Sender<StreamMsg>],
-    ev: &crossbeam_channel::Sender<EventMsg>,
-    m: &Metrics,
-    stop: &AtomicBool,
-    bar: Option<&ProgressBar>,
-) {
-    let decoded = m.frames_decoded.with_label_values(&[&s.id]);
-    let up = m.stream_up.with_label_values(&[&s.id]);
-    let end = |frames: u64, media_time: f64, reason: EndReason| StreamEnd {
-        stream: i,
-        frames,
-        media_time,
-        reason,
-    };
-    let ended = FileReader::open(&s.path).map(|mut reader| {
-        let detail = format!(
-            "{}x{} at {:.3} fps",
-            s.info.width, s.info.height, s.info.fps
-        );
-        let _ = ev.send(EventMsg::Up { stream: i, detail });
-        up.set(1);
-        let ended = run_reader(i, &mut reader, outputs, stop, |_| {
-            decoded.inc();
-            if let Some(bar) = bar {
-                bar.inc(1);
-            }
-        });
-        up.set(0);
-        ended
-    });
-    let marker = match ended {
-        Ok(Ended::Eof { frames, last_pts }) => end(frames, last_pts, EndReason::EndOfFile),
-        Ok(Ended::Stopped { frames, last_pts }) => end(frames, last_pts, EndReason::Stopped),
-        Ok(Ended::Disconnected { frames, last_pts }) => {
-            let why = "the pipeline stopped taking frames".to_string();
-            end(frames, last_pts, EndReason::Error(why))
-        }
-        Ok(Ended::Failed {
-            error,
-            frames,
-            last_pts,
-        }) => {
-            tracing::error!("{error}");
-            end(frames, last_pts, EndReason::Error(error.to_string()))
-        }
-        Err(error) => {
-            tracing::error!("{error}");
-            end(0, 0.0, EndReason::Error(error.to_string()))
-        }
-    };
-    // The end marker follows the frames through the branches; with no branch it goes straight
-    // to the events stage.
-    if outputs.is_empty() {
-        let _ = ev.send(EventMsg::End(marker));
-    } else {
-        for out in outputs {
-            let _ = out.send(StreamMsg::End(marker.clone()));
         }
     }
 }

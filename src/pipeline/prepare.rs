@@ -8,8 +8,10 @@ use crate::face::worker::{load_models, FaceModels};
 use crate::gallery::{Gallery, Index};
 use crate::infer::{self, InferError};
 use crate::source::file::FileReader;
+use crate::source::supervisor::SourcePlan;
+use crate::source::url::SourceKind;
 use crate::source::VideoInfo;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 pub struct PreparedStream {
@@ -17,8 +19,21 @@ pub struct PreparedStream {
     /// The branches that look at this stream.
     pub action: bool,
     pub faces: bool,
-    pub path: PathBuf,
+    /// What to read and how.
+    pub plan: SourcePlan,
+    /// What a file's first frame showed. All zeros for a live source: cameras are contacted
+    /// when the run starts (and retried until they answer), not while preparing.
     pub info: VideoInfo,
+}
+
+impl PreparedStream {
+    /// The video file, for a file source.
+    pub fn file(&self) -> Option<&Path> {
+        match &self.plan.kind {
+            SourceKind::File(p) => Some(p),
+            _ => None,
+        }
+    }
 }
 
 pub struct PreparedAction {
@@ -75,17 +90,38 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Problems> {
         if has_problem(&problems, &at) {
             continue;
         }
-        let path = loaded.resolve(Path::new(&s.url));
-        match FileReader::probe(&path) {
-            Ok(info) => streams.push(PreparedStream {
+        let Ok(kind) = SourceKind::parse(&s.url, |p| loaded.resolve(p)) else {
+            continue;
+        };
+        let info = match &kind {
+            SourceKind::File(path) => match FileReader::probe(path) {
+                Ok(info) => info,
+                Err(e) => {
+                    problems.push(loaded.problem(at, e.to_string()));
+                    continue;
+                }
+            },
+            _ => VideoInfo {
+                width: 0,
+                height: 0,
+                fps: 0.0,
+                frame_count: 0,
+            },
+        };
+        streams.push(PreparedStream {
+            id: s.id.clone(),
+            action: s.wants(crate::config::Branch::Action, c.action.enabled),
+            faces: s.wants(crate::config::Branch::Faces, c.faces.enabled),
+            plan: SourcePlan {
+                index: streams.len(),
                 id: s.id.clone(),
-                action: s.wants(crate::config::Branch::Action, c.action.enabled),
-                faces: s.wants(crate::config::Branch::Faces, c.faces.enabled),
-                path,
-                info,
-            }),
-            Err(e) => problems.push(loaded.problem(at, e.to_string())),
-        }
+                kind,
+                realtime: s.realtime,
+                looped: s.looped,
+                live: c.live.clone(),
+            },
+            info,
+        });
     }
 
     let mut action = None;

@@ -1,14 +1,15 @@
-//! Sources: where frames come from. A [`FrameReader`] yields decoded frames with their media
-//! time; [`file`] reads video files through OpenCV's FFmpeg backend. The reading loop that
-//! feeds the branches is [`run_reader`], the same for every reader, so tests can drive it with
-//! synthetic frames.
+//! Sources: where frames come from. [`file`] reads video files and [`live`] cameras and
+//! network streams through OpenCV; [`url`] tells them apart and redacts credentials; the
+//! [`supervisor`] runs one stream: delivery policy, reconnection, epochs, stream events.
 
 pub mod file;
+pub mod live;
+pub mod supervisor;
+pub mod url;
 
-use crossbeam_channel::Sender;
 use opencv::core::Mat;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// One decoded frame. The pixels are shared between branches, never copied.
 #[derive(Clone)]
@@ -17,8 +18,14 @@ pub struct Frame {
     pub stream: usize,
     /// 0-based position among the frames decoded from this stream.
     pub seq: u64,
-    /// Media time, seconds from the start of the source.
+    /// Media time, seconds from the start of the source (for a live source, from when vigil
+    /// started reading it; it keeps counting across reconnections).
     pub pts: f64,
+    /// Connection number (live sources) or pass number (looped files), from 0. Frames of
+    /// different epochs are never put in one clip.
+    pub epoch: u32,
+    /// When the frame was read, for latency from capture to event.
+    pub captured: Instant,
     /// BGR, 8 bits per channel.
     pub image: Arc<Mat>,
 }
@@ -102,83 +109,4 @@ pub trait FrameReader: Send {
     fn info(&self) -> VideoInfo;
     /// Called at the end: an error when fewer frames came than the source promised.
     fn finish(&self, frames: u64) -> Result<(), SourceError>;
-}
-
-/// How a reading loop ended.
-#[derive(Debug)]
-pub enum Ended {
-    /// The source ran out of frames.
-    Eof { frames: u64, last_pts: f64 },
-    /// Shutdown was requested.
-    Stopped { frames: u64, last_pts: f64 },
-    /// Every consumer went away.
-    Disconnected { frames: u64, last_pts: f64 },
-    /// Reading failed after `frames` frames.
-    Failed {
-        error: SourceError,
-        frames: u64,
-        last_pts: f64,
-    },
-}
-
-/// Reads `reader` to its end, sending every frame to each of `outputs`. Sends block when a
-/// queue is full: recorded files lose nothing. `on_frame` runs once per frame (metrics,
-/// progress).
-pub fn run_reader(
-    stream: usize,
-    reader: &mut dyn FrameReader,
-    outputs: &[Sender<StreamMsg>],
-    stop: &AtomicBool,
-    mut on_frame: impl FnMut(&Frame),
-) -> Ended {
-    let mut seq = 0u64;
-    let mut last_pts = 0.0;
-    loop {
-        if stop.load(Ordering::Relaxed) {
-            return Ended::Stopped {
-                frames: seq,
-                last_pts,
-            };
-        }
-        let next = match reader.next_frame() {
-            Ok(next) => next,
-            Err(error) => {
-                return Ended::Failed {
-                    error,
-                    frames: seq,
-                    last_pts,
-                }
-            }
-        };
-        let Some((pts, image)) = next else {
-            return match reader.finish(seq) {
-                Ok(()) => Ended::Eof {
-                    frames: seq,
-                    last_pts,
-                },
-                Err(error) => Ended::Failed {
-                    error,
-                    frames: seq,
-                    last_pts,
-                },
-            };
-        };
-        let frame = Frame {
-            stream,
-            seq,
-            pts,
-            image: Arc::new(image),
-        };
-        on_frame(&frame);
-        last_pts = pts;
-        seq += 1;
-        for out in outputs {
-            if out.send(StreamMsg::Frame(frame.clone())).is_err() {
-                return Ended::Disconnected {
-                    frames: seq,
-                    last_pts,
-                };
-            }
-        }
-    }
 }

@@ -115,15 +115,41 @@ pub fn assert_no_panic(o: &Output) {
     );
 }
 
+/// A child process killed when the test lets go of it, also when the test fails midway: no
+/// run outlives its test.
+pub struct Running(pub Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `vigil run` in the background: stdout discarded, stderr (the logs) piped for the test.
-pub fn spawn_run(config: &Path) -> Child {
-    vigil()
-        .args(["run", "--no-progress", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+pub fn spawn_run(config: &Path) -> Running {
+    Running(
+        vigil()
+            .args(["run", "--no-progress", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// Reads the logs of a child started by [`spawn_run`] until vigil announces its metrics
@@ -169,4 +195,199 @@ pub fn log_lines(
     child: &mut Child,
 ) -> std::io::Lines<std::io::BufReader<std::process::ChildStderr>> {
     std::io::BufReader::new(child.stderr.take().unwrap()).lines()
+}
+
+/// Debian's GStreamer RTSP server (scripts/rtsp_server.py) on a free loopback port, serving
+/// files at mounts the way a camera serves its stream. Killed when dropped.
+pub struct RtspServer {
+    pub port: u16,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+/// A TCP port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl RtspServer {
+    /// Serves each `(name, file)` at `rtsp://127.0.0.1:PORT/name`; `user` is `name:password`
+    /// to require authentication.
+    pub fn start(mounts: &[(&str, &Path)], user: Option<&str>) -> RtspServer {
+        let mut args = vec![repo().join("scripts/rtsp_server.py").display().to_string()];
+        for (name, file) in mounts {
+            args.push("--mount".into());
+            args.push(format!("{name}={}", file.display()));
+        }
+        if let Some(u) = user {
+            args.push("--user".into());
+            args.push(u.into());
+        }
+        let mut s = RtspServer {
+            port: free_port(),
+            args,
+            child: None,
+        };
+        s.restart();
+        s
+    }
+
+    pub fn url(&self, mount: &str) -> String {
+        format!("rtsp://127.0.0.1:{}/{mount}", self.port)
+    }
+
+    /// Starts the server (again) on its port and waits until it listens.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the server is running already");
+        for _ in 0..50 {
+            let mut child = Command::new("/usr/bin/python3")
+                .args(&self.args)
+                .args(["--port", &self.port.to_string()])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("/usr/bin/python3 runs (python3-gi comes from scripts/setup.sh)");
+            let mut line = String::new();
+            std::io::BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            if line.starts_with("ready") {
+                self.child = Some(child);
+                return;
+            }
+            // The port may still be held by the previous instance's sockets for a moment.
+            let mut err = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+            let _ = child.wait();
+            assert!(
+                err.contains("cannot listen"),
+                "the RTSP server did not start: {err}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("the RTSP server cannot listen on port {}", self.port);
+    }
+
+    /// SIGKILL, as a camera losing power.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        assert!(Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    /// SIGSTOP: the connection stays open but nothing more arrives, as a hung camera.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+}
+
+impl Drop for RtspServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The value of one sample in Prometheus text, e.g.
+/// `metric(&text, "vigil_stream_up{stream=\"cam\"}")`; 0 when absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .filter(|rest| rest.starts_with(' '))
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// Scrapes `/metrics` of a running vigil.
+pub fn scrape(addr: &str) -> String {
+    let (code, body) = try_get(addr, "/metrics").expect("/metrics answers");
+    assert_eq!(code, 200);
+    body
+}
+
+/// Threads of a process, from /proc.
+pub fn thread_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Resident memory of a process in MiB, from /proc.
+pub fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Polls `cond` every 100 ms until it holds; panics with `what` after `limit`. The limit only
+/// guards against a hang: what is being tested is that the condition comes true at all.
+pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + limit;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < until,
+            "waited {limit:?} for: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Like [`metrics_addr`], but keeps every log line for the test to read later.
+pub fn metrics_addr_keeping_logs(
+    child: &mut Child,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let mut lines = log_lines(child);
+    let kept = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("vigil ended before announcing its metrics address")
+            .unwrap();
+        let found = line
+            .split("metrics on http://")
+            .nth(1)
+            .map(|rest| rest.trim_end_matches("/metrics").to_string());
+        kept.lock().unwrap().push(line);
+        if let Some(a) = found {
+            break a;
+        }
+    };
+    let k = kept.clone();
+    std::thread::spawn(move || {
+        for l in lines.map_while(Result::ok) {
+            k.lock().unwrap().push(l);
+        }
+    });
+    (addr, kept)
+}
+
+/// Sends `sig` (`-TERM`, `-INT`) to a child.
+pub fn signal(child: &Child, sig: &str) {
+    assert!(Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
 }

@@ -1,0 +1,230 @@
+//! What a stream's `url` names, and how it may be shown: credentials never leave this module
+//! in the clear.
+
+use std::path::{Path, PathBuf};
+
+/// The kinds of source vigil reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A video file (path resolved against the config's folder).
+    File(PathBuf),
+    /// `rtsp://`, `rtsps://`, `http://` or `https://` through OpenCV's FFmpeg backend.
+    Network(String),
+    /// A V4L2 camera: `/dev/videoN`, or a bare index `N` meaning `/dev/videoN`.
+    Device(String),
+}
+
+/// The schemes FFmpeg reads for us.
+pub const NETWORK_SCHEMES: [&str; 4] = ["rtsp", "rtsps", "http", "https"];
+
+impl SourceKind {
+    /// Classifies `url`; `resolve` turns a relative file path into an absolute one. `Err` names
+    /// a scheme vigil does not read.
+    pub fn parse(url: &str, resolve: impl Fn(&Path) -> PathBuf) -> Result<SourceKind, String> {
+        let url = url.trim();
+        if let Some(scheme) = scheme(url) {
+            let lower = scheme.to_ascii_lowercase();
+            return if NETWORK_SCHEMES.contains(&lower.as_str()) {
+                Ok(SourceKind::Network(url.to_string()))
+            } else if lower == "file" {
+                Ok(SourceKind::File(resolve(Path::new(&url[7..]))))
+            } else {
+                Err(format!(
+                    "`{scheme}://` is not a source vigil reads: use rtsp://, rtsps://, http://, \
+                     https://, a file path or a camera (/dev/videoN)"
+                ))
+            };
+        }
+        if !url.is_empty() && url.chars().all(|c| c.is_ascii_digit()) && url.len() <= 3 {
+            return Ok(SourceKind::Device(format!(
+                "/dev/video{}",
+                url.parse::<u32>().unwrap_or(0)
+            )));
+        }
+        if url
+            .strip_prefix("/dev/video")
+            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        {
+            return Ok(SourceKind::Device(url.to_string()));
+        }
+        Ok(SourceKind::File(resolve(Path::new(url))))
+    }
+
+    /// Cameras and network streams: they run in real time, may drop out and come back.
+    pub fn is_live(&self) -> bool {
+        !matches!(self, SourceKind::File(_))
+    }
+
+    /// How the source may appear in logs, events and errors.
+    pub fn display(&self) -> String {
+        match self {
+            SourceKind::File(p) => p.display().to_string(),
+            SourceKind::Network(u) => redact(u),
+            SourceKind::Device(d) => d.clone(),
+        }
+    }
+}
+
+fn scheme(url: &str) -> Option<&str> {
+    let (scheme, _) = url.split_once("://")?;
+    (!scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '-' || c == '.'))
+    .then_some(scheme)
+}
+
+/// Query parameters whose values are secrets on common cameras (`?user=admin&password=...`).
+fn secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["pass", "pwd", "token", "secret", "key", "auth", "sig"]
+        .iter()
+        .any(|s| k.contains(s))
+}
+
+/// `url` with the password of `user:password@` and secret query values replaced by `***`.
+/// Anything that is not a URL comes back unchanged.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    // The authority ends at the first `/`, `?` or `#`; credentials are before its last `@`.
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rfind('@') {
+        Some(at) => {
+            let (userinfo, host) = authority.split_at(at);
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:***{host}"),
+                None => format!("{userinfo}{host}"),
+            }
+        }
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let (query, fragment) = match query.split_once('#') {
+                Some((q, f)) => (q, Some(f)),
+                None => (query, None),
+            };
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if secret_key(k) => format!("{k}=***"),
+                    _ => kv.to_string(),
+                })
+                .collect();
+            let mut t = format!("{path}?{}", query.join("&"));
+            if let Some(f) = fragment {
+                t.push('#');
+                t.push_str(f);
+            }
+            t
+        }
+        None => tail.to_string(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
+/// Replaces every occurrence of `url`'s secrets in `text` (an error message from a library that
+/// echoes the URL it was given).
+pub fn scrub(text: &str, url: &str) -> String {
+    let mut out = text.replace(url, &redact(url));
+    for secret in secrets(url) {
+        out = out.replace(&secret, "***");
+    }
+    out
+}
+
+/// The secret parts of `url`: its password and secret query values (at least 3 characters, so
+/// scrubbing never mangles ordinary text).
+fn secrets(url: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some((_, rest)) = url.split_once("://") else {
+        return out;
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    if let Some(at) = rest[..end].rfind('@') {
+        if let Some((_, pw)) = rest[..at].split_once(':') {
+            out.push(pw.to_string());
+        }
+    }
+    if let Some((_, query)) = rest.split_once('?') {
+        for kv in query.split(['&', '#']) {
+            if let Some((k, v)) = kv.split_once('=') {
+                if secret_key(k) {
+                    out.push(v.to_string());
+                }
+            }
+        }
+    }
+    out.retain(|s| s.len() >= 3);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_and_secret_parameters_are_redacted() {
+        assert_eq!(
+            redact("rtsp://admin:hunter2@10.0.0.5:554/stream1"),
+            "rtsp://admin:***@10.0.0.5:554/stream1"
+        );
+        // A password may itself contain `@` and `:`; the host is after the last `@`.
+        assert_eq!(
+            redact("rtsp://admin:p@ss:w0rd@cam.local/live?channel=1"),
+            "rtsp://admin:***@cam.local/live?channel=1"
+        );
+        assert_eq!(
+            redact("http://cam/video.cgi?user=admin&password=hunter2&res=hd#x"),
+            "http://cam/video.cgi?user=admin&password=***&res=hd#x"
+        );
+        assert_eq!(redact("rtsp://user@cam/x"), "rtsp://user@cam/x");
+        assert_eq!(redact("/videos/a.mp4"), "/videos/a.mp4");
+        let url = "rtsp://admin:hunter2@10.0.0.5/x?token=abcdef";
+        let said = format!("cannot open {url}: 401 (hunter2 refused, token abcdef)");
+        let clean = scrub(&said, url);
+        assert!(
+            !clean.contains("hunter2") && !clean.contains("abcdef"),
+            "{clean}"
+        );
+        assert!(
+            clean.contains("rtsp://admin:***@10.0.0.5/x?token=***"),
+            "{clean}"
+        );
+    }
+
+    #[test]
+    fn urls_are_classified() {
+        let r = |p: &Path| Path::new("/cfg").join(p);
+        assert_eq!(
+            SourceKind::parse("rtsp://cam/x", r),
+            Ok(SourceKind::Network("rtsp://cam/x".into()))
+        );
+        assert_eq!(
+            SourceKind::parse("HTTPS://cam/x.m3u8", r),
+            Ok(SourceKind::Network("HTTPS://cam/x.m3u8".into()))
+        );
+        assert_eq!(
+            SourceKind::parse("0", r),
+            Ok(SourceKind::Device("/dev/video0".into()))
+        );
+        assert_eq!(
+            SourceKind::parse("/dev/video12", r),
+            Ok(SourceKind::Device("/dev/video12".into()))
+        );
+        assert_eq!(
+            SourceKind::parse("a.mp4", r),
+            Ok(SourceKind::File("/cfg/a.mp4".into()))
+        );
+        assert_eq!(
+            SourceKind::parse("file:///v/a.mp4", r),
+            Ok(SourceKind::File("/v/a.mp4".into()))
+        );
+        assert!(SourceKind::parse("ftp://x/y", r)
+            .unwrap_err()
+            .contains("`ftp://` is not a source"));
+    }
+}
