@@ -2,7 +2,7 @@
 # Both run the idempotent set-up first. Set CARGO_TARGET_DIR to share a build cache.
 CARGO ?= cargo
 
-.PHONY: setup build run demo-gallery check test bench parity
+.PHONY: setup build run demo-gallery check test bench bench-live parity
 
 setup:
 	./scripts/setup.sh
@@ -26,6 +26,10 @@ test: setup
 
 bench: build
 	python3 scripts/bench.py
+
+# 1, 2, 4 and 8 RTSP cameras with both branches on: fps, drops, latency, CPU, memory (~5 min).
+bench-live: build
+	python3 scripts/bench_live.py
 
 # Opt-in: every converted model against its original (installs JAX, Flax and dlib; about 1 GB).
 PARITY_VENV = $${VIGIL_CACHE:-$$HOME/.cache/vigil}/parity-venv

@@ -51,6 +51,13 @@ fn up(text: &str, stream: &str) -> bool {
     metric(text, &format!("vigil_stream_up{{stream=\"{stream}\"}}")) == 1.0
 }
 
+fn state(text: &str, stream: &str, state: &str) -> f64 {
+    metric(
+        text,
+        &format!("vigil_stream_state{{state=\"{state}\",stream=\"{stream}\"}}"),
+    )
+}
+
 fn decoded(text: &str, stream: &str) -> f64 {
     metric(
         text,
@@ -141,8 +148,11 @@ fn outages_are_reported_streams_come_back_and_a_file_beside_them_is_untouched() 
             Duration::from_secs(30),
             || {
                 let t = scrape(&addr);
-                cams.iter()
-                    .all(|c| reconnects(&t, c, "disconnected") >= k as f64 && !up(&t, c))
+                cams.iter().all(|c| {
+                    reconnects(&t, c, "disconnected") >= k as f64
+                        && !up(&t, c)
+                        && state(&t, c, "retrying") + state(&t, c, "connecting") == 1.0
+                })
             },
         );
         std::thread::sleep(Duration::from_millis(700));
@@ -173,6 +183,15 @@ fn outages_are_reported_streams_come_back_and_a_file_beside_them_is_untouched() 
     );
     let metrics_text = scrape(&addr);
     assert!(child.try_wait().unwrap().is_none(), "vigil exited");
+    assert_eq!(state(&metrics_text, "file", "down"), 1.0);
+    for cam in cams {
+        assert_eq!(state(&metrics_text, cam, "up"), 1.0);
+        let all: f64 = ["connecting", "up", "blocked", "stalled", "retrying", "down"]
+            .iter()
+            .map(|s| state(&metrics_text, cam, s))
+            .sum();
+        assert_eq!(all, 1.0, "one state at a time");
+    }
 
     signal(&child, "-TERM");
     let status = child.wait().unwrap();
@@ -320,8 +339,9 @@ fn a_slow_classifier_drops_old_work_and_keeps_memory_and_latency_bounded() {
     let (a, b) = (latency_buckets(&early), latency_buckets(&late));
     let window: Vec<(f64, f64)> = b.iter().zip(&a).map(|(l, e)| (l.0, l.1 - e.1)).collect();
     let (p50, p99) = (quantile(&window, 0.5), quantile(&window, 0.99));
-    // The bound: a clip waits for the batch in flight and for one full queue ahead of it, then
-    // for its own batch: three batch times, plus the clip's own 1.28 s and a second of slack.
+    // The bound: a live stream's newest clip waits at most for the call in flight, then for
+    // its own: two calls; three mean calls and a second allow for calls slower than the mean.
+    // A backlog of queued clips would add a call per clip (4-clip batches measured 10-15 s).
     let sum = metric(
         &late,
         "vigil_inference_seconds_sum{model=\"i3d_kinetics400\"}",
@@ -331,18 +351,29 @@ fn a_slow_classifier_drops_old_work_and_keeps_memory_and_latency_bounded() {
         "vigil_inference_seconds_count{model=\"i3d_kinetics400\"}",
     );
     let batch = sum / calls;
-    let bound = 3.0 * batch + 1.28 + 1.0;
+    let bound = 3.0 * batch + 1.0;
     eprintln!(
-        "latency p50 <= {p50} s, p99 <= {p99} s (bound {bound:.2} s; mean batch {batch:.2} s); \
+        "latency p50 <= {p50} s, p99 <= {p99} s (bound {bound:.2} s; mean call {batch:.2} s); \
          dropped {busy} clips, classified {classified}; rss max {rss_early:.0} MiB then {rss_late:.0} MiB"
     );
-    assert!(p99 <= bound, "p99 {p99} s over {bound:.2} s: {window:?}");
-    // Unbounded queues of 720p frames would grow by ~67 MB/s.
+    // Buckets only say p99 is at most their upper bound; it is over the bound only if the
+    // bucket below it already is.
+    let below = window
+        .iter()
+        .take_while(|b| b.0 < p99)
+        .last()
+        .map_or(0.0, |b| b.0);
     assert!(
-        rss_late <= rss_early + 64.0,
+        below < bound,
+        "p99 in ({below}, {p99}] s, over {bound:.2} s: {window:?}"
+    );
+    // Unbounded queues of 720p frames would grow by ~67 MB/s, 1.6 GB over the late window;
+    // allow the allocator's arenas some growth.
+    assert!(
+        rss_late <= rss_early + 256.0,
         "memory grew: {rss_early:.0} MiB then {rss_late:.0} MiB"
     );
-    // The classifier's queue holds at most max_batch (4) clips.
+    // The classifier's queue holds tokens, never a backlog of clips.
     let depth = metric(&late, "vigil_queue_depth_items{stage=\"classifier\"}");
     assert!(depth <= 4.0, "the classifier's queue holds {depth}");
 }

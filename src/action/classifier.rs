@@ -12,12 +12,17 @@ use ort::session::{RunOptions, Session};
 use ort::value::TensorRef;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Into the classifier: clips, and each stream's end behind its last clip.
 pub enum ClipMsg {
     Clip(Clip),
+    /// A live stream's newest clip waits in [`Latest`], put there in this epoch.
+    Ready {
+        stream: usize,
+        epoch: u32,
+    },
     /// The stream had a gap (reconnection, another pass of a looped file): the segment running
     /// before it is over.
     Gap(usize),
@@ -219,6 +224,62 @@ pub struct Batching {
     /// Longest wait for a batch to fill once its first clip is queued.
     pub max_wait: Duration,
     pub stream_ids: Vec<String>,
+    /// Live streams' newest clips.
+    pub latest: Arc<Latest>,
+}
+
+/// The newest unclassified clip of each live stream. A live stream never queues clips for the
+/// classifier: a newer clip replaces an older one still waiting, so each batch takes every live
+/// stream's freshest clip and the delay from camera to event stays near two inference calls,
+/// however slow the model. Only the first clip put in an empty slot sends a
+/// [`ClipMsg::Ready`] token through the queue; the token takes whatever is newest when the
+/// classifier reaches it. A token carries its epoch and takes only a clip of that epoch, so a
+/// clip from before a gap is classified before the gap or not at all.
+pub struct Latest {
+    slots: Vec<Mutex<Option<(u32, Clip)>>>,
+}
+
+impl Latest {
+    pub fn new(streams: usize) -> Latest {
+        Latest {
+            slots: (0..streams).map(|_| Mutex::new(None)).collect(),
+        }
+    }
+
+    fn slot(&self, stream: usize) -> std::sync::MutexGuard<'_, Option<(u32, Clip)>> {
+        self.slots[stream]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Puts `clip` of `epoch`. Returns `(token, replaced)`: whether a token must be sent (the
+    /// slot was empty, or held a clip of an earlier epoch whose token will not take this one)
+    /// and whether an older clip was dropped.
+    pub fn put(&self, stream: usize, epoch: u32, clip: Clip) -> (bool, bool) {
+        match self.slot(stream).replace((epoch, clip)) {
+            None => (true, false),
+            Some((e, _)) => (e != epoch, true),
+        }
+    }
+
+    /// The waiting clip, if it belongs to `epoch` (a token from before a gap finds nothing).
+    pub fn take(&self, stream: usize, epoch: u32) -> Option<Clip> {
+        let mut slot = self.slot(stream);
+        match &*slot {
+            Some((e, _)) if *e == epoch => slot.take().map(|(_, c)| c),
+            _ => None,
+        }
+    }
+}
+
+/// Adds a clip (queued, or a live stream's newest) to the batch; gives back a marker.
+fn admit(m: ClipMsg, batch: &mut Vec<Clip>, latest: &Latest) -> Option<ClipMsg> {
+    match m {
+        ClipMsg::Clip(c) => batch.push(c),
+        ClipMsg::Ready { stream, epoch } => batch.extend(latest.take(stream, epoch)),
+        marker => return Some(marker),
+    }
+    None
 }
 
 /// The worker loop; returns when every sender is gone, or on an inference error. Once `stop` is
@@ -236,6 +297,7 @@ pub fn run<T: From<Scored>>(
         max_batch,
         max_wait,
         stream_ids,
+        latest,
     } = how;
     let (max_batch, max_wait) = (*max_batch, *max_wait);
     let depth = metrics.queue_depth.with_label_values(&["classifier"]);
@@ -247,27 +309,26 @@ pub fn run<T: From<Scored>>(
     let mark = |m: ClipMsg| match m {
         ClipMsg::Gap(s) => Scored::Gap(s),
         ClipMsg::End(e) => Scored::End(e),
-        ClipMsg::Clip(_) => unreachable!("clips are batched"),
+        ClipMsg::Clip(_) | ClipMsg::Ready { .. } => unreachable!("clips are batched"),
     };
     while let Ok(first) = rx.recv() {
-        match first {
-            ClipMsg::Clip(clip) => {
-                batch.push(clip);
-                let deadline = Instant::now() + max_wait;
-                while batch.len() < max_batch {
-                    match rx.recv_deadline(deadline) {
-                        Ok(ClipMsg::Clip(clip)) => batch.push(clip),
-                        // A gap or an end closes the batch: it must reach the smoother after
-                        // its clips.
-                        Ok(m) => {
+        if let Some(m) = admit(first, &mut batch, latest) {
+            marks.push(mark(m));
+        } else if !batch.is_empty() {
+            let deadline = Instant::now() + max_wait;
+            while batch.len() < max_batch {
+                match rx.recv_deadline(deadline) {
+                    // A gap or an end closes the batch: it must reach the smoother after its
+                    // clips.
+                    Ok(m) => {
+                        if let Some(m) = admit(m, &mut batch, latest) {
                             marks.push(mark(m));
                             break;
                         }
-                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
                     }
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
                 }
             }
-            m => marks.push(mark(m)),
         }
         depth.set(rx.len() as i64);
         let drop_all = |batch: &mut Vec<Clip>| {
@@ -321,4 +382,70 @@ pub fn run<T: From<Scored>>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clip(index: u64) -> Clip {
+        Clip {
+            stream: 0,
+            index,
+            frames: Vec::new(),
+            start: index as f64,
+            end: index as f64 + 1.0,
+            captured: None,
+        }
+    }
+
+    fn taken(latest: &Latest, m: ClipMsg) -> Vec<u64> {
+        let mut batch = Vec::new();
+        assert!(admit(m, &mut batch, latest).is_none());
+        batch.iter().map(|c| c.index).collect()
+    }
+
+    #[test]
+    fn a_live_stream_keeps_only_its_newest_clip_and_never_mixes_epochs() {
+        let l = Latest::new(1);
+        // The first clip needs a token; newer ones replace it without another.
+        assert_eq!(l.put(0, 0, clip(1)), (true, false));
+        assert_eq!(l.put(0, 0, clip(2)), (false, true));
+        assert_eq!(l.put(0, 0, clip(3)), (false, true));
+        let token0 = ClipMsg::Ready {
+            stream: 0,
+            epoch: 0,
+        };
+        assert_eq!(taken(&l, token0), [3]);
+        // After a gap, a clip of the new epoch replaces the old one and needs its own token:
+        // the old token finds nothing, the new one takes it.
+        assert_eq!(l.put(0, 1, clip(4)), (true, false));
+        assert_eq!(l.put(0, 2, clip(5)), (true, true));
+        assert!(taken(
+            &l,
+            ClipMsg::Ready {
+                stream: 0,
+                epoch: 1
+            }
+        )
+        .is_empty());
+        assert_eq!(
+            taken(
+                &l,
+                ClipMsg::Ready {
+                    stream: 0,
+                    epoch: 2
+                }
+            ),
+            [5]
+        );
+        assert!(taken(
+            &l,
+            ClipMsg::Ready {
+                stream: 0,
+                epoch: 2
+            }
+        )
+        .is_empty());
+    }
 }

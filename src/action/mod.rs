@@ -11,13 +11,16 @@ use crate::config::ActionConfig;
 use crate::metrics::Metrics;
 use crate::source::{EndReason, Frame, StreamMsg};
 use classifier::ClipMsg;
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use classifier::Latest;
+use crossbeam_channel::{Receiver, Sender};
+use std::sync::Arc;
 
 /// The per-stream half of the branch: sample, preprocess, cut clips, queue them for the
-/// classifier, and pass the stream's end on behind its last clip. For a `live` stream a clip
-/// that finds the classifier's queue full is dropped (and counted) rather than waited for, so
-/// this thread keeps up with the camera and the clips that are classified are recent. A new
-/// epoch (reconnection, another pass over a looped file) closes the window: no clip spans a gap.
+/// classifier, and pass the stream's end on behind its last clip. A `live` stream (given its
+/// [`classifier::Latest`]) never waits for the classifier: its newest clip replaces an older
+/// one still waiting (counted as dropped), so this thread keeps up with the camera and what is
+/// classified is recent. A new epoch (reconnection, another pass over a looped file) closes the
+/// window: no clip spans a gap.
 pub fn run_stream(
     stream: usize,
     stream_id: &str,
@@ -25,7 +28,7 @@ pub fn run_stream(
     tx: Sender<ClipMsg>,
     cfg: &ActionConfig,
     metrics: &Metrics,
-    live: bool,
+    live: Option<Arc<Latest>>,
 ) {
     let mut b = StreamBranch {
         stream,
@@ -89,7 +92,7 @@ struct StreamBranch<'a> {
     stream: usize,
     cfg: &'a ActionConfig,
     tx: Sender<ClipMsg>,
-    live: bool,
+    live: Option<Arc<Latest>>,
     sampled: prometheus::IntCounter,
     busy: prometheus::IntCounter,
     sampler: sampler::Sampler<Frame>,
@@ -134,17 +137,21 @@ impl StreamBranch<'_> {
     }
 
     fn queue(&self, clip: clip::Clip) -> bool {
-        if !self.live {
+        let Some(latest) = &self.live else {
             return self.tx.send(ClipMsg::Clip(clip)).is_ok();
+        };
+        let (token, replaced) = latest.put(self.stream, self.epoch, clip);
+        if replaced {
+            self.busy.inc();
         }
-        match self.tx.try_send(ClipMsg::Clip(clip)) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                self.busy.inc();
-                true
-            }
-            Err(TrySendError::Disconnected(_)) => false,
-        }
+        !token
+            || self
+                .tx
+                .send(ClipMsg::Ready {
+                    stream: self.stream,
+                    epoch: self.epoch,
+                })
+                .is_ok()
     }
 
     /// Classifies what the window holds at the end of an epoch or of the stream.

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub queue_depth: IntGaugeVec,
     /// 1 while a stream is being read.
     pub stream_up: IntGaugeVec,
+    /// Per stream, 1 for its current state (see `source::supervisor::STATES`), 0 for the others.
+    pub stream_state: IntGaugeVec,
     /// Frames dropped by the live policy, per stream, stage (the branch whose queue was full,
     /// or `faces` at the face worker's queue) and reason (`queue_full`, `shutdown`).
     pub frames_dropped: IntCounterVec,
@@ -177,6 +179,14 @@ impl Metrics {
             &["stream"],
         )
         .expect("valid metric");
+        let stream_state = IntGaugeVec::new(
+            Opts::new(
+                "vigil_stream_state",
+                "1 for the stream's current state, 0 for the others.",
+            ),
+            &["stream", "state"],
+        )
+        .expect("valid metric");
         let ready = IntGauge::new(
             "vigil_ready",
             "1 once models are loaded and streams opened.",
@@ -199,6 +209,7 @@ impl Metrics {
             Box::new(capture_latency.clone()),
             Box::new(queue_depth.clone()),
             Box::new(stream_up.clone()),
+            Box::new(stream_state.clone()),
             Box::new(ready.clone()),
             Box::new(build_info),
             Box::new(prometheus::process_collector::ProcessCollector::new(
@@ -220,6 +231,7 @@ impl Metrics {
             inference_batch,
             queue_depth,
             stream_up,
+            stream_state,
             frames_dropped,
             clips_dropped,
             stream_reconnects,
@@ -246,6 +258,9 @@ impl Metrics {
                 self.faces_detected.with_label_values(&[s]);
             }
             self.stream_up.with_label_values(&[s]);
+            for state in crate::source::supervisor::STATES {
+                self.stream_state.with_label_values(&[s, state]);
+            }
             self.stream_connect_failures.with_label_values(&[s]);
             self.stream_stalled_seconds.with_label_values(&[s]);
             self.stream_blocked_seconds.with_label_values(&[s]);

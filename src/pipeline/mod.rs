@@ -168,14 +168,18 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
     let mut clip_tx = None;
     let mut classifier_handle = None;
     let mut cancel = Vec::new();
+    let latest = Arc::new(classifier::Latest::new(p.streams.len()));
     if let Some(a) = p.action {
-        // Room for one batch waiting while another runs: batching across streams needs no more,
-        // and for live streams every queued clip is latency.
-        let (tx, rx) = bounded::<classifier::ClipMsg>(cfg.action.max_batch.max(2));
+        // Files: room for one batch waiting while another runs (batching across streams needs
+        // no more). Live streams: room for their tokens (two each at most: one per epoch
+        // around a gap), so that sending one never waits.
+        let live = p.streams.iter().filter(|s| s.plan.leaky()).count();
+        let (tx, rx) = bounded::<classifier::ClipMsg>(cfg.action.max_batch.max(2) + 2 * live);
         let how = classifier::Batching {
             max_batch: cfg.action.max_batch,
             max_wait: Duration::from_millis(cfg.action.max_wait_ms),
             stream_ids: p.streams.iter().map(|s| s.id.clone()).collect(),
+            latest: latest.clone(),
         };
         let (ev, m, stop) = (ev_tx.clone(), metrics.clone(), stop.clone());
         cancel.push(a.classifier.canceller());
@@ -216,6 +220,7 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
         };
         if let (Some(tx), true) = (&clip_tx, s.action) {
             let frx = queue("action");
+            let live = leaky.then(|| latest.clone());
             let (tx, m, acfg, id) = (
                 tx.clone(),
                 metrics.clone(),
@@ -224,7 +229,7 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
             );
             handles.push(spawn(format!("act-{}", s.id), move || {
                 let _span = tracing::info_span!("stream", stream = %id).entered();
-                action::run_stream(i, &id, frx, tx, &acfg, &m, leaky)
+                action::run_stream(i, &id, frx, tx, &acfg, &m, live)
             })?);
         }
         if let (Some(tx), true) = (&face_tx, s.faces) {

@@ -70,10 +70,18 @@ impl SourcePlan {
     }
 }
 
+/// The states of a stream, as `vigil_stream_state{state}` shows them: `connecting` (opening),
+/// `up` (reading), `blocked` (a file waiting for room downstream), `stalled` (a live stream
+/// found frozen, until its reconnection starts), `retrying` (lost or refused, waiting before the
+/// next attempt), `down` (ended).
+pub const STATES: [&str; 6] = ["connecting", "up", "blocked", "stalled", "retrying", "down"];
+
 /// The stream's metric handles, looked up once.
 struct Meters {
     decoded: IntCounter,
     up: IntGauge,
+    /// One gauge per state; exactly one of them is 1.
+    states: Vec<(&'static str, IntGauge)>,
     stalled: Counter,
     blocked: Counter,
     connect_failures: IntCounter,
@@ -86,12 +94,24 @@ impl Meters {
         Meters {
             decoded: m.frames_decoded.with_label_values(&[id]),
             up: m.stream_up.with_label_values(&[id]),
+            states: STATES
+                .iter()
+                .map(|s| (*s, m.stream_state.with_label_values(&[id, s])))
+                .collect(),
             stalled: m.stream_stalled_seconds.with_label_values(&[id]),
             blocked: m.stream_blocked_seconds.with_label_values(&[id]),
             connect_failures: m.stream_connect_failures.with_label_values(&[id]),
             metrics: m.clone(),
             id: id.to_string(),
         }
+    }
+
+    /// Sets the stream's state gauge (and `up` with it).
+    fn state(&self, state: &str) {
+        for (s, g) in &self.states {
+            g.set(i64::from(*s == state));
+        }
+        self.up.set(i64::from(state == "up" || state == "blocked"));
     }
 
     fn dropped(&self, stage: &str) {
@@ -132,11 +152,12 @@ pub fn supervise(
         origin: Instant::now(),
         rng: Jitter::new(plan.index as u64),
     };
+    s.m.state("connecting");
     let reason = match &plan.kind {
         SourceKind::File(path) => s.file(path),
         _ => s.live(),
     };
-    s.m.up.set(0);
+    s.m.state("down");
     let end = StreamEnd {
         stream: plan.index,
         frames: s.seq,
@@ -188,7 +209,7 @@ impl Supervisor<'_> {
                     detail: format!("{}x{} at {:.3} fps", info.width, info.height, info.fps),
                     media_time: 0.0,
                 });
-                self.m.up.set(1);
+                self.m.state("up");
                 self.origin = Instant::now();
                 first = false;
             }
@@ -251,8 +272,10 @@ impl Supervisor<'_> {
             if self.stopped() {
                 return EndReason::Stopped;
             }
+            self.m.state("connecting");
             match LiveReader::open(&self.plan.kind, cfg) {
                 Err(e) => {
+                    self.m.state("retrying");
                     self.m.connect_failures.inc();
                     let msg = e.to_string();
                     if !reported {
@@ -284,7 +307,7 @@ impl Supervisor<'_> {
                     tracing::info!("connected: {detail}");
                     let media_time = self.now();
                     (self.notify)(Notice::Up { detail, media_time });
-                    self.m.up.set(1);
+                    self.m.state("up");
                     let mut got = 0u64;
                     let lost = loop {
                         if self.stopped() {
@@ -303,8 +326,12 @@ impl Supervisor<'_> {
                         }
                     };
                     drop(reader);
-                    self.m.up.set(0);
                     let (kind, waited, error) = lost;
+                    self.m.state(if kind == Lost::Stalled {
+                        "stalled"
+                    } else {
+                        "retrying"
+                    });
                     let (reason, detail) = match (kind, error) {
                         (_, Some(e)) => ("error", e),
                         (Lost::Stalled, None) => {
@@ -378,7 +405,9 @@ impl Supervisor<'_> {
             Err(TrySendError::Disconnected(_)) => false,
             Err(TrySendError::Full(msg)) => {
                 let started = Instant::now();
+                self.m.state("blocked");
                 let ok = out.tx.send(msg).is_ok();
+                self.m.state("up");
                 self.m.blocked.inc_by(started.elapsed().as_secs_f64());
                 ok
             }
