@@ -101,7 +101,7 @@ pub fn classify(
 /// second and which identities the events named.
 pub fn faces(p: Prepared) -> anyhow::Result<serde_json::Value> {
     let sink = p.loaded.config.sinks.iter().find_map(|s| match s {
-        crate::config::SinkConfig::File { path } => Some(p.loaded.resolve(path)),
+        crate::config::SinkConfig::File { path, .. } => Some(p.loaded.resolve(path)),
         _ => None,
     });
     let Some(sink) = sink else {
@@ -112,7 +112,8 @@ pub fn faces(p: Prepared) -> anyhow::Result<serde_json::Value> {
         .unwrap_or(0);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let started = Instant::now();
-    let summary = crate::pipeline::run(p, &crate::pipeline::RunOptions { progress: false }, stop)?;
+    let opts = crate::pipeline::RunOptions::default();
+    let summary = crate::pipeline::run(p, &opts, stop)?;
     let secs = started.elapsed().as_secs_f64();
     let text = std::fs::read_to_string(&sink)
         .with_context(|| format!("cannot read {}", sink.display()))?;

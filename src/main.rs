@@ -35,6 +35,10 @@ enum Cmd {
         /// Never draw progress bars, even on a terminal.
         #[arg(long)]
         no_progress: bool,
+        /// After the run, write each file stream with its boxes, names and action labels drawn
+        /// to DIR/<stream id>.mp4.
+        #[arg(long, value_name = "DIR")]
+        annotate: Option<PathBuf>,
     },
     /// Validate a config, its files, models and tensor shapes; exit 2 listing every problem.
     Check {
@@ -339,6 +343,7 @@ fn main() -> ExitCode {
         Cmd::Run {
             config,
             no_progress,
+            annotate,
         } => {
             let p = match prepared(&config) {
                 Ok(p) => p,
@@ -352,6 +357,7 @@ fn main() -> ExitCode {
                 p,
                 &RunOptions {
                     progress: !no_progress,
+                    annotate,
                 },
                 stop,
             ) {

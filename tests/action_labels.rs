@@ -133,3 +133,49 @@ fn two_files_run_as_two_streams_in_one_process() {
         );
     }
 }
+
+#[test]
+fn each_started_segment_gets_a_snapshot_of_its_clip() {
+    let dir = tempfile::tempdir().unwrap();
+    let snaps = dir.path().join("snaps");
+    std::fs::create_dir(&snaps).unwrap();
+    let yaml = format!(
+        "streams:\n  - id: bunny\n    url: {}\n{}  smoother: {{min_duration_ms: 0}}\n  snapshots: {}\nmetrics: {{enabled: false}}\n{}",
+        built("media/bigbuckbunny.mp4").display(),
+        action_yaml(),
+        snaps.display(),
+        runtime_yaml()
+    );
+    let out = run(&write_config(dir.path(), &yaml));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ev = events(&String::from_utf8_lossy(&out.stdout));
+    let started = of_type(&ev, "action.started");
+    assert!(!started.is_empty());
+    for e in &started {
+        let path = e["snapshot"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no snapshot: {e}"));
+        let start = e["clip"]["start"].as_f64().unwrap();
+        assert!(path.ends_with(&format!("bunny-{start:.3}.jpg")), "{path}");
+        let probe = std::process::Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=codec_name,width,height",
+            ])
+            .args(["-of", "csv=p=0", path])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&probe.stdout).trim(),
+            "mjpeg,1280,720"
+        );
+    }
+    // Only segment starts are written, never every clip.
+    let files = std::fs::read_dir(&snaps).unwrap().count();
+    assert_eq!(files, started.len());
+    assert!(of_type(&ev, "action.ended")
+        .iter()
+        .all(|e| e.get("snapshot").is_none()));
+}

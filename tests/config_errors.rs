@@ -83,7 +83,7 @@ fn cases(dir: &Path) -> Vec<Case> {
         Case {
             name: "unknown sink type",
             yaml: format!("{ok_stream}{model}sinks:\n  - type: kafka\n"),
-            expect: vec!["11:11: sinks[0].type: unknown variant `kafka`, expected `stdout` or `file`".into()],
+            expect: vec!["11:11: sinks[0].type: unknown variant `kafka`, expected one of `stdout`, `file`, `mqtt`, `webhook`".into()],
         },
         Case {
             name: "every range problem at once",

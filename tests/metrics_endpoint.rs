@@ -97,3 +97,51 @@ fn metrics_pass_promtool_and_count_the_run() {
     let status = child.wait().unwrap();
     assert!(status.success());
 }
+
+#[test]
+fn every_stage_reports_what_it_processed() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "streams:\n  - {{id: bunny, url: {}, loop: true, branches: [action]}}\n  - {{id: photos, url: {}, loop: true, branches: [faces]}}\n{}{}sinks: []\nmetrics: {{listen: '127.0.0.1:0'}}\n{}",
+        built("media/bigbuckbunny.mp4").display(),
+        built("media/faces_demo.mp4").display(),
+        action_yaml(),
+        faces_yaml(&dir.path().join("gallery.json")),
+        runtime_yaml()
+    );
+    let mut child = spawn_run(&write_config(dir.path(), &yaml));
+    let addr = metrics_addr(&mut child);
+    let stages = vigil::metrics::STAGES;
+    let processed = |text: &str, s: &str| {
+        metric(
+            text,
+            &format!("vigil_stage_processed_total{{stage=\"{s}\"}}"),
+        )
+    };
+    // Every stage's series exist from the first scrape.
+    let first = scrape(&addr);
+    for s in stages {
+        for name in ["vigil_stage_processed_total", "vigil_stage_seconds_count"] {
+            assert!(
+                first.contains(&format!("{name}{{stage=\"{s}\"}}")),
+                "no {name} for stage {s}"
+            );
+        }
+    }
+    wait_for(
+        "every stage to process something",
+        Duration::from_secs(90),
+        || {
+            let text = scrape(&addr);
+            stages.iter().all(|s| {
+                processed(&text, s) > 0.0
+                    && metric(
+                        &text,
+                        &format!("vigil_stage_seconds_count{{stage=\"{s}\"}}"),
+                    ) > 0.0
+            })
+        },
+    );
+    signal(&child, "-TERM");
+    assert!(child.wait().unwrap().success());
+}

@@ -37,6 +37,8 @@ pub enum Scored {
         probs: Vec<f32>,
         /// When the clip's last frame was read.
         captured: Option<Instant>,
+        /// The clip's middle frame, when snapshots are on.
+        keyframe: Option<Arc<opencv::core::Mat>>,
     },
     Gap(usize),
     End(StreamEnd),
@@ -210,6 +212,7 @@ pub fn load(
         start: 0.0,
         end: 0.0,
         captured: None,
+        keyframe: None,
     };
     c.classify(&[&probe]).map_err(|e| InferError::Contract {
         model,
@@ -292,6 +295,7 @@ pub fn run<T: From<Scored>>(
     how: &Batching,
     metrics: &Metrics,
     stop: &AtomicBool,
+    meter: &crate::metrics::StageMeter,
 ) -> Result<(), InferError> {
     let Batching {
         max_batch,
@@ -338,6 +342,7 @@ pub fn run<T: From<Scored>>(
                     .clips_dropped
                     .with_label_values(&[id, "shutdown"])
                     .inc();
+                meter.dropped("shutdown");
             }
         };
         if stop.load(Ordering::Relaxed) {
@@ -350,6 +355,7 @@ pub fn run<T: From<Scored>>(
                 Ok(p) => {
                     seconds.observe(started.elapsed().as_secs_f64());
                     batch_size.observe(refs.len() as f64);
+                    meter.done_batch(refs.len(), started);
                     p
                 }
                 // Cut short by shutdown: these clips are dropped like the queued ones.
@@ -369,6 +375,7 @@ pub fn run<T: From<Scored>>(
                     span,
                     probs,
                     captured: clip.captured,
+                    keyframe: clip.keyframe,
                 };
                 if tx.send(scored.into()).is_err() {
                     return Ok(());
@@ -396,6 +403,7 @@ mod tests {
             start: index as f64,
             end: index as f64 + 1.0,
             captured: None,
+            keyframe: None,
         }
     }
 

@@ -88,6 +88,8 @@ pub struct Clip {
     pub end: f64,
     /// When the last frame was read from the source.
     pub captured: Option<std::time::Instant>,
+    /// The middle frame as decoded, kept only when action snapshots are on.
+    pub keyframe: Option<std::sync::Arc<opencv::core::Mat>>,
 }
 
 /// Cuts windows of `frames` sampled frames every `stride` sampled frames.
@@ -128,6 +130,7 @@ impl ClipWindow {
             start,
             end,
             captured: None,
+            keyframe: None,
         }
     }
 

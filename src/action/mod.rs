@@ -8,7 +8,7 @@ pub mod sampler;
 pub mod smoother;
 
 use crate::config::ActionConfig;
-use crate::metrics::Metrics;
+use crate::metrics::StreamStage;
 use crate::source::{EndReason, Frame, StreamMsg};
 use classifier::ClipMsg;
 use classifier::Latest;
@@ -22,14 +22,18 @@ use std::sync::Arc;
 /// classified is recent. A new epoch (reconnection, another pass over a looped file) closes the
 /// window: no clip spans a gap.
 pub fn run_stream(
-    stream: usize,
-    stream_id: &str,
+    at: &StreamStage,
     rx: Receiver<StreamMsg>,
     tx: Sender<ClipMsg>,
     cfg: &ActionConfig,
-    metrics: &Metrics,
     live: Option<Arc<Latest>>,
 ) {
+    let StreamStage {
+        stream,
+        id: stream_id,
+        metrics,
+        meter,
+    } = *at;
     let mut b = StreamBranch {
         stream,
         cfg,
@@ -47,10 +51,13 @@ pub fn run_stream(
         last: None,
         epoch: 0,
         failure: None,
+        recent: std::collections::VecDeque::new(),
+        meter: meter.clone(),
     };
     for msg in rx.iter() {
         match msg {
             StreamMsg::Frame(f) => {
+                let started = std::time::Instant::now();
                 if f.epoch != b.epoch {
                     if !b.flush() {
                         break;
@@ -62,6 +69,7 @@ pub fn run_stream(
                 if !b.process(picked) {
                     break;
                 }
+                b.meter.done(started);
             }
             StreamMsg::End(mut end) => {
                 if end.reason != EndReason::Stopped {
@@ -103,6 +111,9 @@ struct StreamBranch<'a> {
     last: Option<(u64, clip::Crop)>,
     epoch: u32,
     failure: Option<String>,
+    /// With snapshots on: the images of the window's sampled frames, for a clip's middle one.
+    recent: std::collections::VecDeque<Arc<opencv::core::Mat>>,
+    meter: crate::metrics::StageMeter,
 }
 
 impl StreamBranch<'_> {
@@ -126,8 +137,15 @@ impl StreamBranch<'_> {
                     }
                 },
             };
+            if self.cfg.snapshots.is_some() {
+                if self.recent.len() == self.cfg.frames {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back(frame.image.clone());
+            }
             if let Some(mut clip) = self.window.push(t, crop) {
                 clip.captured = Some(frame.captured);
+                clip.keyframe = self.recent.get(self.recent.len() / 2).cloned();
                 if !self.queue(clip) {
                     return false;
                 }
@@ -143,6 +161,7 @@ impl StreamBranch<'_> {
         let (token, replaced) = latest.put(self.stream, self.epoch, clip);
         if replaced {
             self.busy.inc();
+            self.meter.dropped("classifier_busy");
         }
         !token
             || self
@@ -162,7 +181,10 @@ impl StreamBranch<'_> {
             return false;
         }
         match self.window.finish() {
-            Some(clip) => self.queue(clip),
+            Some(mut clip) => {
+                clip.keyframe = self.recent.get(self.recent.len() / 2).cloned();
+                self.queue(clip)
+            }
             None => true,
         }
     }
@@ -173,6 +195,7 @@ impl StreamBranch<'_> {
         self.sampler = sampler::Sampler::new(cfg.sample_fps);
         self.window = clip::ClipWindow::new(self.stream, cfg.frames, cfg.stride, cfg.sample_fps);
         self.last = None;
+        self.recent.clear();
         self.epoch = epoch;
         let _ = self.tx.send(ClipMsg::Gap(self.stream));
     }

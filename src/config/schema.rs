@@ -97,6 +97,9 @@ pub struct ActionConfig {
     pub max_wait_ms: u64,
     /// Turns per-clip scores into segments.
     pub smoother: SmootherConfig,
+    /// Folder for a JPEG of the middle frame of the clip that starts each segment; its path
+    /// goes in the `action.started` event. Default: none.
+    pub snapshots: Option<PathBuf>,
 }
 
 impl Default for ActionConfig {
@@ -112,6 +115,7 @@ impl Default for ActionConfig {
             max_batch: 4,
             max_wait_ms: 20,
             smoother: SmootherConfig::default(),
+            snapshots: None,
         }
     }
 }
@@ -174,7 +178,99 @@ pub enum SinkConfig {
     File {
         /// The file; created if missing, appended to otherwise.
         path: PathBuf,
+        /// Rotate when the file would grow past this many bytes: `events.jsonl` becomes
+        /// `events.jsonl.1` (and `.1` becomes `.2`, ...). Default: never.
+        #[serde(default)]
+        max_bytes: Option<u64>,
+        /// Rotated files kept. Default 5.
+        #[serde(default = "default_keep")]
+        keep: u32,
     },
+    /// MQTT 3.1.1: QoS 1 to `<topic_prefix>/<stream>/<event type>`, spooled on disk.
+    Mqtt {
+        /// Broker host. Required.
+        host: String,
+        /// Broker port. Default 1883.
+        #[serde(default = "default_mqtt_port")]
+        port: u16,
+        /// Topic prefix. Default `vigil`.
+        #[serde(default = "default_prefix")]
+        topic_prefix: String,
+        /// Client id. Default `vigil`.
+        #[serde(default = "default_prefix")]
+        client_id: String,
+        /// Optional user name and password.
+        #[serde(default)]
+        username: Option<String>,
+        #[serde(default)]
+        password: Option<String>,
+        /// Longest wait for the broker to acknowledge, milliseconds. Default 5000.
+        #[serde(default = "default_net_timeout")]
+        timeout_ms: u64,
+        #[serde(default)]
+        spool: SpoolConfig,
+    },
+    /// HTTP POST of each event, spooled on disk.
+    Webhook {
+        /// `http://` or `https://` URL. Required.
+        url: String,
+        /// Signs each body: header `X-Vigil-Signature: sha256=<hex HMAC-SHA256>`. Default: none.
+        #[serde(default)]
+        secret: Option<String>,
+        /// Longest wait for an answer, milliseconds. Default 5000.
+        #[serde(default = "default_net_timeout")]
+        timeout_ms: u64,
+        #[serde(default)]
+        spool: SpoolConfig,
+    },
+}
+
+impl SinkConfig {
+    /// The `sink` metric label and log name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SinkConfig::Stdout => "stdout",
+            SinkConfig::File { .. } => "file",
+            SinkConfig::Mqtt { .. } => "mqtt",
+            SinkConfig::Webhook { .. } => "webhook",
+        }
+    }
+}
+
+/// The on-disk queue in front of a network sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    /// Folder. Default `spool/<sink type>` next to the config file.
+    pub dir: Option<PathBuf>,
+    /// Most bytes kept; beyond it the oldest events are dropped (and counted). Default 64 MiB.
+    pub max_bytes: u64,
+    /// At the end of a run, how long to keep delivering what is spooled before leaving the
+    /// rest for the next run, milliseconds. Default 2000.
+    pub drain_ms: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            dir: None,
+            max_bytes: 64 << 20,
+            drain_ms: 2000,
+        }
+    }
+}
+
+fn default_keep() -> u32 {
+    5
+}
+fn default_mqtt_port() -> u16 {
+    1883
+}
+fn default_prefix() -> String {
+    "vigil".into()
+}
+fn default_net_timeout() -> u64 {
+    5000
 }
 
 fn default_sinks() -> Vec<SinkConfig> {

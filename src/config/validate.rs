@@ -132,6 +132,14 @@ pub fn validate(l: &Loaded) -> Vec<Problem> {
             format!("must be 1..=256 clips, got {}", a.max_batch),
         );
     }
+    if let Some(dir) = &a.snapshots {
+        if !l.resolve(dir).is_dir() {
+            p(
+                "action.snapshots".into(),
+                format!("{} is not an existing folder", l.resolve(dir).display()),
+            );
+        }
+    }
     if a.max_wait_ms > 60_000 {
         p(
             "action.max_wait_ms".into(),
@@ -163,8 +171,88 @@ pub fn validate(l: &Loaded) -> Vec<Problem> {
     let faces = validate_faces(l);
 
     let mut files = HashSet::new();
+    let mut spools = HashSet::new();
     for (i, sink) in c.sinks.iter().enumerate() {
-        if let SinkConfig::File { path } = sink {
+        let spool = match sink {
+            SinkConfig::Mqtt {
+                host,
+                topic_prefix,
+                client_id,
+                timeout_ms,
+                spool,
+                ..
+            } => {
+                if host.trim().is_empty() {
+                    p(format!("sinks[{i}].host"), "is empty".into());
+                }
+                if topic_prefix.is_empty() || topic_prefix.contains(['+', '#']) {
+                    p(
+                        format!("sinks[{i}].topic_prefix"),
+                        format!("{topic_prefix:?}: must be non-empty, without `+` or `#`"),
+                    );
+                }
+                if client_id.is_empty() {
+                    p(format!("sinks[{i}].client_id"), "is empty".into());
+                }
+                net_timeout(&mut p, i, *timeout_ms);
+                Some(spool)
+            }
+            SinkConfig::Webhook {
+                url,
+                timeout_ms,
+                spool,
+                ..
+            } => {
+                let lower = url.to_ascii_lowercase();
+                if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+                    p(
+                        format!("sinks[{i}].url"),
+                        format!("{}: must start with http:// or https://", redact(url)),
+                    );
+                }
+                net_timeout(&mut p, i, *timeout_ms);
+                Some(spool)
+            }
+            _ => None,
+        };
+        if let Some(spool) = spool {
+            let dir = l.resolve(
+                spool
+                    .dir
+                    .as_deref()
+                    .unwrap_or(Path::new(&format!("spool/{}", sink.name()))),
+            );
+            if !spools.insert(dir.clone()) {
+                p(
+                    format!("sinks[{i}].spool.dir"),
+                    format!(
+                        "{} is the spool of another sink too (give each its own `spool.dir`)",
+                        dir.display()
+                    ),
+                );
+            }
+            if spool.max_bytes < 65536 {
+                p(
+                    format!("sinks[{i}].spool.max_bytes"),
+                    format!("{} bytes is below the 65536 minimum", spool.max_bytes),
+                );
+            }
+            if spool.drain_ms > 600_000 {
+                p(
+                    format!("sinks[{i}].spool.drain_ms"),
+                    format!("{} ms is over 10 minutes", spool.drain_ms),
+                );
+            }
+        }
+        if let SinkConfig::File { max_bytes, .. } = sink {
+            if max_bytes.is_some_and(|m| m < 4096) {
+                p(
+                    format!("sinks[{i}].max_bytes"),
+                    "must be at least 4096 bytes".into(),
+                );
+            }
+        }
+        if let SinkConfig::File { path, .. } = sink {
             let full = l.resolve(path);
             if !files.insert(full.clone()) {
                 p(
@@ -391,6 +479,15 @@ fn check_stream_id(id: &str) -> Result<(), String> {
     }
 }
 
+fn net_timeout(p: &mut impl FnMut(String, String), i: usize, ms: u64) {
+    if !(100..=120_000).contains(&ms) {
+        p(
+            format!("sinks[{i}].timeout_ms"),
+            format!("must be 100..=120000 milliseconds, got {ms}"),
+        );
+    }
+}
+
 /// `realtime` and `loop` describe how a file is read; a camera already runs in real time.
 fn live_only(p: &mut impl FnMut(String, String), i: usize, s: &super::StreamConfig) {
     for (name, on) in [("realtime", s.realtime), ("loop", s.looped)] {
@@ -497,5 +594,26 @@ mod tests {
             "streams:\n  - {id: cam, url: 'rtsp://u:p@127.0.0.1/x'}\naction: {enabled: false}\n"
         )
         .is_empty());
+    }
+
+    #[test]
+    fn network_sinks_are_checked() {
+        let p = problems(
+            "streams:\n  - {id: a, url: /dev/null}\naction: {enabled: false}\nsinks:\n  - {type: mqtt, host: '', topic_prefix: 'a/#'}\n  - {type: webhook, url: 'ftp://u:hunter2@x/y', timeout_ms: 5}\n  - {type: webhook, url: 'http://x/y', spool: {dir: spool/mqtt, max_bytes: 10}}\n  - {type: file, path: e.jsonl, max_bytes: 10}\n",
+        );
+        let all = p.join("\n");
+        for want in [
+            "sinks[0].host: is empty",
+            "sinks[0].topic_prefix: \"a/#\": must be non-empty, without `+` or `#`",
+            "sinks[1].url: ftp://u:***@x/y: must start with http:// or https://",
+            "sinks[1].timeout_ms: must be 100..=120000 milliseconds, got 5",
+            "sinks[2].spool.dir: ",
+            "is the spool of another sink too",
+            "sinks[2].spool.max_bytes: 10 bytes is below the 65536 minimum",
+            "sinks[3].max_bytes: must be at least 4096 bytes",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in:\n{all}");
+        }
+        assert!(!all.contains("hunter2"), "{all}");
     }
 }

@@ -1,6 +1,8 @@
 //! Events: the one JSON schema every sink writes (see docs/events.md), and the sinks.
 
+pub mod deliver;
 mod sink;
+pub mod spool;
 
 pub use sink::{open_sinks, Sink, SinkError};
 
@@ -72,6 +74,10 @@ pub enum Payload {
         clip: Span,
         /// The whole segment so far: first clip start to last clip end.
         segment: Span,
+        /// `action.started` with `action.snapshots` set: a JPEG of the middle frame of the clip
+        /// that started the segment.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        snapshot: Option<String>,
     },
     Face {
         /// The enrolled person (absent for `face.unknown`).
@@ -164,6 +170,7 @@ mod tests {
                 start: 0.0,
                 end: 1.92,
             },
+            snapshot: None,
         };
         let e = Event::new(EventType::ActionStarted, "cam", 0.0004, payload);
         let v: serde_json::Value = serde_json::from_str(&e.to_json()).unwrap();

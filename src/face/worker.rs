@@ -137,10 +137,15 @@ pub struct FaceStage {
     /// Resolved snapshot folder.
     pub snapshots: Option<PathBuf>,
     pub names: Vec<String>,
+    /// For annotated video: boxes, tracks and names per examined frame.
+    pub notes: Option<Arc<crate::pipeline::annotate::Notes>>,
 }
 
 impl FaceStage {
     fn event(&self, stream: usize, d: &Decision, snapshot: Option<String>) -> Event {
+        if let Some(n) = &self.notes {
+            n.named(stream, d.track_id, d.identity.as_deref());
+        }
         let kind = if d.identity.is_some() {
             EventType::FaceIdentified
         } else {
@@ -197,6 +202,7 @@ pub fn run(
     tx: Sender<EventMsg>,
     metrics: &Metrics,
     stop: &AtomicBool,
+    meter: &crate::metrics::StageMeter,
 ) -> Result<(), InferError> {
     let t = &st.cfg.tracker;
     let params = TrackerParams {
@@ -278,9 +284,12 @@ pub fn run(
                     .frames_dropped
                     .with_label_values(&[&st.names[f.stream], "faces", "shutdown"])
                     .inc();
+                meter.dropped("shutdown");
             }
             continue;
         }
+        let round = Instant::now();
+        let frames = group.len();
 
         let mut looked = Vec::with_capacity(group.len());
         for frame in group {
@@ -340,7 +349,7 @@ pub fn run(
             );
             emb_batch.observe(all_chips.len() as f64);
         }
-        for (frame, _, assigned, wanted) in looked {
+        for (frame, dets, assigned, wanted) in looked {
             for (&i, desc) in wanted.iter().zip(descs.by_ref()) {
                 let matches = st.index.search(&desc, 2);
                 let tracker = &mut trackers[frame.stream];
@@ -351,7 +360,12 @@ pub fn run(
                     }
                 }
             }
+            if let Some(n) = &st.notes {
+                let boxes = assigned.iter().zip(&dets).map(|(a, d)| (a.0, d.bbox));
+                n.faces(frame.stream, frame.pts, boxes.collect());
+            }
             latency.observe(frame.captured.elapsed().as_secs_f64());
         }
+        meter.done_batch(frames, round);
     }
 }

@@ -11,6 +11,56 @@ use prometheus::{
     CounterVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
+/// The stages of a run, the `stage` label of the per-stage metrics: every stage thread gets a
+/// [`StageMeter`] from the runner that starts it.
+pub const STAGES: [&str; 6] = [
+    "decode",
+    "action_sampler",
+    "classifier",
+    "face_sampler",
+    "faces",
+    "events",
+];
+
+/// One stage's processed and dropped counters and its time per item.
+#[derive(Clone)]
+pub struct StageMeter {
+    processed: prometheus::IntCounter,
+    seconds: prometheus::Histogram,
+    dropped: IntCounterVec,
+    stage: &'static str,
+}
+
+impl StageMeter {
+    /// One item done, its work having started at `started`.
+    pub fn done(&self, started: std::time::Instant) {
+        self.processed.inc();
+        self.seconds.observe(started.elapsed().as_secs_f64());
+    }
+
+    /// `n` items done together (a batch) since `started`; each is timed at its share.
+    pub fn done_batch(&self, n: usize, started: std::time::Instant) {
+        let each = started.elapsed().as_secs_f64() / n.max(1) as f64;
+        for _ in 0..n {
+            self.processed.inc();
+            self.seconds.observe(each);
+        }
+    }
+
+    /// An item dropped instead of processed.
+    pub fn dropped(&self, reason: &str) {
+        self.dropped.with_label_values(&[self.stage, reason]).inc();
+    }
+}
+
+/// What a per-stream stage thread reports through: its stream, the registry and its meter.
+pub struct StreamStage<'a> {
+    pub stream: usize,
+    pub id: &'a str,
+    pub metrics: &'a Metrics,
+    pub meter: &'a StageMeter,
+}
+
 /// Every metric vigil exports.
 pub struct Metrics {
     pub registry: Registry,
@@ -27,6 +77,12 @@ pub struct Metrics {
     pub events_emitted: IntCounterVec,
     /// Failed sink writes, per sink.
     pub sink_errors: IntCounterVec,
+    /// Deliveries by network sinks, per sink and outcome (`ok`, `error`).
+    pub sink_published: IntCounterVec,
+    /// Events waiting in a network sink's spool.
+    pub spool_depth: IntGaugeVec,
+    /// Events dropped from a full spool, per sink.
+    pub spool_dropped: IntCounterVec,
     /// Wall time of one inference call, per model.
     pub inference_seconds: HistogramVec,
     /// Clips in one inference call, per model.
@@ -56,6 +112,12 @@ pub struct Metrics {
     pub capture_latency: HistogramVec,
     /// 1 once the models are loaded and the streams opened.
     pub ready: IntGauge,
+    /// Items each stage finished, per stage.
+    pub stage_processed: IntCounterVec,
+    /// Items each stage dropped, per stage and reason.
+    pub stage_dropped: IntCounterVec,
+    /// Seconds of work per item, per stage.
+    pub stage_seconds: HistogramVec,
 }
 
 impl Metrics {
@@ -98,6 +160,42 @@ impl Metrics {
             "Failed writes to a sink.",
             &["sink"],
         );
+        let sink_published = counter(
+            "vigil_sink_published_total",
+            "Delivery attempts by network sinks, by outcome.",
+            &["sink", "outcome"],
+        );
+        let spool_dropped = counter(
+            "vigil_spool_dropped_total",
+            "Events dropped from a full spool.",
+            &["sink"],
+        );
+        let spool_depth = IntGaugeVec::new(
+            Opts::new(
+                "vigil_spool_depth_events",
+                "Events waiting in a network sink's spool.",
+            ),
+            &["sink"],
+        )
+        .expect("valid metric");
+        let stage_processed = counter(
+            "vigil_stage_processed_total",
+            "Items a stage finished.",
+            &["stage"],
+        );
+        let stage_dropped = counter(
+            "vigil_stage_dropped_total",
+            "Items a stage dropped.",
+            &["stage", "reason"],
+        );
+        let stage_seconds = HistogramVec::new(
+            HistogramOpts::new("vigil_stage_seconds", "Seconds of work per item.").buckets(vec![
+                0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                5.0, 10.0,
+            ]),
+            &["stage"],
+        )
+        .expect("valid metric");
         let frames_dropped = counter(
             "vigil_frames_dropped_total",
             "Frames dropped by the live policy.",
@@ -207,9 +305,11 @@ impl Metrics {
             Box::new(inference_seconds.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(inference_batch.clone()),
             Box::new(capture_latency.clone()),
+            Box::new(stage_seconds.clone()),
             Box::new(queue_depth.clone()),
             Box::new(stream_up.clone()),
             Box::new(stream_state.clone()),
+            Box::new(spool_depth.clone()),
             Box::new(ready.clone()),
             Box::new(build_info),
             Box::new(prometheus::process_collector::ProcessCollector::new(
@@ -227,6 +327,9 @@ impl Metrics {
             clips_classified,
             events_emitted,
             sink_errors,
+            sink_published,
+            spool_depth,
+            spool_dropped,
             inference_seconds,
             inference_batch,
             queue_depth,
@@ -240,6 +343,9 @@ impl Metrics {
             stream_blocked_seconds,
             capture_latency,
             ready,
+            stage_processed,
+            stage_dropped,
+            stage_seconds,
         }
     }
 
@@ -262,6 +368,19 @@ impl Metrics {
                 self.stream_state.with_label_values(&[s, state]);
             }
             self.stream_connect_failures.with_label_values(&[s]);
+            for reason in ["disconnected", "stalled", "error"] {
+                self.stream_reconnects.with_label_values(&[s, reason]);
+            }
+            for stage in stages {
+                for reason in ["queue_full", "shutdown"] {
+                    self.frames_dropped.with_label_values(&[s, stage, reason]);
+                }
+            }
+            if stages.contains(&"action") {
+                for reason in ["classifier_busy", "shutdown"] {
+                    self.clips_dropped.with_label_values(&[s, reason]);
+                }
+            }
             self.stream_stalled_seconds.with_label_values(&[s]);
             self.stream_blocked_seconds.with_label_values(&[s]);
         }
@@ -282,6 +401,31 @@ impl Metrics {
                 stage
             };
             self.queue_depth.with_label_values(&[queue]);
+        }
+    }
+
+    /// The meter of one stage (see [`STAGES`]); its series exist from this call on.
+    pub fn stage(&self, stage: &'static str) -> StageMeter {
+        debug_assert!(STAGES.contains(&stage), "unknown stage {stage}");
+        StageMeter {
+            processed: self.stage_processed.with_label_values(&[stage]),
+            seconds: self.stage_seconds.with_label_values(&[stage]),
+            dropped: self.stage_dropped.clone(),
+            stage,
+        }
+    }
+
+    /// Prepares the series of the configured sinks (`stdout`, `file`, `mqtt`, `webhook`).
+    pub fn init_sinks(&self, sinks: &[&str]) {
+        for s in sinks {
+            self.sink_errors.with_label_values(&[s]);
+            if matches!(*s, "mqtt" | "webhook") {
+                for outcome in ["ok", "error"] {
+                    self.sink_published.with_label_values(&[s, outcome]);
+                }
+                self.spool_depth.with_label_values(&[s]);
+                self.spool_dropped.with_label_values(&[s]);
+            }
         }
     }
 

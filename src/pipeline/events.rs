@@ -32,6 +32,7 @@ pub enum EventMsg {
         span: crate::event::Span,
         probs: Vec<f32>,
         captured: Option<std::time::Instant>,
+        keyframe: Option<Arc<opencv::core::Mat>>,
     },
     /// The stream had a gap: its running segment is over.
     Gap(usize),
@@ -51,11 +52,13 @@ impl From<Scored> for EventMsg {
                 span,
                 probs,
                 captured,
+                keyframe,
             } => EventMsg::Clip {
                 stream,
                 span,
                 probs,
                 captured,
+                keyframe,
             },
             Scored::Gap(s) => EventMsg::Gap(s),
             Scored::End(e) => EventMsg::End(e),
@@ -108,9 +111,18 @@ pub struct Setup {
     /// Per stream, the branches that each send one end marker for it.
     pub branches: Vec<usize>,
     pub smoother: SmootherConfig,
+    /// For annotated video: each clip's best label.
+    pub notes: Option<Arc<super::annotate::Notes>>,
+    /// Resolved `action.snapshots` folder.
+    pub snapshots: Option<std::path::PathBuf>,
 }
 
-pub fn run(rx: Receiver<EventMsg>, setup: Setup, metrics: &Metrics) -> Summary {
+pub fn run(
+    rx: Receiver<EventMsg>,
+    setup: Setup,
+    metrics: &Metrics,
+    meter: &crate::metrics::StageMeter,
+) -> Summary {
     let Setup {
         sinks,
         names,
@@ -118,7 +130,13 @@ pub fn run(rx: Receiver<EventMsg>, setup: Setup, metrics: &Metrics) -> Summary {
         progress,
         branches,
         smoother,
+        notes,
+        snapshots,
     } = setup;
+    // With snapshots on: each stream's latest clips and their middle frames.
+    let mut keyframes: Vec<
+        std::collections::VecDeque<(crate::event::Span, Arc<opencv::core::Mat>)>,
+    > = names.iter().map(|_| Default::default()).collect();
     let smoother = &smoother;
     let mut smoothers: Vec<Smoother> = names.iter().map(|_| Smoother::new(smoother)).collect();
     let mut pending: Vec<Pending> = names.iter().map(|_| Pending::default()).collect();
@@ -136,6 +154,7 @@ pub fn run(rx: Receiver<EventMsg>, setup: Setup, metrics: &Metrics) -> Summary {
             .unwrap_or_else(|| format!("class {i}"))
     };
     for msg in rx.iter() {
+        let started = std::time::Instant::now();
         let end = match msg {
             EventMsg::Up {
                 stream,
@@ -175,7 +194,7 @@ pub fn run(rx: Receiver<EventMsg>, setup: Setup, metrics: &Metrics) -> Summary {
             }
             EventMsg::Gap(stream) => {
                 for t in smoothers[stream].finish() {
-                    w.emit(transition_event(&names[stream], t, &label));
+                    w.emit(transition_event(&names[stream], t, &label, None));
                 }
                 None
             }
@@ -184,7 +203,15 @@ pub fn run(rx: Receiver<EventMsg>, setup: Setup, metrics: &Metrics) -> Summary {
                 span,
                 probs,
                 captured,
+                keyframe,
             } => {
+                if let Some(k) = keyframe {
+                    let ring = &mut keyframes[stream];
+                    if ring.len() == 16 {
+                        ring.pop_front();
+                    }
+                    ring.push_back((span, k));
+                }
                 metrics
                     .clips_classified
                     .with_label_values(&[&names[stream]])
@@ -192,11 +219,22 @@ pub fn run(rx: Receiver<EventMsg>, setup: Setup, metrics: &Metrics) -> Summary {
                 if let Some(c) = captured {
                     action_latency.observe(c.elapsed().as_secs_f64());
                 }
+                if let Some(n) = &notes {
+                    let best = probs
+                        .iter()
+                        .enumerate()
+                        .max_by(|a, b| a.1.total_cmp(b.1))
+                        .map(|(i, p)| (i, *p));
+                    if let Some((i, p)) = best {
+                        n.clip(stream, span.start, span.end, label(i), p);
+                    }
+                }
                 let p = &progress[stream];
                 let frames = (span.end * p.fps).round() as u64;
                 p.bar.set_position(frames.min(p.bar.length().unwrap_or(0)));
                 for t in smoothers[stream].push(span, &probs) {
-                    w.emit(transition_event(&names[stream], t, &label));
+                    let snap = snapshot(&snapshots, &keyframes[stream], &names[stream], &t);
+                    w.emit(transition_event(&names[stream], t, &label, snap));
                 }
                 None
             }
@@ -207,7 +245,7 @@ pub fn run(rx: Receiver<EventMsg>, setup: Setup, metrics: &Metrics) -> Summary {
             EventMsg::End(end) => {
                 // The action branch's end closes its smoother's running segment.
                 for t in smoothers[end.stream].finish() {
-                    w.emit(transition_event(&names[end.stream], t, &label));
+                    w.emit(transition_event(&names[end.stream], t, &label, None));
                 }
                 Some(end)
             }
@@ -217,6 +255,7 @@ pub fn run(rx: Receiver<EventMsg>, setup: Setup, metrics: &Metrics) -> Summary {
             let (s, expected) = (end.stream, branches[end.stream]);
             ended(&mut w, &mut pending[s], end, &names, &progress, expected);
         }
+        meter.done(started);
     }
     for s in &mut w.sinks {
         if let Err(err) = s.close() {
@@ -290,7 +329,37 @@ fn ended(
     ));
 }
 
-fn transition_event(stream: &str, t: Transition, label: &impl Fn(usize) -> String) -> Event {
+/// Writes the JPEG of the clip that started a segment; its path, or `None` (snapshots off, the
+/// clip's frame no longer kept, or the write failed: logged).
+fn snapshot(
+    dir: &Option<std::path::PathBuf>,
+    ring: &std::collections::VecDeque<(crate::event::Span, Arc<opencv::core::Mat>)>,
+    stream: &str,
+    t: &Transition,
+) -> Option<String> {
+    let (dir, Transition::Started { clip, .. }) = (dir.as_ref()?, t) else {
+        return None;
+    };
+    let (_, frame) = ring
+        .iter()
+        .rev()
+        .find(|(s, _)| (s.start - clip.start).abs() < 1e-9 && (s.end - clip.end).abs() < 1e-9)?;
+    let path = dir.join(format!("{stream}-{:.3}.jpg", clip.start));
+    match opencv::imgcodecs::imwrite_def(&path, &**frame) {
+        Ok(true) => Some(path.display().to_string()),
+        other => {
+            tracing::warn!("cannot write snapshot {}: {other:?}", path.display());
+            None
+        }
+    }
+}
+
+fn transition_event(
+    stream: &str,
+    t: Transition,
+    label: &impl Fn(usize) -> String,
+    snapshot: Option<String>,
+) -> Event {
     match t {
         Transition::Started {
             label: l,
@@ -306,6 +375,7 @@ fn transition_event(stream: &str, t: Transition, label: &impl Fn(usize) -> Strin
                 score,
                 clip,
                 segment,
+                snapshot,
             },
         ),
         Transition::Ended {
@@ -322,6 +392,7 @@ fn transition_event(stream: &str, t: Transition, label: &impl Fn(usize) -> Strin
                 score,
                 clip,
                 segment,
+                snapshot: None,
             },
         ),
     }

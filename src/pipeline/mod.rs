@@ -10,6 +10,7 @@
 //! type carries its stream's end marker behind its last item, so a stage never has to guess
 //! whether more is coming.
 
+pub mod annotate;
 mod events;
 mod prepare;
 
@@ -20,7 +21,7 @@ use crate::action::sampler::Sampler;
 use crate::action::{self, classifier};
 use crate::event::open_sinks;
 use crate::face::{self, worker::FaceMsg};
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, Metrics, StageMeter, StreamStage};
 use crate::source::supervisor::{self, Notice, Output};
 use crate::source::{Frame, StreamMsg};
 use anyhow::Context;
@@ -37,6 +38,8 @@ use std::time::Duration;
 pub struct RunOptions {
     /// Draw progress bars for files on stderr when it is a terminal.
     pub progress: bool,
+    /// Write an annotated copy of every (unlooped) file stream into this folder.
+    pub annotate: Option<std::path::PathBuf>,
 }
 
 /// What a finished run reports.
@@ -56,6 +59,18 @@ impl Summary {
     pub fn ok(&self) -> bool {
         self.stream_errors.is_empty() && self.sink_errors == 0 && self.inference_error.is_none()
     }
+}
+
+/// Starts a stage's thread with its [`StageMeter`]: the runner, not the stage, creates the
+/// per-stage metrics, so every stage has them.
+fn spawn_stage<T: Send + 'static>(
+    name: String,
+    stage: &'static str,
+    metrics: &Metrics,
+    f: impl FnOnce(StageMeter) -> T + Send + 'static,
+) -> anyhow::Result<thread::JoinHandle<T>> {
+    let meter = metrics.stage(stage);
+    spawn(name, move || f(meter))
 }
 
 fn spawn<T: Send + 'static>(
@@ -89,6 +104,11 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
     }
     let model_refs: Vec<&str> = models.iter().map(String::as_str).collect();
     metrics.init_streams(&ids, &stages, &model_refs);
+    let sink_names: Vec<&str> = cfg.sinks.iter().map(|s| s.name()).collect();
+    metrics.init_sinks(&sink_names);
+    for stage in metrics::STAGES {
+        metrics.stage(stage);
+    }
     // Each branch that looks at a stream sends one end marker for it.
     let branches: Vec<usize> = p
         .streams
@@ -104,7 +124,22 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
     } else {
         None
     };
-    let sinks = open_sinks(&cfg.sinks, |path| p.loaded.resolve(path))?;
+    let notes = match &opts.annotate {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            Some(Arc::new(annotate::Notes::new(p.streams.len())))
+        }
+        None => None,
+    };
+    let to_annotate: Vec<(usize, String, std::path::PathBuf)> = p
+        .streams
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.plan.looped)
+        .filter_map(|(i, s)| s.file().map(|f| (i, s.id.clone(), f.to_path_buf())))
+        .collect();
+    let sinks = open_sinks(&cfg.sinks, |path| p.loaded.resolve(path), &metrics)?;
     let cap = cfg.runtime.queue_capacity;
 
     // Events: enough room that stream and segment events never wait on a slow sink for long.
@@ -160,8 +195,13 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
             progress: bars,
             branches,
             smoother: cfg.action.smoother.clone(),
+            notes: notes.clone(),
+            snapshots: cfg.action.snapshots.as_ref().map(|d| p.loaded.resolve(d)),
         };
-        spawn("events".into(), move || events::run(ev_rx, setup, &metrics))?
+        let m = metrics.clone();
+        spawn_stage("events".into(), "events", &m, move |meter| {
+            events::run(ev_rx, setup, &metrics, &meter)
+        })?
     };
 
     let mut handles = Vec::new();
@@ -183,9 +223,12 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
         };
         let (ev, m, stop) = (ev_tx.clone(), metrics.clone(), stop.clone());
         cancel.push(a.classifier.canceller());
-        classifier_handle = Some(spawn("classifier".into(), move || {
-            classifier::run(a.classifier, rx, ev, &how, &m, &stop)
-        })?);
+        classifier_handle = Some(spawn_stage(
+            "classifier".into(),
+            "classifier",
+            &metrics,
+            move |meter| classifier::run(a.classifier, rx, ev, &how, &m, &stop, &meter),
+        )?);
         clip_tx = Some(tx);
     }
     let mut face_tx = None;
@@ -198,11 +241,15 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
             cfg: cfg.faces.clone(),
             snapshots: cfg.faces.snapshots.as_ref().map(|d| p.loaded.resolve(d)),
             names: p.streams.iter().map(|s| s.id.clone()).collect(),
+            notes: notes.clone(),
         };
         let (ev, m, stop) = (ev_tx.clone(), metrics.clone(), stop.clone());
-        face_handle = Some(spawn("faces".into(), move || {
-            face::worker::run(stage, rx, ev, &m, &stop)
-        })?);
+        face_handle = Some(spawn_stage(
+            "faces".into(),
+            "faces",
+            &metrics,
+            move |meter| face::worker::run(stage, rx, ev, &m, &stop, &meter),
+        )?);
         face_tx = Some(tx);
     }
 
@@ -227,10 +274,21 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
                 cfg.action.clone(),
                 s.id.clone(),
             );
-            handles.push(spawn(format!("act-{}", s.id), move || {
-                let _span = tracing::info_span!("stream", stream = %id).entered();
-                action::run_stream(i, &id, frx, tx, &acfg, &m, live)
-            })?);
+            handles.push(spawn_stage(
+                format!("act-{}", s.id),
+                "action_sampler",
+                &metrics,
+                move |meter| {
+                    let _span = tracing::info_span!("stream", stream = %id).entered();
+                    let at = StreamStage {
+                        stream: i,
+                        id: &id,
+                        metrics: &m,
+                        meter: &meter,
+                    };
+                    action::run_stream(&at, frx, tx, &acfg, live)
+                },
+            )?);
         }
         if let (Some(tx), true) = (&face_tx, s.faces) {
             let frx = queue("faces");
@@ -240,45 +298,68 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
                 cfg.faces.sample_fps,
                 s.id.clone(),
             );
-            handles.push(spawn(format!("face-{}", s.id), move || {
-                sample_faces(i, &id, frx, tx, fps, &m, leaky)
-            })?);
+            handles.push(spawn_stage(
+                format!("face-{}", s.id),
+                "face_sampler",
+                &metrics,
+                move |meter| {
+                    let at = StreamStage {
+                        stream: i,
+                        id: &id,
+                        metrics: &m,
+                        meter: &meter,
+                    };
+                    sample_faces(&at, frx, tx, fps, leaky)
+                },
+            )?);
         }
         let (ev, m, stop) = (ev_tx.clone(), metrics.clone(), stop.clone());
-        handles.push(spawn(format!("src-{}", s.id), move || {
-            let _span = tracing::info_span!("stream", stream = %s.id).entered();
-            let mut notify = |n: Notice| {
-                let msg = match n {
-                    Notice::Up { detail, media_time } => EventMsg::Up {
-                        stream: i,
-                        detail,
-                        media_time,
-                    },
-                    Notice::Down {
-                        reason,
-                        detail,
-                        media_time,
-                    } => EventMsg::Down {
-                        stream: i,
-                        reason,
-                        detail,
-                        media_time,
-                    },
+        handles.push(spawn_stage(
+            format!("src-{}", s.id),
+            "decode",
+            &metrics,
+            move |meter| {
+                let _span = tracing::info_span!("stream", stream = %s.id).entered();
+                let mut notify = |n: Notice| {
+                    let msg = match n {
+                        Notice::Up { detail, media_time } => EventMsg::Up {
+                            stream: i,
+                            detail,
+                            media_time,
+                        },
+                        Notice::Down {
+                            reason,
+                            detail,
+                            media_time,
+                        } => EventMsg::Down {
+                            stream: i,
+                            reason,
+                            detail,
+                            media_time,
+                        },
+                    };
+                    let _ = ev.send(msg);
                 };
-                let _ = ev.send(msg);
-            };
-            let mut on_frame = |_: &Frame| {
-                if let Some(bar) = &bar {
-                    bar.inc(1);
+                let mut on_frame = |_: &Frame| {
+                    if let Some(bar) = &bar {
+                        bar.inc(1);
+                    }
+                };
+                let end = supervisor::supervise(
+                    &s.plan,
+                    &outputs,
+                    &stop,
+                    &m,
+                    &meter,
+                    &mut notify,
+                    &mut on_frame,
+                );
+                // With no branch, the end marker goes straight to the events stage.
+                if outputs.is_empty() {
+                    let _ = ev.send(EventMsg::End(end));
                 }
-            };
-            let end =
-                supervisor::supervise(&s.plan, &outputs, &stop, &m, &mut notify, &mut on_frame);
-            // With no branch, the end marker goes straight to the events stage.
-            if outputs.is_empty() {
-                let _ = ev.send(EventMsg::End(end));
-            }
-        })?);
+            },
+        )?);
     }
     // The workers hold their own clones; dropping these lets each channel close when its
     // producers finish.
@@ -319,6 +400,23 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
         .map_err(|_| anyhow::anyhow!("the events thread panicked"))?;
     finished.store(true, Ordering::Relaxed);
     let _ = watcher.join();
+    if let (Some(notes), Some(dir)) = (&notes, &opts.annotate) {
+        let hold = if cfg.faces.sample_fps > 0.0 {
+            1.5 / cfg.faces.sample_fps
+        } else {
+            0.5
+        };
+        for (i, id, file) in &to_annotate {
+            let out = annotate::output_path(dir, id);
+            match annotate::render(file, notes, *i, hold, &out) {
+                Ok(frames) => tracing::info!("annotated {frames} frames: {}", out.display()),
+                Err(e) => {
+                    tracing::error!("cannot annotate {id}: {e}");
+                    summary.stream_errors.push(format!("annotating {id}: {e}"));
+                }
+            }
+        }
+    }
     summary.inference_error = (!errors.is_empty()).then(|| errors.join("; "));
     if stop.load(Ordering::Relaxed) {
         tracing::info!("stopped on request; everything queued was written");
@@ -331,14 +429,18 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
 /// that finds the worker's queue full is dropped and counted; a new epoch ends the stream's
 /// tracks.
 fn sample_faces(
-    stream: usize,
-    id: &str,
+    at: &StreamStage,
     rx: crossbeam_channel::Receiver<StreamMsg>,
     tx: crossbeam_channel::Sender<FaceMsg>,
     fps: f64,
-    m: &Metrics,
     live: bool,
 ) {
+    let StreamStage {
+        stream,
+        id,
+        metrics: m,
+        meter,
+    } = *at;
     let sampled = m.frames_sampled.with_label_values(&[id, "faces"]);
     let dropped = m
         .frames_dropped
@@ -348,6 +450,7 @@ fn sample_faces(
     let mut picked: Vec<Frame> = Vec::new();
     let (mut epoch, mut last_pts) = (0u32, 0.0);
     for msg in rx.iter() {
+        let started = std::time::Instant::now();
         match msg {
             StreamMsg::Frame(f) => {
                 if f.epoch != epoch {
@@ -380,6 +483,7 @@ fn sample_faces(
                 match tx.try_send(FaceMsg::Frame(f)) {
                     Err(crossbeam_channel::TrySendError::Full(_)) => {
                         dropped.inc();
+                        meter.dropped("queue_full");
                         Ok(())
                     }
                     Err(crossbeam_channel::TrySendError::Disconnected(_)) => Err(()),
@@ -392,5 +496,6 @@ fn sample_faces(
                 return;
             }
         }
+        meter.done(started);
     }
 }

@@ -18,7 +18,7 @@ use super::live::{LiveReader, Lost};
 use super::url::SourceKind;
 use super::{EndReason, Frame, FrameReader, StreamEnd, StreamMsg};
 use crate::config::LiveConfig;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StageMeter};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use opencv::core::Mat;
 use prometheus::{Counter, IntCounter, IntGauge};
@@ -136,10 +136,12 @@ pub fn supervise(
     outputs: &[Output],
     stop: &AtomicBool,
     metrics: &Arc<Metrics>,
+    meter: &StageMeter,
     notify: &mut dyn FnMut(Notice),
     on_frame: &mut dyn FnMut(&Frame),
 ) -> StreamEnd {
     let mut s = Supervisor {
+        meter: meter.clone(),
         plan,
         outputs,
         stop,
@@ -171,6 +173,7 @@ pub fn supervise(
 }
 
 struct Supervisor<'a> {
+    meter: StageMeter,
     plan: &'a SourcePlan,
     outputs: &'a [Output],
     stop: &'a AtomicBool,
@@ -218,6 +221,7 @@ impl Supervisor<'_> {
                 if self.stopped() {
                     return EndReason::Stopped;
                 }
+                let started = Instant::now();
                 match reader.next_frame() {
                     Err(e) => return self.fail(e.to_string()),
                     Ok(None) => break,
@@ -229,6 +233,7 @@ impl Supervisor<'_> {
                         if !self.deliver(t, image) {
                             return EndReason::Error(GONE.into());
                         }
+                        self.meter.done(started);
                         frames += 1;
                         last = pts;
                     }
@@ -313,6 +318,7 @@ impl Supervisor<'_> {
                         if self.stopped() {
                             return EndReason::Stopped;
                         }
+                        let started = Instant::now();
                         match reader.read(stall) {
                             Ok(image) => {
                                 attempt = 0;
@@ -321,6 +327,7 @@ impl Supervisor<'_> {
                                 if !self.deliver(t, image) {
                                     return EndReason::Error(GONE.into());
                                 }
+                                self.meter.done(started);
                             }
                             Err(lost) => break lost,
                         }
@@ -425,6 +432,7 @@ impl Supervisor<'_> {
                     // The consumer may have taken one meanwhile; then there is room already.
                     if let Some(Ok(StreamMsg::Frame(_))) = out.rx.as_ref().map(|rx| rx.try_recv()) {
                         self.m.dropped(out.stage);
+                        self.meter.dropped("queue_full");
                     }
                 }
             }
@@ -542,6 +550,7 @@ mod tests {
         let stop = AtomicBool::new(false);
         let (mut notify, mut on_frame) = (|_: Notice| {}, |_: &Frame| {});
         let mut s = Supervisor {
+            meter: metrics.stage("decode"),
             plan: &plan,
             outputs: &out,
             stop: &stop,

@@ -49,6 +49,18 @@ pub fn action_yaml() -> String {
     )
 }
 
+/// `faces:` (enabled, the built MTCNN and dlib models) and `gallery:` sections.
+pub fn faces_yaml(gallery: &Path) -> String {
+    format!(
+        "faces:\n  enabled: true\n  detector: {{type: mtcnn, pnet: {}, rnet: {}, onet: {}}}\n  embedder: {{path: {}}}\ngallery: {{path: {}}}\n",
+        built("models/mtcnn_pnet.onnx").display(),
+        built("models/mtcnn_rnet.onnx").display(),
+        built("models/mtcnn_onet.onnx").display(),
+        built("models/dlib_resnet.onnx").display(),
+        gallery.display()
+    )
+}
+
 /// A `runtime:` section naming the built ONNX Runtime library.
 pub fn runtime_yaml() -> String {
     format!(
@@ -390,4 +402,77 @@ pub fn signal(child: &Child, sig: &str) {
         .status()
         .unwrap()
         .success());
+}
+
+/// Debian's mosquitto on a free loopback port, with persistence in `dir` (so a subscriber's
+/// session and its queued messages survive a restart of the broker). Killed when dropped.
+pub struct Broker {
+    pub port: u16,
+    conf: PathBuf,
+    child: Option<Running>,
+}
+
+impl Broker {
+    pub fn start(dir: &Path) -> Broker {
+        Broker::start_on(dir, free_port())
+    }
+
+    pub fn start_on(dir: &Path, port: u16) -> Broker {
+        let data = dir.join("mosquitto");
+        std::fs::create_dir_all(&data).unwrap();
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n",
+                data.display()
+            ),
+        )
+        .unwrap();
+        let mut b = Broker {
+            port,
+            conf,
+            child: None,
+        };
+        b.restart();
+        b
+    }
+
+    /// Starts the broker (again) and waits until it accepts connections.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the broker is running already");
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto (Debian package, installed by scripts/setup.sh)");
+        self.child = Some(Running(child));
+        wait_for("mosquitto to listen", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        });
+    }
+
+    /// A clean stop (SIGTERM: mosquitto saves its sessions), waiting until it has exited.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(&c, "-TERM");
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `mosquitto_sub` with a persistent QoS 1 session, printing `topic payload` lines to a file.
+pub fn subscribe(port: u16, topic: &str, client_id: &str, out: &Path) -> Running {
+    let file = std::fs::File::create(out).unwrap();
+    Running(
+        Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-t", topic, "-q", "1", "-c", "-i", client_id, "-v"])
+            .stdout(file)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto_sub (Debian package mosquitto-clients)"),
+    )
 }

@@ -1,0 +1,209 @@
+//! Annotated video for recorded files (`vigil run --annotate DIR`): while the run goes, the face
+//! worker notes each examined frame's tracked boxes and the events stage each classified clip;
+//! once the run has ended, every file stream is decoded again and written to `DIR/<id>.mp4`
+//! with its boxes, track ids, names, and the action label and score of the clip in progress.
+
+use crate::source::file::FileReader;
+use crate::source::FrameReader;
+use opencv::core::{Mat, Point, Rect, Scalar, Size};
+use opencv::imgproc;
+use opencv::prelude::*;
+use opencv::videoio::{self, VideoWriter};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// A face box as drawn.
+#[derive(Debug, Clone)]
+pub struct FaceNote {
+    pub track_id: u64,
+    pub bbox: [f32; 4],
+    /// The name decided for the track so far: a person, `unknown`, or `?` (undecided).
+    pub label: String,
+}
+
+#[derive(Default)]
+struct StreamNotes {
+    /// (media time, faces) per examined frame, in order.
+    faces: Vec<(f64, Vec<FaceNote>)>,
+    /// (clip start, clip end, top label, score), in order.
+    clips: Vec<(f64, f64, String, f32)>,
+    /// Names decided per track.
+    names: HashMap<u64, String>,
+}
+
+/// What the run noted, per stream.
+pub struct Notes {
+    streams: Vec<Mutex<StreamNotes>>,
+}
+
+impl Notes {
+    pub fn new(streams: usize) -> Notes {
+        Notes {
+            streams: (0..streams).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    fn lock(&self, stream: usize) -> std::sync::MutexGuard<'_, StreamNotes> {
+        self.streams[stream]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A decision named (or failed to name) a track.
+    pub fn named(&self, stream: usize, track_id: u64, identity: Option<&str>) {
+        self.lock(stream)
+            .names
+            .insert(track_id, identity.unwrap_or("unknown").to_string());
+    }
+
+    /// The tracked boxes of one examined frame.
+    pub fn faces(&self, stream: usize, t: f64, boxes: Vec<(u64, [f32; 4])>) {
+        let mut n = self.lock(stream);
+        let faces = boxes
+            .into_iter()
+            .map(|(track_id, bbox)| FaceNote {
+                track_id,
+                bbox,
+                label: n
+                    .names
+                    .get(&track_id)
+                    .cloned()
+                    .unwrap_or_else(|| "?".into()),
+            })
+            .collect();
+        n.faces.push((t, faces));
+    }
+
+    /// A classified clip's best label.
+    pub fn clip(&self, stream: usize, start: f64, end: f64, label: String, score: f32) {
+        self.lock(stream).clips.push((start, end, label, score));
+    }
+}
+
+/// Draws one frame's notes at media time `t`. Faces are those of the latest examined frame at
+/// or before `t` (within `hold` seconds); the action is that of the latest clip containing `t`.
+fn draw(img: &mut Mat, n: &StreamNotes, t: f64, hold: f64) -> opencv::Result<()> {
+    let green = Scalar::new(80.0, 220.0, 80.0, 0.0);
+    let amber = Scalar::new(0.0, 190.0, 255.0, 0.0);
+    let white = Scalar::new(255.0, 255.0, 255.0, 0.0);
+    let black = Scalar::new(0.0, 0.0, 0.0, 0.0);
+    let scale = (img.rows() as f64 / 720.0).max(0.5);
+    let thick = (2.0 * scale).round().max(1.0) as i32;
+    let text = |img: &mut Mat, s: &str, at: Point, color: Scalar| -> opencv::Result<()> {
+        let mut base = 0;
+        let size = imgproc::get_text_size(
+            s,
+            imgproc::FONT_HERSHEY_SIMPLEX,
+            0.7 * scale,
+            thick,
+            &mut base,
+        )?;
+        imgproc::rectangle(
+            img,
+            Rect::new(
+                at.x,
+                at.y - size.height - 6,
+                size.width + 8,
+                size.height + 10,
+            ),
+            color,
+            -1,
+            imgproc::LINE_8,
+            0,
+        )?;
+        imgproc::put_text(
+            img,
+            s,
+            Point::new(at.x + 4, at.y),
+            imgproc::FONT_HERSHEY_SIMPLEX,
+            0.7 * scale,
+            black,
+            thick,
+            imgproc::LINE_AA,
+            false,
+        )
+    };
+    let i = n.faces.partition_point(|f| f.0 <= t + 1e-6);
+    if let Some((ft, faces)) = i.checked_sub(1).map(|i| &n.faces[i]) {
+        if t - ft <= hold {
+            for f in faces {
+                let [x1, y1, x2, y2] = f.bbox.map(|v| v.round() as i32);
+                let color = if f.label == "?" || f.label == "unknown" {
+                    amber
+                } else {
+                    green
+                };
+                imgproc::rectangle(
+                    img,
+                    Rect::new(x1, y1, (x2 - x1).max(1), (y2 - y1).max(1)),
+                    color,
+                    thick,
+                    imgproc::LINE_8,
+                    0,
+                )?;
+                let label = format!("#{} {}", f.track_id, f.label);
+                text(img, &label, Point::new(x1, (y1 - 4).max(24)), color)?;
+            }
+        }
+    }
+    let clip = n
+        .clips
+        .iter()
+        .rev()
+        .find(|c| c.0 <= t + 1e-6 && t < c.1 + 1e-6);
+    if let Some((_, _, label, score)) = clip {
+        let s = format!("{label} {score:.2}");
+        text(img, &s, Point::new(12, (36.0 * scale) as i32), white)?;
+    }
+    Ok(())
+}
+
+/// Writes `out` from `file` with the stream's notes drawn on every frame; returns the frames
+/// written.
+pub fn render(
+    file: &Path,
+    notes: &Notes,
+    stream: usize,
+    hold: f64,
+    out: &Path,
+) -> anyhow::Result<u64> {
+    let mut reader = FileReader::open(file)?;
+    let info = reader.info();
+    let fps = if info.fps > 0.0 { info.fps } else { 25.0 };
+    let size = Size::new(info.width as i32, info.height as i32);
+    let mut writer = None;
+    for fourcc in [*b"avc1", *b"mp4v"] {
+        let code = VideoWriter::fourcc(
+            fourcc[0] as char,
+            fourcc[1] as char,
+            fourcc[2] as char,
+            fourcc[3] as char,
+        )?;
+        let w = VideoWriter::new_with_backend(out, videoio::CAP_FFMPEG, code, fps, size, true)?;
+        if w.is_opened()? {
+            writer = Some(w);
+            break;
+        }
+    }
+    let Some(mut writer) = writer else {
+        anyhow::bail!(
+            "{}: OpenCV cannot write MP4 (neither H.264 nor MPEG-4 Part 2)",
+            out.display()
+        );
+    };
+    let n = notes.lock(stream);
+    let mut frames = 0;
+    while let Some((t, mut img)) = reader.next_frame()? {
+        draw(&mut img, &n, t, hold)?;
+        writer.write(&img)?;
+        frames += 1;
+    }
+    writer.release()?;
+    Ok(frames)
+}
+
+/// `DIR/<stream id>.mp4`.
+pub fn output_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}.mp4"))
+}
