@@ -97,10 +97,7 @@ impl SpooledSink {
                             let wait = Duration::from_millis(
                                 (500u64 << failures.min(6).saturating_sub(1)).min(10_000),
                             );
-                            let until = Instant::now() + wait;
-                            while Instant::now() < until && !c.load(Ordering::Relaxed) {
-                                std::thread::sleep(Duration::from_millis(50));
-                            }
+                            crate::source::supervisor::nap(wait, &c);
                         }
                     }
                 }

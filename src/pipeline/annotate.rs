@@ -147,11 +147,12 @@ fn draw(img: &mut Mat, n: &StreamNotes, t: f64, hold: f64) -> opencv::Result<()>
             }
         }
     }
-    let clip = n
-        .clips
-        .iter()
-        .rev()
-        .find(|c| c.0 <= t + 1e-6 && t < c.1 + 1e-6);
+    // Clips come in order of their start: the latest one started by `t`, if it still runs.
+    let started = n.clips.partition_point(|c| c.0 <= t + 1e-6);
+    let clip = started
+        .checked_sub(1)
+        .map(|i| &n.clips[i])
+        .filter(|c| t < c.1 + 1e-6);
     if let Some((_, _, label, score)) = clip {
         let s = format!("{label} {score:.2}");
         text(img, &s, Point::new(12, (36.0 * scale) as i32), white)?;

@@ -85,6 +85,8 @@ struct Meters {
     stalled: Counter,
     blocked: Counter,
     connect_failures: IntCounter,
+    /// Frames dropped at a full queue, per branch (`action`, `faces`), looked up once.
+    dropped: [(&'static str, IntCounter); 2],
     metrics: Arc<Metrics>,
     id: String,
 }
@@ -101,6 +103,13 @@ impl Meters {
             stalled: m.stream_stalled_seconds.with_label_values(&[id]),
             blocked: m.stream_blocked_seconds.with_label_values(&[id]),
             connect_failures: m.stream_connect_failures.with_label_values(&[id]),
+            dropped: ["action", "faces"].map(|stage| {
+                (
+                    stage,
+                    m.frames_dropped
+                        .with_label_values(&[id, stage, "queue_full"]),
+                )
+            }),
             metrics: m.clone(),
             id: id.to_string(),
         }
@@ -115,10 +124,14 @@ impl Meters {
     }
 
     fn dropped(&self, stage: &str) {
-        self.metrics
-            .frames_dropped
-            .with_label_values(&[&self.id, stage, "queue_full"])
-            .inc();
+        match self.dropped.iter().find(|(s, _)| *s == stage) {
+            Some((_, c)) => c.inc(),
+            None => self
+                .metrics
+                .frames_dropped
+                .with_label_values(&[&self.id, stage, "queue_full"])
+                .inc(),
+        }
     }
 
     fn reconnect(&self, reason: &str) {

@@ -1,6 +1,7 @@
 //! What a stream's `url` names, and how it may be shown: credentials never leave this module
 //! in the clear.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 /// The kinds of source vigil reads.
@@ -82,83 +83,58 @@ fn secret_key(key: &str) -> bool {
         .any(|s| k.contains(s))
 }
 
+/// Byte ranges of `url`'s secrets, in order: the password of `user:password@` (credentials end
+/// at the authority's last `@`; the authority ends at the first `/`, `?` or `#`) and the values
+/// of secret query parameters.
+fn secret_spans(url: &str) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return out;
+    };
+    let rest = &url[start..];
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    if let Some(at) = rest[..end].rfind('@') {
+        if let Some(colon) = rest[..at].find(':') {
+            out.push(start + colon + 1..start + at);
+        }
+    }
+    let fragment = rest.find('#').unwrap_or(rest.len());
+    if let Some(q) = rest[..fragment].find('?') {
+        let mut pos = start + q + 1;
+        for kv in rest[q + 1..fragment].split('&') {
+            if let Some(eq) = kv.find('=') {
+                if secret_key(&kv[..eq]) {
+                    out.push(pos + eq + 1..pos + kv.len());
+                }
+            }
+            pos += kv.len() + 1;
+        }
+    }
+    out
+}
+
 /// `url` with the password of `user:password@` and secret query values replaced by `***`.
 /// Anything that is not a URL comes back unchanged.
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    // The authority ends at the first `/`, `?` or `#`; credentials are before its last `@`.
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let authority = match authority.rfind('@') {
-        Some(at) => {
-            let (userinfo, host) = authority.split_at(at);
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{user}:***{host}"),
-                None => format!("{userinfo}{host}"),
-            }
-        }
-        None => authority.to_string(),
-    };
-    let tail = match tail.split_once('?') {
-        Some((path, query)) => {
-            let (query, fragment) = match query.split_once('#') {
-                Some((q, f)) => (q, Some(f)),
-                None => (query, None),
-            };
-            let query: Vec<String> = query
-                .split('&')
-                .map(|kv| match kv.split_once('=') {
-                    Some((k, _)) if secret_key(k) => format!("{k}=***"),
-                    _ => kv.to_string(),
-                })
-                .collect();
-            let mut t = format!("{path}?{}", query.join("&"));
-            if let Some(f) = fragment {
-                t.push('#');
-                t.push_str(f);
-            }
-            t
-        }
-        None => tail.to_string(),
-    };
-    format!("{scheme}://{authority}{tail}")
+    let mut out = String::with_capacity(url.len());
+    let mut last = 0;
+    for span in secret_spans(url) {
+        out.push_str(&url[last..span.start]);
+        out.push_str("***");
+        last = span.end;
+    }
+    out.push_str(&url[last..]);
+    out
 }
 
 /// Replaces every occurrence of `url`'s secrets in `text` (an error message from a library that
 /// echoes the URL it was given).
 pub fn scrub(text: &str, url: &str) -> String {
     let mut out = text.replace(url, &redact(url));
-    for secret in secrets(url) {
-        out = out.replace(&secret, "***");
+    // At least 3 characters, so scrubbing never mangles ordinary text.
+    for span in secret_spans(url).into_iter().filter(|s| s.len() >= 3) {
+        out = out.replace(&url[span], "***");
     }
-    out
-}
-
-/// The secret parts of `url`: its password and secret query values (at least 3 characters, so
-/// scrubbing never mangles ordinary text).
-fn secrets(url: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let Some((_, rest)) = url.split_once("://") else {
-        return out;
-    };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    if let Some(at) = rest[..end].rfind('@') {
-        if let Some((_, pw)) = rest[..at].split_once(':') {
-            out.push(pw.to_string());
-        }
-    }
-    if let Some((_, query)) = rest.split_once('?') {
-        for kv in query.split(['&', '#']) {
-            if let Some((k, v)) = kv.split_once('=') {
-                if secret_key(k) {
-                    out.push(v.to_string());
-                }
-            }
-        }
-    }
-    out.retain(|s| s.len() >= 3);
     out
 }
 
