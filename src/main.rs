@@ -238,6 +238,34 @@ enum BenchCmd {
         #[arg(long)]
         dump_input: Option<PathBuf>,
     },
+    /// Enrol synthetic identities, persist and reload the gallery and its HNSW index, and time
+    /// HNSW queries against exact search (recall@1).
+    Gallery {
+        /// Identities to enrol.
+        #[arg(long, default_value_t = 10_000)]
+        size: usize,
+        /// Embedding length.
+        #[arg(long, default_value_t = 128)]
+        dim: usize,
+        /// Queries of each kind (probes of enrolled people, strangers).
+        #[arg(long, default_value_t = 1000)]
+        queries: usize,
+        /// Folder for the gallery file and its index (kept, so they can be inspected).
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 16)]
+        m: usize,
+        #[arg(long, default_value_t = 200)]
+        ef_construction: usize,
+        /// Candidate list sizes to search with, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "64")]
+        ef_search: Vec<usize>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Variance of component j falls as (j+1)^-decay (0: isotropic).
+        #[arg(long, default_value_t = 0.0)]
+        decay: f64,
+    },
 }
 
 fn init_logging(filter: &str) {
@@ -385,6 +413,34 @@ fn main() -> ExitCode {
             Ok(p) => vigil::bench::faces(p).map(|v| println!("{v}")),
             Err(code) => return code,
         },
+        Cmd::Bench(BenchCmd::Gallery {
+            size,
+            dim,
+            queries,
+            dir,
+            m,
+            ef_construction,
+            ef_search,
+            seed,
+            decay,
+        }) => {
+            let index = vigil::config::GalleryIndexConfig {
+                m,
+                ef_construction,
+                ..Default::default()
+            };
+            let o = vigil::bench::GalleryBench {
+                size: size.max(1),
+                dim: dim.max(1),
+                queries,
+                dir,
+                index,
+                seed,
+                decay,
+                ef_search,
+            };
+            vigil::bench::gallery(&o).map(|v| println!("{v}"))
+        }
         Cmd::Bench(BenchCmd::Decode { file }) => {
             vigil::bench::decode(&file).map(|v| println!("{v}"))
         }

@@ -520,6 +520,8 @@ pub struct GalleryConfig {
     pub path: PathBuf,
     /// Images with more pixels than this are refused before decoding. Default 40000000.
     pub max_image_pixels: u64,
+    /// How the gallery is searched.
+    pub index: GalleryIndexConfig,
 }
 
 impl Default for GalleryConfig {
@@ -527,6 +529,47 @@ impl Default for GalleryConfig {
         GalleryConfig {
             path: PathBuf::from("gallery.json"),
             max_image_pixels: 40_000_000,
+            index: GalleryIndexConfig::default(),
+        }
+    }
+}
+
+/// Exact search, or an approximate (HNSW) index for large galleries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IndexKind {
+    /// Exact below `hnsw_above` embeddings, HNSW from there on.
+    Auto,
+    Exact,
+    Hnsw,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GalleryIndexConfig {
+    /// `auto` (default), `exact` or `hnsw`.
+    pub kind: IndexKind,
+    /// With `auto`, galleries with more embeddings than this get the HNSW index. Default 20000.
+    pub hnsw_above: usize,
+    /// HNSW links per node and layer. Default 16.
+    pub m: usize,
+    /// HNSW candidate list while building. Default 200.
+    pub ef_construction: usize,
+    /// HNSW candidate list while searching. Default 64.
+    pub ef_search: usize,
+    /// Keep the built HNSW index beside the gallery (`<gallery>.index/`). Default true.
+    pub persist: bool,
+}
+
+impl Default for GalleryIndexConfig {
+    fn default() -> Self {
+        GalleryIndexConfig {
+            kind: IndexKind::Auto,
+            hnsw_above: 20_000,
+            m: 16,
+            ef_construction: 200,
+            ef_search: 64,
+            persist: true,
         }
     }
 }

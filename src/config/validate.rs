@@ -457,6 +457,19 @@ pub fn validate_faces(l: &Loaded) -> Vec<Problem> {
             );
         }
     }
+    let ix = &l.config.gallery.index;
+    if !(2..=255).contains(&ix.m) {
+        p("gallery.index.m", format!("is {}; must be 2 to 255", ix.m));
+    }
+    if ix.ef_construction < ix.m {
+        p(
+            "gallery.index.ef_construction",
+            format!("is {}; must be at least m ({})", ix.ef_construction, ix.m),
+        );
+    }
+    if ix.ef_search == 0 {
+        p("gallery.index.ef_search", "must be at least 1".into());
+    }
     if l.config.gallery.max_image_pixels == 0 {
         p("gallery.max_image_pixels", "must be at least 1".into());
     }
@@ -556,6 +569,26 @@ mod tests {
             "{p:?}"
         );
         assert_eq!(p.len(), 4, "{p:?}");
+    }
+
+    #[test]
+    fn gallery_index_settings_are_checked_with_their_position() {
+        let yaml = "streams:\n  - {id: a, url: /dev/null}\ngallery:\n  index: {kind: hnsw, m: 1, ef_construction: 0, ef_search: 0}\n";
+        let l = parse(Path::new("t.yaml"), yaml).expect("parses");
+        let p: Vec<String> = validate_faces(&l)
+            .into_iter()
+            .map(|p| p.to_string())
+            .collect();
+        for want in [
+            "gallery.index.m: is 1; must be 2 to 255",
+            "gallery.index.ef_construction: is 0; must be at least m (1)",
+            "gallery.index.ef_search: must be at least 1",
+        ] {
+            assert!(p.iter().any(|s| s.contains(want)), "{want}: {p:?}");
+        }
+        assert!(p.iter().any(|s| s.starts_with("t.yaml:4:")), "{p:?}");
+        let e = parse(Path::new("t.yaml"), "gallery: {index: {kind: fast}}\n").unwrap_err();
+        assert!(e.to_string().contains("unknown variant `fast`"), "{e}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! `--json`, summarised otherwise). Enrolment is all or nothing: if any photo fails, the
 //! gallery file is not touched.
 
-use super::{image, Gallery, Index};
+use super::{image, Gallery};
 use crate::config::{self, Problems};
 use crate::face::detector::Detection;
 use crate::face::worker::{faces_in, FaceModels};
@@ -16,6 +16,7 @@ pub struct GallerySession {
     pub gallery: Gallery,
     threshold: f32,
     max_pixels: u64,
+    index: config::GalleryIndexConfig,
 }
 
 /// Loads the config's face models and gallery. Only the `faces`, `gallery` and `runtime`
@@ -46,6 +47,7 @@ pub fn open(config_path: &Path) -> Result<GallerySession, Problems> {
         gallery,
         threshold: loaded.config.faces.match_threshold,
         max_pixels: loaded.config.gallery.max_image_pixels,
+        index: loaded.config.gallery.index.clone(),
     })
 }
 
@@ -139,7 +141,7 @@ impl GallerySession {
     pub fn identify(&mut self, path: &Path, k: usize) -> anyhow::Result<Value> {
         let mut faces = self.faces(path)?;
         faces.sort_by(|a, b| a.0.bbox[0].total_cmp(&b.0.bbox[0]));
-        let index = self.gallery.index();
+        let index = self.gallery.index(&self.index)?;
         let out: Vec<Value> = faces
             .iter()
             .map(|(d, desc)| {

@@ -140,6 +140,13 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Problems> {
     if c.faces.enabled && !blocked.iter().any(|b| has_problem(&problems, b)) {
         match load_faces(&loaded) {
             Ok((models, gallery)) => {
+                let index = match gallery.index(&c.gallery.index) {
+                    Ok(ix) => ix,
+                    Err(e) => {
+                        problems.push(loaded.problem("gallery.index", format!("{e:#}")));
+                        return Err(Problems(problems));
+                    }
+                };
                 if gallery.people.is_empty() {
                     tracing::warn!(
                         "the gallery {} is empty: every face will be reported as unknown (enrol with `vigil gallery enroll`)",
@@ -150,7 +157,7 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Problems> {
                 faces = Some(PreparedFaces {
                     models,
                     enrolled,
-                    index: Arc::new(gallery.index()),
+                    index,
                 });
             }
             Err(p) => problems.push(p),
