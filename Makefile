@@ -2,7 +2,7 @@
 # Both run the idempotent set-up first. Set CARGO_TARGET_DIR to share a build cache.
 CARGO ?= cargo
 
-.PHONY: setup build run demo-gallery check test bench bench-live parity
+.PHONY: setup build run demo-gallery check test bench bench-live parity int8
 
 setup:
 	./scripts/setup.sh
@@ -24,8 +24,22 @@ check: build demo-gallery
 test: setup
 	$(CARGO) test --release --locked
 
+# Every benchmark in one run (docs/benchmarks.md): decode 720p/1080p vs ffmpeg, classifier vs
+# Python onnxruntime, faces vs the face_recognition-style baseline, pipeline vs its slowest stage,
+# int8 vs fp32 (after `make int8`), the gallery at 10k/100k/1M, 1-8 live cameras. About an hour,
+# most of it building the 1M-identity HNSW index; `python3 scripts/bench.py --quick` is shorter and
+# `--soak-minutes 30` adds the memory soak.
 bench: build
 	python3 scripts/bench.py
+
+# Opt-in int8 I3D (not the default: it changed 2 of 46 labels on the real clips).
+INT8_VENV = $${VIGIL_CACHE:-$$HOME/.cache/vigil}/int8-venv
+int8: setup
+	test -x $(INT8_VENV)/bin/python || python3 -m venv $(INT8_VENV)
+	$(INT8_VENV)/bin/pip install -q -r models/requirements-int8.txt
+	$(INT8_VENV)/bin/python models/quantize_i3d.py --model build/models/i3d_kinetics400.onnx \
+		--out build/models/i3d_kinetics400_int8.onnx --calib-video build/media/bigbuckbunny.mp4
+	$(INT8_VENV)/bin/python scripts/compare_int8.py --runs 3
 
 # 1, 2, 4 and 8 RTSP cameras with both branches on: fps, drops, latency, CPU, memory (~5 min).
 bench-live: build

@@ -139,6 +139,25 @@ pub fn faces(p: Prepared) -> anyhow::Result<serde_json::Value> {
     }))
 }
 
+/// Runs the whole pipeline as configured (meant for an actions-only config on a file) and times
+/// it from the start of the run to its end, model loading excluded: clips scored per second.
+pub fn pipeline(p: Prepared) -> anyhow::Result<serde_json::Value> {
+    let batch = p.loaded.config.action.max_batch;
+    let threads = p.loaded.config.runtime.intra_threads;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started = Instant::now();
+    let summary = crate::pipeline::run(p, &crate::pipeline::RunOptions::default(), stop)?;
+    let secs = started.elapsed().as_secs_f64();
+    if !summary.ok() {
+        bail!("the run failed: {summary:?}");
+    }
+    Ok(serde_json::json!({
+        "frames": summary.frames, "clips": summary.clips, "seconds": secs,
+        "clips_per_s": summary.clips as f64 / secs, "fps": summary.frames as f64 / secs,
+        "max_batch": batch, "threads": threads, "events": summary.events,
+    }))
+}
+
 /// A small seeded generator (SplitMix64) with normal deviates, so synthetic galleries are the
 /// same in every run.
 struct Rng(u64);
@@ -199,6 +218,9 @@ pub struct GalleryBench {
     pub dir: std::path::PathBuf,
     pub index: crate::config::GalleryIndexConfig,
     pub seed: u64,
+    /// Keep a gallery (and index) left in `dir` by an earlier run with the same options instead of
+    /// enrolling and building again: only reloading is timed then.
+    pub reuse: bool,
     /// Candidate list sizes to search with (the same index, searched once per value).
     pub ef_search: Vec<usize>,
     /// Spectrum of the synthetic identities: the variance of component j falls as
@@ -238,23 +260,34 @@ pub fn gallery(o: &GalleryBench) -> anyhow::Result<serde_json::Value> {
     let noise_sigma = 0.35 / (o.dim as f64).sqrt();
     std::fs::create_dir_all(&o.dir)
         .with_context(|| format!("cannot create {}", o.dir.display()))?;
-    let path = o.dir.join(format!("gallery-{}.json", o.size));
-    let _ = std::fs::remove_file(&path);
-    let _ = std::fs::remove_dir_all(ann::index_dir(&path));
+    let path = o.dir.join(format!(
+        "gallery-{}-d{}-decay{}-seed{}.json",
+        o.size, o.dim, o.decay, o.seed
+    ));
     let mut rng = Rng(o.seed);
-
-    let t = Instant::now();
-    let mut g = Gallery::open(&path, "synthetic", o.dim)?;
-    for i in 0..o.size {
-        let e = person(&mut rng);
-        g.enroll(&format!("person-{i:07}"), e, "synthetic".into())?;
+    let reused =
+        o.reuse && Gallery::open(&path, "synthetic", o.dim).is_ok_and(|g| g.people.len() == o.size);
+    let (mut enrol_s, mut save_s) = (None, None);
+    if reused {
+        // Draw the same numbers the enrolment drew, so the queries are the same too.
+        for _ in 0..o.size {
+            person(&mut rng);
+        }
+    } else {
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_dir_all(ann::index_dir(&path));
+        let t = Instant::now();
+        let mut g = Gallery::open(&path, "synthetic", o.dim)?;
+        for i in 0..o.size {
+            let e = person(&mut rng);
+            g.enroll(&format!("person-{i:07}"), e, "synthetic".into())?;
+        }
+        enrol_s = Some(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        g.save()?;
+        save_s = Some(t.elapsed().as_secs_f64());
     }
-    let enrol_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    g.save()?;
-    let save_s = t.elapsed().as_secs_f64();
     let file_mib = std::fs::metadata(&path)?.len() as f64 / (1 << 20) as f64;
-    drop(g);
 
     let t = Instant::now();
     let g = Gallery::open(&path, "synthetic", o.dim)?;
@@ -271,14 +304,16 @@ pub fn gallery(o: &GalleryBench) -> anyhow::Result<serde_json::Value> {
     let t = Instant::now();
     let fp = ann::fingerprint(&g.people);
     let fingerprint_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let built = ann::HnswIndex::build(&g.people, params)?;
-    let build_s = t.elapsed().as_secs_f64();
     let dir = ann::index_dir(&path);
-    let t = Instant::now();
-    built.save(&dir, &fp)?;
-    let index_save_s = t.elapsed().as_secs_f64();
-    drop(built);
+    let (mut build_s, mut index_save_s) = (None, None);
+    if !(reused && ann::HnswIndex::load(&dir, &g.people, &fp, params)?.is_some()) {
+        let t = Instant::now();
+        let built = ann::HnswIndex::build(&g.people, params)?;
+        build_s = Some(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        built.save(&dir, &fp)?;
+        index_save_s = Some(t.elapsed().as_secs_f64());
+    }
     let t = Instant::now();
     let fp2 = ann::fingerprint(&g.people);
     let hnsw = ann::HnswIndex::load(&dir, &g.people, &fp2, params)?
@@ -358,7 +393,7 @@ pub fn gallery(o: &GalleryBench) -> anyhow::Result<serde_json::Value> {
         "size": o.size, "dim": o.dim, "decay": o.decay, "participation_ratio": participation,
         "m": params.m, "ef_construction": params.ef_construction,
         "threads": std::thread::available_parallelism().map_or(1, |n| n.get()),
-        "enrol_s": enrol_s, "save_s": save_s, "file_mib": file_mib, "reload_s": reload_s,
+        "reused": reused, "enrol_s": enrol_s, "save_s": save_s, "file_mib": file_mib, "reload_s": reload_s,
         "fingerprint_s": fingerprint_s, "index_build_s": build_s, "index_save_s": index_save_s,
         "index_load_s": index_load_s, "rss_mib": rss, "searches": runs,
     }))

@@ -224,6 +224,11 @@ enum BenchCmd {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Time a whole run of the config (model loading excluded): clips scored per second.
+    Pipeline {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Time the action classifier on the first real clip of the config's first stream.
     Classify {
         #[arg(long, short)]
@@ -262,6 +267,9 @@ enum BenchCmd {
         ef_search: Vec<usize>,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Reuse the gallery and index an earlier run left in --dir (only reloading is timed).
+        #[arg(long)]
+        reuse: bool,
         /// Variance of component j falls as (j+1)^-decay (0: isotropic).
         #[arg(long, default_value_t = 0.0)]
         decay: f64,
@@ -423,6 +431,7 @@ fn main() -> ExitCode {
             ef_search,
             seed,
             decay,
+            reuse,
         }) => {
             let index = vigil::config::GalleryIndexConfig {
                 m,
@@ -438,9 +447,14 @@ fn main() -> ExitCode {
                 seed,
                 decay,
                 ef_search,
+                reuse,
             };
             vigil::bench::gallery(&o).map(|v| println!("{v}"))
         }
+        Cmd::Bench(BenchCmd::Pipeline { config }) => match prepared(&config) {
+            Ok(p) => vigil::bench::pipeline(p).map(|v| println!("{v}")),
+            Err(code) => return code,
+        },
         Cmd::Bench(BenchCmd::Decode { file }) => {
             vigil::bench::decode(&file).map(|v| println!("{v}"))
         }

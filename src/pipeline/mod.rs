@@ -53,6 +53,8 @@ pub struct Summary {
     pub sink_errors: u64,
     /// Set when the inference worker failed.
     pub inference_error: Option<String>,
+    /// Clips the classifier scored.
+    pub clips: u64,
 }
 
 impl Summary {
@@ -418,6 +420,10 @@ pub fn run(p: Prepared, opts: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Res
         }
     }
     summary.inference_error = (!errors.is_empty()).then(|| errors.join("; "));
+    summary.clips = metrics
+        .stage_processed
+        .with_label_values(&["classifier"])
+        .get();
     if stop.load(Ordering::Relaxed) {
         tracing::info!("stopped on request; everything queued was written");
     }
