@@ -14,7 +14,6 @@ Each function returns {"rows": [...], "notes": [...], ...} in bench.py's row for
 
 import json
 import math
-import os
 import statistics
 import subprocess
 import sys
@@ -155,14 +154,14 @@ def bench_int8(vigil, sampler, workdir, runs, threads, compare_python):
         total, same = agreement["total"]["windows"], agreement["total"]["top1_agree"]
         rows.append([f"int8 I3D: windows of the real clips whose top-1 label equals fp32's (of {total})",
                      f"{same}", f"{total}", same / total if total else 0.0, 1.0, 0.0])
-        for f in agreement["files"]:
-            for d in f["differ"]:
-                notes.append(f"int8 changes the label of {Path(f['file']).name} at {d['start_s']} s: fp32 "
+        for clip in agreement["files"]:
+            for d in clip["differ"]:
+                notes.append(f"int8 changes the label of {Path(clip['file']).name} at {d['start_s']} s: fp32 "
                              f"{d['fp32'][0]!r} {d['fp32'][1]:.3f}, int8 {d['int8'][0]!r} {d['int8'][1]:.3f} "
                              f"(int8 gives fp32's label {d['int8_p_of_fp32_label']:.3f}).")
         notes.append("int8 model files: " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in agreement["model_bytes"].items())
-                     + f"; per-file top-5 overlap (mean) " + ", ".join(
-                         f"{Path(f['file']).name} {f['top5_overlap_mean']}" for f in agreement["files"]) + ".")
+                     + "; per-file top-5 overlap (mean) " + ", ".join(
+                         f"{Path(c['file']).name} {c['top5_overlap_mean']}" for c in agreement["files"]) + ".")
     return {"rows": rows, "notes": notes, "int8_per_fp32": i / f, "agreement": agreement}
 
 
