@@ -503,6 +503,12 @@ def why_missed(rows):
     """For each kind of row that missed its target, what the profile or the measurement showed."""
     missed = [r[0] for r in rows if r[3] < r[4]]
     why = []
+    if any(m.startswith("action classifier") for m in missed):
+        why.append("MISS explained (classifier): both sides run the same ONNX Runtime library with the same "
+                   "threads; vigil's timed call also fills the input tensor from the clip's frames (about 5 M "
+                   "values), the peer's is session.run alone. On this shared 2-core VM the ratio has ranged "
+                   "from 0.87 (quick mode, 4 calls per side) to 1.09 between runs; more --runs and --rounds "
+                   "narrow it.")
     if any("whole process" in m for m in missed):
         why.append("MISS explained (decode, whole process): the stage rows, which leave out process start-up, "
                    "pass; the whole-process rows of short files pay vigil's start-up (see the start-up note: "
