@@ -52,7 +52,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_extra  # noqa: E402
 
-from bench_extra import BUILD, DEMO_VIDEO, LABELS, MODEL, ORT_LIBRARY, ROOT  # noqa: E402
+from bench_extra import DEMO_VIDEO, LABELS, MODEL, ORT_LIBRARY, ROOT  # noqa: E402
 SHARED_MEDIA = ROOT.parent / "shared" / "media"
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm"}
 PEER_SCRIPT = ROOT / "scripts" / "bench_peer_ort.py"
