@@ -431,9 +431,10 @@ impl Gallery {
         };
         let dir = ann::index_dir(&self.path);
         let started = Instant::now();
-        let fingerprint = ann::fingerprint(&self.people);
-        if cfg.persist {
-            match ann::HnswIndex::load(&dir, &self.people, &fingerprint, params) {
+        // Only a persisted index needs to know what it was built from.
+        let fingerprint = cfg.persist.then(|| ann::fingerprint(&self.people));
+        if let Some(fingerprint) = &fingerprint {
+            match ann::HnswIndex::load(&dir, &self.people, fingerprint, params) {
                 Ok(Some(ix)) => {
                     tracing::info!(
                         "gallery index {} loaded: {rows} embeddings in {:.2} s",
@@ -454,8 +455,8 @@ impl Gallery {
             "gallery HNSW index built over {rows} embeddings in {:.1} s",
             started.elapsed().as_secs_f64()
         );
-        if cfg.persist {
-            if let Err(e) = ix.save(&dir, &fingerprint) {
+        if let Some(fingerprint) = &fingerprint {
+            if let Err(e) = ix.save(&dir, fingerprint) {
                 tracing::warn!("{e:#}; it will be built again at the next start");
             }
         }
