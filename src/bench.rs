@@ -110,10 +110,8 @@ pub fn faces(p: Prepared) -> anyhow::Result<serde_json::Value> {
     let before = std::fs::read_to_string(&sink)
         .map(|t| t.lines().count())
         .unwrap_or(0);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let started = Instant::now();
-    let opts = crate::pipeline::RunOptions::default();
-    let summary = crate::pipeline::run(p, &opts, stop)?;
+    let summary = run(p)?;
     let secs = started.elapsed().as_secs_f64();
     let text = std::fs::read_to_string(&sink)
         .with_context(|| format!("cannot read {}", sink.display()))?;
@@ -139,14 +137,20 @@ pub fn faces(p: Prepared) -> anyhow::Result<serde_json::Value> {
     }))
 }
 
+/// A whole run with default options and no metrics endpoint.
+fn run(p: Prepared) -> anyhow::Result<crate::pipeline::Summary> {
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+    let opts = crate::pipeline::RunOptions::default();
+    crate::pipeline::run(p, opts, metrics, crate::shutdown::Shutdown::new())
+}
+
 /// Runs the whole pipeline as configured (meant for an actions-only config on a file) and times
 /// it from the start of the run to its end, model loading excluded: clips scored per second.
 pub fn pipeline(p: Prepared) -> anyhow::Result<serde_json::Value> {
     let batch = p.loaded.config.action.max_batch;
     let threads = p.loaded.config.runtime.intra_threads;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let started = Instant::now();
-    let summary = crate::pipeline::run(p, &crate::pipeline::RunOptions::default(), stop)?;
+    let summary = run(p)?;
     let secs = started.elapsed().as_secs_f64();
     if !summary.ok() {
         bail!("the run failed: {summary:?}");

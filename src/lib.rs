@@ -8,16 +8,29 @@
 //! - [`gallery`]: the one-shot gallery: enrolment, persistence, verify and identify.
 //! - [`event`]: the event schema and the sinks (stdout, JSONL file).
 //! - [`metrics`]: the Prometheus registry and the `/metrics`, `/healthz`, `/readyz` endpoints.
-//! - [`pipeline`]: preparation (what `vigil check` verifies) and the threads of a run.
+//! - [`pipeline`]: preparation (what `vigil check` verifies), the runtime topology that adds
+//!   and removes streams while the shared stages run, and a whole run.
+//! - [`control`]: the control plane: the HTTP API, persisted runtime changes, gallery
+//!   operations shared by the CLI and the API, tokens.
+//! - [`stage`]: the one contract every stage follows; [`shutdown`]: the one way to stop.
+//! - [`annotate`]: annotated video of file streams.
 //! - [`bench`]: the measurements behind `vigil bench`.
+//!
+//! Layers, lowest first (each imports only from those before it): `config`, `shutdown`,
+//! `metrics`, `stage`, `source`, `infer`, `event`, `annotate`, `gallery`, `action`, `face`,
+//! `pipeline`, `control`, `bench`.
 
 pub mod action;
+pub mod annotate;
 pub mod bench;
 pub mod config;
+pub mod control;
 pub mod event;
 pub mod face;
 pub mod gallery;
 pub mod infer;
 pub mod metrics;
 pub mod pipeline;
+pub mod shutdown;
 pub mod source;
+pub mod stage;

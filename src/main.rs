@@ -4,10 +4,9 @@ use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use vigil::config::Problems;
 use vigil::pipeline::{self, Prepared, RunOptions};
+use vigil::shutdown::{Shutdown, Why};
 
 /// Exit code for a config that fails its checks.
 const EXIT_CONFIG: u8 = 2;
@@ -51,6 +50,39 @@ enum Cmd {
     /// Measurements for scripts/bench.py (each prints one JSON object).
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// API tokens (`api.tokens` in the config).
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// The configuration file's format.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Print a fresh random token once, and the config line that lets it in (only its SHA-256
+    /// goes in the config).
+    New {
+        /// Who will hold the token (shown in logs instead of the token).
+        #[arg(long)]
+        name: String,
+        /// `read` (look only) or `write` (also change streams and the gallery).
+        #[arg(long, value_enum)]
+        scope: ScopeArg,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ScopeArg {
+    Read,
+    Write,
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Print the JSON Schema of the config, generated from the structs that parse it (point
+    /// your editor's YAML support at it).
+    Schema,
 }
 
 #[derive(clap::Args)]
@@ -115,7 +147,7 @@ enum GalleryCmd {
 const EXIT_DIFFERENT: u8 = 3;
 
 fn gallery(cmd: GalleryCmd) -> ExitCode {
-    use vigil::gallery::ops;
+    use vigil::control::gallery::{self as ops, Photo};
     let g = match &cmd {
         GalleryCmd::Enroll { g, .. }
         | GalleryCmd::List { g }
@@ -134,18 +166,21 @@ fn gallery(cmd: GalleryCmd) -> ExitCode {
     let result = match &cmd {
         GalleryCmd::Enroll {
             name, face, images, ..
-        } => s.enroll(name, images, *face),
-        GalleryCmd::List { .. } => Ok(s.list()),
+        } => {
+            let photos: Vec<Photo> = images.iter().map(|p| Photo::File(p)).collect();
+            s.enroll(name, &photos, *face)
+        }
+        GalleryCmd::List { .. } => s.list(),
         GalleryCmd::Remove { name, .. } => s.remove(name),
-        GalleryCmd::Identify { top, image, .. } => s.identify(image, (*top).max(1)),
+        GalleryCmd::Identify { top, image, .. } => s.identify(&Photo::File(image), (*top).max(1)),
         GalleryCmd::Verify {
             name, face, image, ..
-        } => s.verify(name, image, *face),
+        } => s.verify(name, &Photo::File(image), *face),
     };
     let v = match result {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -304,7 +339,7 @@ fn prepared(config: &Path) -> Result<Prepared, ExitCode> {
 }
 
 /// First signal: stop reading, drain, flush. Second: exit at once.
-fn install_signals(stop: Arc<AtomicBool>) -> std::io::Result<()> {
+fn install_signals(stop: Shutdown) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()?;
@@ -323,7 +358,7 @@ fn install_signals(stop: Arc<AtomicBool>) -> std::io::Result<()> {
                 for n in 0.. {
                     tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
                     if n == 0 {
-                        stop.store(true, Ordering::SeqCst);
+                        stop.cancel(Why::Exit);
                         tracing::warn!(
                             "stopping: finishing queued work (signal again to exit at once)"
                         );
@@ -361,6 +396,7 @@ fn main() -> ExitCode {
                 // Cameras are not part of the config's validity (a run retries them until they
                 // answer), but whether they answer now is worth knowing.
                 for s in p.streams.iter().filter(|s| s.plan.kind.is_live()) {
+                    use vigil::source::LiveSource;
                     match vigil::source::live::LiveReader::open(&s.plan.kind, &s.plan.live) {
                         Ok(r) => {
                             let i = r.info();
@@ -385,18 +421,16 @@ fn main() -> ExitCode {
                 Ok(p) => p,
                 Err(code) => return code,
             };
-            let stop = Arc::new(AtomicBool::new(false));
+            let stop = Shutdown::new();
             if let Err(e) = install_signals(stop.clone()) {
                 tracing::warn!("cannot install signal handlers: {e}");
             }
-            match pipeline::run(
-                p,
-                &RunOptions {
-                    progress: !no_progress,
-                    annotate,
-                },
-                stop,
-            ) {
+            let opts = RunOptions {
+                progress: !no_progress,
+                annotate,
+                serve: false,
+            };
+            match vigil::control::run(p, opts, stop) {
                 Ok(s) if s.ok() => {
                     tracing::info!("done: {} events", s.events);
                     Ok(())
@@ -417,6 +451,39 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Gallery(cmd) => return gallery(cmd),
+        Cmd::Token(TokenCmd::New { name, scope }) => {
+            if name.trim().is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+                eprintln!("error: --name must be 1..=64 printable characters");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            match vigil::control::token::new_token() {
+                Ok(token) => {
+                    let scope = match scope {
+                        ScopeArg::Read => "read",
+                        ScopeArg::Write => "write",
+                    };
+                    let hash = vigil::control::token::sha256_hex(&token);
+                    println!("{token}");
+                    eprintln!(
+                        "Keep the token above secret: it is shown once. Add this line under `api: tokens:` in the config:"
+                    );
+                    println!(
+                        "    - {{name: {}, sha256: {hash}, scope: {scope}}}",
+                        serde_json::to_string(&name).unwrap_or_default()
+                    );
+                    Ok(())
+                }
+                Err(e) => Err(anyhow::anyhow!("cannot read random bytes: {e}")),
+            }
+        }
+        Cmd::Config(ConfigCmd::Schema) => {
+            let schema = schemars::schema_for!(vigil::config::Config);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).expect("a schema serialises")
+            );
+            Ok(())
+        }
         Cmd::Bench(BenchCmd::Faces { config }) => match prepared(&config) {
             Ok(p) => vigil::bench::faces(p).map(|v| println!("{v}")),
             Err(code) => return code,

@@ -106,7 +106,9 @@ fn compose_and_kubernetes_files_parse_and_wire_the_real_endpoints() {
 /// Metric families vigil exports, with a series for every configured label set.
 fn exported() -> BTreeSet<String> {
     let m = vigil::metrics::Metrics::new();
-    m.init_streams(&["cam"], &["action", "faces"], &["i3d_kinetics400"]);
+    use vigil::config::Branch;
+    m.init_stream("cam", &[Branch::Action, Branch::Faces]);
+    m.init_shared(&[Branch::Action, Branch::Faces], &["i3d_kinetics400"]);
     m.init_sinks(&["stdout", "mqtt", "webhook"]);
     let mut names = BTreeSet::new();
     for line in m.render().lines() {

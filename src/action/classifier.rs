@@ -3,15 +3,16 @@
 //! probabilities on, in the order the clips arrived.
 
 use super::clip::Clip;
-use crate::event::Span;
+use crate::event::{EventMsg, Span};
 use crate::infer::{self, InferError};
-use crate::metrics::Metrics;
-use crate::source::StreamEnd;
+use crate::metrics::{self, Drop};
+use crate::source::{Names, StreamEnd};
+use crate::stage::{Context, Stage};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use ort::session::{RunOptions, Session};
 use ort::value::TensorRef;
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -221,14 +222,48 @@ pub fn load(
     Ok((c, classes))
 }
 
-/// How the worker batches, and the stream ids for its metrics.
-pub struct Batching {
+/// The classifier stage: the model, how it batches, and the stream ids for its metrics.
+pub struct ClassifierStage {
+    pub classifier: Classifier,
     pub max_batch: usize,
     /// Longest wait for a batch to fill once its first clip is queued.
     pub max_wait: Duration,
-    pub stream_ids: Vec<String>,
+    pub names: Arc<Names>,
     /// Live streams' newest clips.
     pub latest: Arc<Latest>,
+}
+
+impl Stage for ClassifierStage {
+    const STAGE: metrics::Stage = metrics::Stage::Classifier;
+    type Input = Receiver<ClipMsg>;
+    type Output = Sender<EventMsg>;
+    type Done = Result<(), InferError>;
+
+    fn run(self, cx: &Context, rx: Receiver<ClipMsg>, tx: Sender<EventMsg>) -> Self::Done {
+        run(self, rx, tx, cx)
+    }
+}
+
+impl From<Scored> for EventMsg {
+    fn from(s: Scored) -> EventMsg {
+        match s {
+            Scored::Clip {
+                stream,
+                span,
+                probs,
+                captured,
+                keyframe,
+            } => EventMsg::Clip {
+                stream,
+                span,
+                probs,
+                captured,
+                keyframe,
+            },
+            Scored::Gap(s) => EventMsg::Gap(s),
+            Scored::End(e) => EventMsg::End(e),
+        }
+    }
 }
 
 /// The newest unclassified clip of each live stream. A live stream never queues clips for the
@@ -238,19 +273,18 @@ pub struct Batching {
 /// [`ClipMsg::Ready`] token through the queue; the token takes whatever is newest when the
 /// classifier reaches it. A token carries its epoch and takes only a clip of that epoch, so a
 /// clip from before a gap is classified before the gap or not at all.
+#[derive(Default)]
 pub struct Latest {
-    slots: Vec<Mutex<Option<(u32, Clip)>>>,
+    slots: Mutex<HashMap<usize, (u32, Clip)>>,
 }
 
 impl Latest {
-    pub fn new(streams: usize) -> Latest {
-        Latest {
-            slots: (0..streams).map(|_| Mutex::new(None)).collect(),
-        }
+    pub fn new() -> Latest {
+        Latest::default()
     }
 
-    fn slot(&self, stream: usize) -> std::sync::MutexGuard<'_, Option<(u32, Clip)>> {
-        self.slots[stream]
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<usize, (u32, Clip)>> {
+        self.slots
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -259,7 +293,7 @@ impl Latest {
     /// slot was empty, or held a clip of an earlier epoch whose token will not take this one)
     /// and whether an older clip was dropped.
     pub fn put(&self, stream: usize, epoch: u32, clip: Clip) -> (bool, bool) {
-        match self.slot(stream).replace((epoch, clip)) {
+        match self.slots().insert(stream, (epoch, clip)) {
             None => (true, false),
             Some((e, _)) => (e != epoch, true),
         }
@@ -267,11 +301,16 @@ impl Latest {
 
     /// The waiting clip, if it belongs to `epoch` (a token from before a gap finds nothing).
     pub fn take(&self, stream: usize, epoch: u32) -> Option<Clip> {
-        let mut slot = self.slot(stream);
-        match &*slot {
-            Some((e, _)) if *e == epoch => slot.take().map(|(_, c)| c),
+        let mut slots = self.slots();
+        match slots.get(&stream) {
+            Some((e, _)) if *e == epoch => slots.remove(&stream).map(|(_, c)| c),
             _ => None,
         }
+    }
+
+    /// Forgets a stream that ended (its slot may hold a clip no token will take).
+    pub fn forget(&self, stream: usize) {
+        self.slots().remove(&stream);
     }
 }
 
@@ -285,34 +324,37 @@ fn admit(m: ClipMsg, batch: &mut Vec<Clip>, latest: &Latest) -> Option<ClipMsg> 
     None
 }
 
-/// The worker loop; returns when every sender is gone, or on an inference error. Once `stop` is
-/// set, clips still queued are counted as dropped (reason `shutdown`) instead of classified, so
-/// shutdown waits for one inference call at most; gaps and end markers still pass in order.
+/// The worker loop; returns when every sender is gone, or on an inference error. Once the
+/// process stops, clips still queued are counted as dropped (reason `shutdown`) instead of
+/// classified, so shutdown waits for one inference call at most; gaps and end markers still
+/// pass in order.
 pub fn run<T: From<Scored>>(
-    mut c: Classifier,
+    st: ClassifierStage,
     rx: Receiver<ClipMsg>,
     tx: Sender<T>,
-    how: &Batching,
-    metrics: &Metrics,
-    stop: &AtomicBool,
-    meter: &crate::metrics::StageMeter,
+    cx: &Context,
 ) -> Result<(), InferError> {
-    let Batching {
+    let ClassifierStage {
+        classifier: mut c,
         max_batch,
         max_wait,
-        stream_ids,
+        names,
         latest,
-    } = how;
-    let (max_batch, max_wait) = (*max_batch, *max_wait);
-    let depth = metrics.queue_depth.with_label_values(&["classifier"]);
-    let seconds = metrics.inference_seconds.with_label_values(&[&c.name]);
-    let batch_size = metrics.inference_batch.with_label_values(&[&c.name]);
+    } = st;
+    let latest = &*latest;
+    let (metrics, meter, stop) = (&cx.metrics, &cx.meter, &cx.shutdown);
+    let depth = metrics.queue_depth(metrics::Stage::Classifier);
+    let seconds = metrics.inference_seconds(&c.name);
+    let batch_size = metrics.inference_batch(&c.name);
     let mut batch: Vec<Clip> = Vec::with_capacity(max_batch);
     // Gaps and ends, in arrival order, sent after the batch they follow.
     let mut marks: Vec<Scored> = Vec::new();
     let mark = |m: ClipMsg| match m {
         ClipMsg::Gap(s) => Scored::Gap(s),
-        ClipMsg::End(e) => Scored::End(e),
+        ClipMsg::End(e) => {
+            latest.forget(e.stream);
+            Scored::End(e)
+        }
         ClipMsg::Clip(_) | ClipMsg::Ready { .. } => unreachable!("clips are batched"),
     };
     while let Ok(first) = rx.recv() {
@@ -337,15 +379,13 @@ pub fn run<T: From<Scored>>(
         depth.set(rx.len() as i64);
         let drop_all = |batch: &mut Vec<Clip>| {
             for clip in batch.drain(..) {
-                let id = stream_ids.get(clip.stream).map_or("", String::as_str);
                 metrics
-                    .clips_dropped
-                    .with_label_values(&[id, "shutdown"])
+                    .clips_dropped(&names.get(clip.stream), Drop::Shutdown)
                     .inc();
-                meter.dropped("shutdown");
+                meter.dropped(Drop::Shutdown);
             }
         };
-        if stop.load(Ordering::Relaxed) {
+        if stop.is_cancelled() {
             drop_all(&mut batch);
         }
         if !batch.is_empty() {
@@ -359,7 +399,7 @@ pub fn run<T: From<Scored>>(
                     p
                 }
                 // Cut short by shutdown: these clips are dropped like the queued ones.
-                Err(_) if stop.load(Ordering::Relaxed) => {
+                Err(_) if stop.is_cancelled() => {
                     drop_all(&mut batch);
                     Vec::new()
                 }
@@ -415,7 +455,7 @@ mod tests {
 
     #[test]
     fn a_live_stream_keeps_only_its_newest_clip_and_never_mixes_epochs() {
-        let l = Latest::new(1);
+        let l = Latest::new();
         // The first clip needs a token; newer ones replace it without another.
         assert_eq!(l.put(0, 0, clip(1)), (true, false));
         assert_eq!(l.put(0, 0, clip(2)), (false, true));

@@ -7,13 +7,32 @@ pub mod clip;
 pub mod sampler;
 pub mod smoother;
 
-use crate::config::ActionConfig;
-use crate::metrics::StreamStage;
+use crate::config::{ActionConfig, Branch};
+use crate::metrics::{self, Drop};
 use crate::source::{EndReason, Frame, StreamMsg};
+use crate::stage::{Context, Stage};
 use classifier::ClipMsg;
 use classifier::Latest;
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::Arc;
+
+/// The per-stream half of the branch, as a stage: see [`run_stream`].
+pub struct ActionSampler {
+    pub cfg: ActionConfig,
+    /// A live stream's slot for its newest clip.
+    pub live: Option<Arc<Latest>>,
+}
+
+impl Stage for ActionSampler {
+    const STAGE: metrics::Stage = metrics::Stage::ActionSampler;
+    type Input = Receiver<StreamMsg>;
+    type Output = Sender<ClipMsg>;
+    type Done = ();
+
+    fn run(self, cx: &Context, rx: Receiver<StreamMsg>, tx: Sender<ClipMsg>) {
+        run_stream(cx, rx, tx, &self.cfg, self.live)
+    }
+}
 
 /// The per-stream half of the branch: sample, preprocess, cut clips, queue them for the
 /// classifier, and pass the stream's end on behind its last clip. A `live` stream (given its
@@ -22,29 +41,21 @@ use std::sync::Arc;
 /// classified is recent. A new epoch (reconnection, another pass over a looped file) closes the
 /// window: no clip spans a gap.
 pub fn run_stream(
-    at: &StreamStage,
+    cx: &Context,
     rx: Receiver<StreamMsg>,
     tx: Sender<ClipMsg>,
     cfg: &ActionConfig,
     live: Option<Arc<Latest>>,
 ) {
-    let StreamStage {
-        stream,
-        id: stream_id,
-        metrics,
-        meter,
-    } = *at;
+    let (stream, stream_id) = cx.stream();
+    let (metrics, meter) = (&cx.metrics, &cx.meter);
     let mut b = StreamBranch {
         stream,
         cfg,
         tx,
         live,
-        sampled: metrics
-            .frames_sampled
-            .with_label_values(&[stream_id, "action"]),
-        busy: metrics
-            .clips_dropped
-            .with_label_values(&[stream_id, "classifier_busy"]),
+        sampled: metrics.frames_sampled(stream_id, Branch::Action),
+        busy: metrics.clips_dropped(stream_id, Drop::ClassifierBusy),
         sampler: sampler::Sampler::new(cfg.sample_fps),
         prep: clip::Preprocess::new(cfg.resize_short_side, cfg.crop),
         window: clip::ClipWindow::new(stream, cfg.frames, cfg.stride, cfg.sample_fps),
@@ -72,6 +83,7 @@ pub fn run_stream(
                 b.meter.done(started);
             }
             StreamMsg::End(mut end) => {
+                // A removed stream's window is classified too: its events come before its end.
                 if end.reason != EndReason::Stopped {
                     b.flush();
                 }
@@ -161,7 +173,7 @@ impl StreamBranch<'_> {
         let (token, replaced) = latest.put(self.stream, self.epoch, clip);
         if replaced {
             self.busy.inc();
-            self.meter.dropped("classifier_busy");
+            self.meter.dropped(Drop::ClassifierBusy);
         }
         !token
             || self

@@ -11,7 +11,7 @@ pub(crate) use validate::check_readable_file;
 
 pub use locate::{Locator, Pos};
 pub use schema::*;
-pub use validate::{validate, validate_faces};
+pub use validate::{check_stream, validate, validate_faces};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

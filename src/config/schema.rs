@@ -1,14 +1,17 @@
 //! The YAML schema. Every struct denies unknown keys, and every field says its unit and default:
 //! these comments are the source of `docs/config.md`.
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// One entry per camera or file. Required, at least one.
+    /// One entry per camera or file. At least one, unless `api` is set (streams can then be
+    /// added while vigil runs).
+    #[serde(default)]
     pub streams: Vec<StreamConfig>,
     /// The action branch: sampler, clip window, model, smoother.
     #[serde(default)]
@@ -31,10 +34,82 @@ pub struct Config {
     /// Cameras and network streams: transport, timeouts, reconnection.
     #[serde(default)]
     pub live: LiveConfig,
+    /// The control plane: an HTTP API under `/v1` to add and remove streams, enrol people and
+    /// follow events while vigil runs. Default: off.
+    #[serde(default)]
+    pub api: Option<ApiConfig>,
+}
+
+/// The HTTP control plane (docs/api.md).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address and port to serve on, such as `127.0.0.1:8080`. Required. A listener that is not
+    /// on a loopback address needs `tokens`.
+    pub listen: String,
+    /// Who may call the API. Each token is stored as the SHA-256 (hex) of the token, never the
+    /// token itself; `vigil token new` makes one. `read` tokens may only look, `write` tokens
+    /// may also change things. Default: none (then only a loopback listener is allowed, and
+    /// every caller may write).
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+    /// Folder where changes made over the API persist (streams added and removed), so they
+    /// survive a restart; relative to the config file. Default `state` beside the config.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Largest request body, bytes (an uploaded photo). Default 16 MiB.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Events kept in memory for `GET /v1/events` and for resuming an event stream. Default 1000.
+    #[serde(default = "default_event_ring")]
+    pub event_ring: usize,
+    /// An idle connection (no complete request headers) is closed after this, milliseconds.
+    /// Default 30000.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// Most connections served at once; more wait to be accepted. Default 512.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("state")
+}
+fn default_max_body() -> usize {
+    16 << 20
+}
+fn default_event_ring() -> usize {
+    1000
+}
+fn default_idle_timeout_ms() -> u64 {
+    30_000
+}
+fn default_max_connections() -> usize {
+    512
+}
+
+/// One API token.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds it (shown in logs instead of the token). Required.
+    pub name: String,
+    /// SHA-256 of the token, 64 hex digits. Required.
+    pub sha256: String,
+    /// `read` (GET only) or `write` (everything). Required.
+    pub scope: Scope,
+}
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Read,
+    Write,
 }
 
 /// One video source.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StreamConfig {
     /// Name used in events, logs and metric labels: letters, digits, `_`, `-`, `.`; at most 64.
@@ -46,7 +121,7 @@ pub struct StreamConfig {
     pub url: String,
     /// Which branches look at this stream: a list of `action`, `faces`. Default: every
     /// enabled branch.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branches: Option<Vec<Branch>>,
     /// Files only: read at the file's own frame rate, as a camera would deliver it, with the
     /// live drop policy. Default false (as fast as the pipeline takes frames, none dropped).
@@ -59,11 +134,23 @@ pub struct StreamConfig {
 }
 
 /// A branch of the pipeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Branch {
     Action,
     Faces,
+}
+
+impl Branch {
+    pub const ALL: &'static [Branch] = &[Branch::Action, Branch::Faces];
+
+    /// The config spelling, also the `stage` label of per-branch metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Branch::Action => "action",
+            Branch::Faces => "faces",
+        }
+    }
 }
 
 impl StreamConfig {
@@ -74,7 +161,7 @@ impl StreamConfig {
 }
 
 /// The action-recognition branch.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ActionConfig {
     /// Run the branch at all. Default true.
@@ -121,7 +208,7 @@ impl Default for ActionConfig {
 }
 
 /// An ONNX action classifier taking `[N, 3, T, crop, crop]` RGB 0..255 and giving `[N, classes]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActionModelConfig {
     /// The `.onnx` file. Required.
@@ -145,7 +232,7 @@ fn default_output() -> String {
 }
 
 /// Hysteresis over per-clip scores.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmootherConfig {
     /// A segment starts when a label's probability reaches this. 0..1, default 0.5.
@@ -169,7 +256,7 @@ impl Default for SmootherConfig {
 }
 
 /// Where events are written; chosen by `type:`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum SinkConfig {
     /// JSON lines on standard output.
@@ -238,7 +325,7 @@ impl SinkConfig {
 }
 
 /// The on-disk queue in front of a network sink.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SpoolConfig {
     /// Folder. Default `spool/<sink type>` next to the config file.
@@ -278,7 +365,7 @@ fn default_sinks() -> Vec<SinkConfig> {
 }
 
 /// The Prometheus endpoint.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// Serve `/metrics` at all. Default true.
@@ -297,7 +384,7 @@ impl Default for MetricsConfig {
 }
 
 /// ONNX Runtime.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeConfig {
     /// Path to `libonnxruntime.so`. Default: the `ORT_DYLIB_PATH` environment variable.
@@ -325,7 +412,7 @@ impl Default for RuntimeConfig {
 /// Cameras and network streams. Each live stream has a supervisor that reconnects it after a
 /// failure, waiting `reconnect_initial_ms`, doubling per failed attempt up to
 /// `reconnect_max_ms`, each wait with random jitter (50-100% of it).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LiveConfig {
     /// RTSP over `tcp` (interleaved, works through NAT and firewalls) or `udp`. Default `tcp`.
@@ -355,7 +442,7 @@ impl Default for LiveConfig {
 }
 
 /// How RTSP carries its packets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RtspTransport {
     Tcp,
@@ -363,7 +450,7 @@ pub enum RtspTransport {
 }
 
 /// Where inference runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ExecutionProvider {
     /// ONNX Runtime's CPU provider.
@@ -385,7 +472,7 @@ impl ExecutionProvider {
 }
 
 /// The face branch.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct FacesConfig {
     /// Run the branch. Default false.
@@ -425,7 +512,7 @@ impl Default for FacesConfig {
 }
 
 /// A face detector with five landmarks; chosen by `type:`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum DetectorConfig {
     /// The MTCNN cascade of three ONNX networks.
@@ -465,7 +552,7 @@ fn default_min_probability() -> f32 {
 }
 
 /// An ONNX face embedder taking `[N, 3, S, S]` RGB 0..255 chips.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmbedderConfig {
     /// The `.onnx` file. Required.
@@ -483,7 +570,7 @@ fn default_descriptor() -> String {
 }
 
 /// Face tracks.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrackerConfig {
     /// Smallest box overlap (intersection over union) that continues a track. Default 0.3.
@@ -513,7 +600,7 @@ impl Default for TrackerConfig {
 }
 
 /// The one-shot gallery.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct GalleryConfig {
     /// The gallery file (created by the first `vigil gallery enroll`). Default `gallery.json`.
@@ -535,7 +622,7 @@ impl Default for GalleryConfig {
 }
 
 /// Exact search, or an approximate (HNSW) index for large galleries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum IndexKind {
     /// Exact below `hnsw_above` embeddings, HNSW from there on.
@@ -544,7 +631,7 @@ pub enum IndexKind {
     Hnsw,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct GalleryIndexConfig {
     /// `auto` (default), `exact` or `hnsw`.

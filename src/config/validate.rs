@@ -13,50 +13,28 @@ pub fn validate(l: &Loaded) -> Vec<Problem> {
     let mut out = Vec::new();
     let mut p = |path: String, msg: String| out.push(l.problem(path, msg));
 
-    if c.streams.is_empty() {
-        p("streams".into(), "at least one stream is needed".into());
+    if c.streams.is_empty() && c.api.is_none() {
+        p(
+            "streams".into(),
+            "at least one stream is needed (or an `api` section, to add streams while running)"
+                .into(),
+        );
     }
     let mut ids = HashSet::new();
     for (i, s) in c.streams.iter().enumerate() {
-        if let Err(e) = check_stream_id(&s.id) {
-            p(format!("streams[{i}].id"), e);
-        } else if !ids.insert(s.id.as_str()) {
+        for (field, msg) in check_stream(l, s) {
+            p(format!("streams[{i}].{field}"), msg);
+        }
+        if check_stream_id(&s.id).is_ok() && !ids.insert(s.id.as_str()) {
             p(
                 format!("streams[{i}].id"),
                 format!("stream id `{}` is used twice", s.id),
             );
         }
-        for b in s.branches.iter().flatten() {
-            let (name, on) = match b {
-                super::Branch::Action => ("action", c.action.enabled),
-                super::Branch::Faces => ("faces", c.faces.enabled),
-            };
-            if !on {
-                p(
-                    format!("streams[{i}].branches"),
-                    format!("lists `{name}`, but {name}.enabled is false"),
-                );
-            }
-        }
-        let at = format!("streams[{i}].url");
-        if s.url.trim().is_empty() {
-            p(at, "is empty".into());
-            continue;
-        }
-        match SourceKind::parse(&s.url, |f| l.resolve(f)) {
-            Err(e) => p(at, e),
-            Ok(SourceKind::File(path)) => {
-                if let Err(e) = check_readable_file(&path) {
-                    p(at, e);
-                }
-            }
-            Ok(SourceKind::Network(url)) => {
-                if url.contains(char::is_whitespace) {
-                    p(at, format!("{}: contains white space", redact(&url)));
-                }
-                live_only(&mut p, i, s);
-            }
-            Ok(SourceKind::Device(_)) => live_only(&mut p, i, s),
+    }
+    if let Some(api) = &c.api {
+        for (field, msg) in check_api(api) {
+            p(format!("api.{field}"), msg);
         }
     }
     let lv = &c.live;
@@ -502,14 +480,133 @@ fn net_timeout(p: &mut impl FnMut(String, String), i: usize, ms: u64) {
 }
 
 /// `realtime` and `loop` describe how a file is read; a camera already runs in real time.
-fn live_only(p: &mut impl FnMut(String, String), i: usize, s: &super::StreamConfig) {
-    for (name, on) in [("realtime", s.realtime), ("loop", s.looped)] {
-        if on {
-            p(
-                format!("streams[{i}].{name}"),
-                "applies to files only: a camera or network stream is live already".into(),
-            );
+/// Every problem of one stream entry that can be found without opening it, as (field, message):
+/// the checks `vigil check` makes on `streams[i]` and the API on a stream it is asked to add.
+pub fn check_stream(l: &Loaded, s: &super::StreamConfig) -> Vec<(&'static str, String)> {
+    let c = &l.config;
+    let mut out = Vec::new();
+    if let Err(e) = check_stream_id(&s.id) {
+        out.push(("id", e));
+    }
+    for b in s.branches.iter().flatten() {
+        let on = match b {
+            super::Branch::Action => c.action.enabled,
+            super::Branch::Faces => c.faces.enabled,
+        };
+        if !on {
+            let name = b.as_str();
+            out.push((
+                "branches",
+                format!("lists `{name}`, but {name}.enabled is false"),
+            ));
         }
+    }
+    if s.url.trim().is_empty() {
+        out.push(("url", "is empty".into()));
+        return out;
+    }
+    let live_only = |out: &mut Vec<(&'static str, String)>| {
+        for (name, on) in [("realtime", s.realtime), ("loop", s.looped)] {
+            if on {
+                out.push((
+                    name,
+                    "applies to files only: a camera or network stream is live already".into(),
+                ));
+            }
+        }
+    };
+    match SourceKind::parse(&s.url, |f| l.resolve(f)) {
+        Err(e) => out.push(("url", e)),
+        Ok(SourceKind::File(path)) => {
+            if let Err(e) = check_readable_file(&path) {
+                out.push(("url", e));
+            }
+        }
+        Ok(SourceKind::Network(url)) => {
+            if url.contains(char::is_whitespace) {
+                out.push(("url", format!("{}: contains white space", redact(&url))));
+            }
+            live_only(&mut out);
+        }
+        Ok(SourceKind::Device(_)) => live_only(&mut out),
+    }
+    out
+}
+
+/// Problems of the `api` section, as (field, message).
+fn check_api(api: &super::ApiConfig) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    match api.listen.parse::<SocketAddr>() {
+        Err(e) => out.push((
+            "listen".into(),
+            format!("`{}` is not an address:port ({e})", shorten(&api.listen)),
+        )),
+        Ok(addr) if !addr.ip().is_loopback() && api.tokens.is_empty() => out.push((
+            "listen".into(),
+            format!(
+                "{addr} is reachable from other machines, so `api.tokens` is required (make one with `vigil token new --name NAME --scope write`)"
+            ),
+        )),
+        Ok(_) => {}
+    }
+    let mut names = HashSet::new();
+    for (i, t) in api.tokens.iter().enumerate() {
+        if t.name.trim().is_empty() || t.name.len() > 64 || t.name.chars().any(char::is_control) {
+            out.push((
+                format!("tokens[{i}].name"),
+                "must be 1..=64 printable characters".into(),
+            ));
+        } else if !names.insert(t.name.as_str()) {
+            out.push((
+                format!("tokens[{i}].name"),
+                format!("`{}` is used twice", t.name),
+            ));
+        }
+        if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            out.push((
+                format!("tokens[{i}].sha256"),
+                "must be the SHA-256 of the token as 64 hex digits (not the token itself; `vigil token new` prints the line to add)".into(),
+            ));
+        }
+    }
+    if !(1024..=1 << 30).contains(&api.max_body_bytes) {
+        out.push((
+            "max_body_bytes".into(),
+            format!(
+                "must be 1024..=1073741824 bytes, got {}",
+                api.max_body_bytes
+            ),
+        ));
+    }
+    if !(1..=1_000_000).contains(&api.event_ring) {
+        out.push((
+            "event_ring".into(),
+            format!("must be 1..=1000000 events, got {}", api.event_ring),
+        ));
+    }
+    if !(100..=3_600_000).contains(&api.idle_timeout_ms) {
+        out.push((
+            "idle_timeout_ms".into(),
+            format!(
+                "must be 100..=3600000 milliseconds, got {}",
+                api.idle_timeout_ms
+            ),
+        ));
+    }
+    if !(1..=65_536).contains(&api.max_connections) {
+        out.push((
+            "max_connections".into(),
+            format!("must be 1..=65536, got {}", api.max_connections),
+        ));
+    }
+    out
+}
+
+/// At most 64 characters of a user's value, for an error message.
+fn shorten(v: &str) -> String {
+    match v.char_indices().nth(64) {
+        Some((i, _)) => format!("{}...", &v[..i]),
+        None => v.to_string(),
     }
 }
 

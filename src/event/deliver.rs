@@ -6,9 +6,9 @@
 
 use super::spool::Spool;
 use super::Sink;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Outcome};
+use crate::shutdown::{Shutdown, Why};
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ pub struct SpooledSink {
     name: &'static str,
     spool: Arc<Spool>,
     depth: prometheus::IntGauge,
-    closing: Arc<AtomicBool>,
+    closing: Shutdown,
     thread: Option<JoinHandle<()>>,
     /// How long `close` lets the thread deliver what is spooled.
     drain: Duration,
@@ -41,17 +41,17 @@ impl SpooledSink {
         metrics: Arc<Metrics>,
     ) -> io::Result<SpooledSink> {
         let spool = Arc::new(spool);
-        let metrics_depth = metrics.spool_depth.with_label_values(&[name]);
+        let metrics_depth = metrics.spool_depth(name);
         metrics_depth.set(spool.depth() as i64);
-        let closing = Arc::new(AtomicBool::new(false));
+        let closing = Shutdown::new();
         let (s, c) = (spool.clone(), closing.clone());
         let thread = std::thread::Builder::new()
             .name(format!("sink-{name}"))
             .spawn(move || {
-                let ok = metrics.sink_published.with_label_values(&[name, "ok"]);
-                let failed = metrics.sink_published.with_label_values(&[name, "error"]);
-                let depth = metrics.spool_depth.with_label_values(&[name]);
-                let dropped = metrics.spool_dropped.with_label_values(&[name]);
+                let ok = metrics.sink_published(name, Outcome::Ok);
+                let failed = metrics.sink_published(name, Outcome::Error);
+                let depth = metrics.spool_depth(name);
+                let dropped = metrics.spool_dropped(name);
                 let mut failures = 0u32;
                 let mut reported = 0u64;
                 loop {
@@ -61,7 +61,7 @@ impl SpooledSink {
                     reported = d;
                     let next = match s.peek(Duration::from_millis(100)) {
                         Ok(Some(next)) => next,
-                        Ok(None) if c.load(Ordering::Relaxed) => break,
+                        Ok(None) if c.is_cancelled() => break,
                         Ok(None) => continue,
                         Err(e) => {
                             tracing::error!(sink = name, "{e}");
@@ -91,13 +91,13 @@ impl SpooledSink {
                                 );
                             }
                             failures = failures.saturating_add(1);
-                            if c.load(Ordering::Relaxed) {
+                            if c.is_cancelled() {
                                 break;
                             }
                             let wait = Duration::from_millis(
                                 (500u64 << failures.min(6).saturating_sub(1)).min(10_000),
                             );
-                            crate::source::supervisor::nap(wait, &c);
+                            c.sleep(wait);
                         }
                     }
                 }
@@ -116,7 +116,7 @@ impl SpooledSink {
 }
 
 impl Sink for SpooledSink {
-    fn name(&self) -> &str {
+    fn name(&self) -> &'static str {
         self.name
     }
 
@@ -133,7 +133,7 @@ impl Sink for SpooledSink {
         while self.spool.depth() > 0 && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.closing.store(true, Ordering::Relaxed);
+        self.closing.cancel(Why::Exit);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -1,9 +1,13 @@
 //! Events: the one JSON schema every sink writes (see docs/events.md), and the sinks.
 
 pub mod deliver;
+mod msg;
+pub mod recent;
 mod sink;
+pub mod snapshot;
 pub mod spool;
 
+pub use msg::{EventMsg, FaceSeen, Joined};
 pub use sink::{open_sinks, Sink, SinkError};
 
 use serde::Serialize;
@@ -26,6 +30,11 @@ pub enum EventType {
 }
 
 impl EventType {
+    /// The type named `s` (`face.identified`), as a filter gives it.
+    pub fn parse(s: &str) -> Option<EventType> {
+        EventType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
     pub const ALL: [EventType; 6] = [
         EventType::ActionStarted,
         EventType::ActionEnded,

@@ -22,7 +22,7 @@ pub struct SinkError {
 /// One destination for events.
 pub trait Sink: Send {
     /// Short name for logs and the `sink` metric label.
-    fn name(&self) -> &str;
+    fn name(&self) -> &'static str;
     /// Writes one JSON line.
     fn write_line(&mut self, line: &str) -> io::Result<()>;
     /// Makes everything written durable.
@@ -32,7 +32,7 @@ pub trait Sink: Send {
 struct Stdout;
 
 impl Sink for Stdout {
-    fn name(&self) -> &str {
+    fn name(&self) -> &'static str {
         "stdout"
     }
     fn write_line(&mut self, line: &str) -> io::Result<()> {
@@ -94,7 +94,7 @@ impl JsonlFile {
 }
 
 impl Sink for JsonlFile {
-    fn name(&self) -> &str {
+    fn name(&self) -> &'static str {
         "file"
     }
     fn write_line(&mut self, line: &str) -> io::Result<()> {

@@ -6,6 +6,7 @@
 pub mod align;
 pub mod detector;
 pub mod embedder;
+pub mod sampler;
 pub mod tracker;
 pub mod worker;
 

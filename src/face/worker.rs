@@ -5,18 +5,20 @@ use super::align;
 use super::detector::{Detection, FaceDetector, Mtcnn, MtcnnParams};
 use super::embedder::Embedder;
 use super::tracker::{Decision, Tracker, TrackerParams};
+use crate::annotate::Notes;
+use crate::config::Branch;
 use crate::config::{DetectorConfig, FacesConfig, Loaded};
-use crate::event::{Event, EventType, Payload, RunnerUp};
-use crate::gallery::Index;
+use crate::event::{EventMsg, FaceSeen, RunnerUp};
+use crate::gallery::SharedIndex;
 use crate::infer::{self, InferError};
-use crate::metrics::Metrics;
-use crate::pipeline::EventMsg;
-use crate::source::{Frame, StreamEnd};
+use crate::metrics::{self, Drop};
+use crate::source::{Frame, Names, StreamEnd};
+use crate::stage::{Context, Stage};
 use crossbeam_channel::{Receiver, Sender};
 use opencv::core::{Mat, Rect};
 use opencv::prelude::*;
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -132,240 +134,246 @@ const MAX_ROUND: usize = 8;
 /// Everything the worker needs besides its input.
 pub struct FaceStage {
     pub models: FaceModels,
-    pub index: Arc<dyn Index>,
+    /// The gallery's index as of now, swapped when the gallery changes.
+    pub index: Arc<SharedIndex>,
     pub cfg: FacesConfig,
-    /// Resolved snapshot folder.
-    pub snapshots: Option<PathBuf>,
-    pub names: Vec<String>,
+    /// Whether snapshots are on: each decided face's crop goes to the events stage.
+    pub snapshots: bool,
+    pub names: Arc<Names>,
     /// For annotated video: boxes, tracks and names per examined frame.
-    pub notes: Option<Arc<crate::pipeline::annotate::Notes>>,
+    pub notes: Option<Arc<Notes>>,
+}
+
+/// One stream's tracks and detection schedule.
+struct PerStream {
+    tracker: Tracker,
+    /// Frames since the last full search.
+    since_search: usize,
+    detected: prometheus::IntCounter,
 }
 
 impl FaceStage {
-    fn event(&self, stream: usize, d: &Decision, snapshot: Option<String>) -> Event {
+    fn seen(&self, stream: usize, d: &Decision, crop: Option<Mat>) -> EventMsg {
         if let Some(n) = &self.notes {
             n.named(stream, d.track_id, d.identity.as_deref());
         }
-        let kind = if d.identity.is_some() {
-            EventType::FaceIdentified
-        } else {
-            EventType::FaceUnknown
-        };
-        let payload = Payload::Face {
-            identity: d.identity.clone(),
-            distance: d.distance,
-            runner_up: d.runner_up.as_ref().map(|m| RunnerUp {
-                identity: m.name.clone(),
-                distance: m.distance,
-            }),
-            track_id: d.track_id,
-            bbox: d.bbox.map(|v| v.round()),
-            snapshot,
-        };
-        Event::new(kind, &self.names[stream], d.media_time, payload)
+        EventMsg::Face {
+            stream,
+            seen: FaceSeen {
+                identity: d.identity.clone(),
+                distance: d.distance,
+                runner_up: d.runner_up.as_ref().map(|m| RunnerUp {
+                    identity: m.name.clone(),
+                    distance: m.distance,
+                }),
+                track_id: d.track_id,
+                bbox: d.bbox.map(|v| v.round()),
+                media_time: d.media_time,
+                crop,
+                captured: None,
+            },
+        }
     }
 
-    fn snapshot(&self, stream: usize, frame: &Frame, d: &Decision) -> Option<String> {
-        let dir = self.snapshots.as_ref()?;
+    /// The decided face cut from its frame (a copy: the frame is not kept).
+    fn crop(&self, frame: &Frame, d: &Decision) -> Option<Mat> {
+        if !self.snapshots {
+            return None;
+        }
         let img = &frame.image;
         let (w, h) = (img.cols(), img.rows());
         let [x1, y1, x2, y2] = d.bbox;
-        let rect = Rect::new(x1.max(0.0) as i32, y1.max(0.0) as i32, 1, 1);
+        let (x, y) = (x1.max(0.0) as i32, y1.max(0.0) as i32);
         let rect = Rect::new(
-            rect.x,
-            rect.y,
-            ((x2.min(w as f32) as i32) - rect.x).max(1),
-            ((y2.min(h as f32) as i32) - rect.y).max(1),
+            x,
+            y,
+            ((x2.min(w as f32) as i32) - x).max(1),
+            ((y2.min(h as f32) as i32) - y).max(1),
         ) & Rect::new(0, 0, w, h);
-        let path = dir.join(format!(
-            "{}-{:.3}-track{}.jpg",
-            self.names[stream], frame.pts, d.track_id
-        ));
-        let crop = Mat::roi(&**img, rect).ok()?;
-        match opencv::imgcodecs::imwrite_def(&path, &crop) {
-            Ok(true) => Some(path.display().to_string()),
-            other => {
-                tracing::warn!("cannot write snapshot {}: {other:?}", path.display());
-                None
-            }
-        }
+        Mat::roi(&**img, rect).ok()?.try_clone().ok()
     }
 }
 
-/// The worker loop. Returns on an inference error (the run then ends with it) or when every
-/// input is gone. Frames of different streams that are waiting together have their faces
-/// embedded in one batch. Once `stop` is set, frames still queued are counted as dropped (reason
-/// `shutdown`) rather than looked at; gaps and ends still pass.
-pub fn run(
-    mut st: FaceStage,
-    rx: Receiver<FaceMsg>,
-    tx: Sender<EventMsg>,
-    metrics: &Metrics,
-    stop: &AtomicBool,
-    meter: &crate::metrics::StageMeter,
-) -> Result<(), InferError> {
-    let t = &st.cfg.tracker;
-    let params = TrackerParams {
-        iou_threshold: t.iou_threshold,
-        max_gap_s: t.max_gap_ms as f64 / 1000.0,
-        embeds_per_track: t.embeds_per_track,
-        decide_after: t.decide_after,
-        match_threshold: st.cfg.match_threshold,
-        reverify_s: t.reverify_ms as f64 / 1000.0,
-    };
-    let mut trackers: Vec<Tracker> = st
-        .names
-        .iter()
-        .map(|_| Tracker::new(params.clone()))
-        .collect();
-    let depth = metrics.queue_depth.with_label_values(&["faces"]);
-    let det_secs = metrics
-        .inference_seconds
-        .with_label_values(&[&st.models.detector_name]);
-    let emb_secs = metrics
-        .inference_seconds
-        .with_label_values(&[&st.models.embedder_name]);
-    let emb_batch = metrics
-        .inference_batch
-        .with_label_values(&[&st.models.embedder_name]);
-    let size = st.models.embedder.size;
-    let interval = st.cfg.detect_interval.max(1) as usize;
-    let mut since_search: Vec<usize> = vec![0; st.names.len()];
-    let latency = metrics.capture_latency.with_label_values(&["faces"]);
-    let send = |e: Event| tx.send(EventMsg::Emit(e)).is_ok();
-    // A message taken from the queue that belongs to the next round.
-    let mut next: Option<FaceMsg> = None;
-    loop {
-        let first = match next.take() {
-            Some(m) => m,
-            None => match rx.recv() {
-                Ok(m) => m,
-                Err(_) => return Ok(()),
-            },
+impl Stage for FaceStage {
+    const STAGE: metrics::Stage = metrics::Stage::Faces;
+    type Input = Receiver<FaceMsg>;
+    type Output = Sender<EventMsg>;
+    type Done = Result<(), InferError>;
+
+    /// Returns on an inference error (the run then ends with it) or when every input is gone.
+    /// Frames of different streams that are waiting together have their faces embedded in one
+    /// batch. Once the process stops, frames still queued are counted as dropped (reason
+    /// `shutdown`) rather than looked at; gaps and ends still pass. A removed stream's queued
+    /// frames are looked at: its events are written before its `stream.down`.
+    fn run(mut self, cx: &Context, rx: Receiver<FaceMsg>, tx: Sender<EventMsg>) -> Self::Done {
+        let st = &mut self;
+        let metrics = &cx.metrics;
+        let t = &st.cfg.tracker;
+        let params = TrackerParams {
+            iou_threshold: t.iou_threshold,
+            max_gap_s: t.max_gap_ms as f64 / 1000.0,
+            embeds_per_track: t.embeds_per_track,
+            decide_after: t.decide_after,
+            match_threshold: st.cfg.match_threshold,
+            reverify_s: t.reverify_ms as f64 / 1000.0,
         };
-        depth.set(rx.len() as i64);
-        // One round: the frames waiting now, at most one per stream (a stream's tracker must
-        // see its frames one after another), detected one by one and embedded in one call.
-        let mut group: Vec<Frame> = Vec::new();
-        match first {
-            FaceMsg::Frame(f) => group.push(f),
-            FaceMsg::Gap { stream, media_time } => {
-                for d in trackers[stream].finish(media_time) {
-                    send(st.event(stream, &d, None));
-                }
-                since_search[stream] = 0;
-                continue;
-            }
-            FaceMsg::End(end) => {
-                for d in trackers[end.stream].finish(end.media_time) {
-                    send(st.event(end.stream, &d, None));
-                }
-                if tx.send(EventMsg::FaceEnd(end)).is_err() {
-                    return Ok(());
-                }
-                continue;
-            }
-        }
-        while group.len() < MAX_ROUND {
-            match rx.try_recv() {
-                Ok(FaceMsg::Frame(f)) if group.iter().all(|g| g.stream != f.stream) => {
-                    group.push(f)
-                }
-                Ok(m) => {
-                    next = Some(m);
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        if stop.load(Ordering::Relaxed) {
-            for f in group {
-                metrics
-                    .frames_dropped
-                    .with_label_values(&[&st.names[f.stream], "faces", "shutdown"])
-                    .inc();
-                meter.dropped("shutdown");
-            }
-            continue;
-        }
-        let round = Instant::now();
-        let frames = group.len();
-
-        let mut looked = Vec::with_capacity(group.len());
-        for frame in group {
-            let started = Instant::now();
-            let n = &mut since_search[frame.stream];
-            let boxes = trackers[frame.stream].boxes();
-            let dets = if *n + 1 >= interval || boxes.is_empty() {
-                *n = 0;
-                st.models.detector.detect(&frame.image)?
-            } else {
-                *n += 1;
-                st.models.detector.redetect(&frame.image, &boxes)?
+        let mut streams: HashMap<usize, PerStream> = HashMap::new();
+        let depth = metrics.queue_depth(metrics::Stage::Faces);
+        let det_secs = metrics.inference_seconds(&st.models.detector_name);
+        let emb_secs = metrics.inference_seconds(&st.models.embedder_name);
+        let emb_batch = metrics.inference_batch(&st.models.embedder_name);
+        let size = st.models.embedder.size;
+        let interval = st.cfg.detect_interval.max(1) as usize;
+        let latency = metrics.capture_latency(Branch::Faces);
+        let send = |m: EventMsg| tx.send(m).is_ok();
+        // A message taken from the queue that belongs to the next round.
+        let mut next: Option<FaceMsg> = None;
+        loop {
+            let first = match next.take() {
+                Some(m) => m,
+                None => match rx.recv() {
+                    Ok(m) => m,
+                    Err(_) => return Ok(()),
+                },
             };
-            det_secs.observe(started.elapsed().as_secs_f64());
-            tracing::trace!(
-                full_search = since_search[frame.stream] == 0,
-                faces = dets.len(),
-                ms = started.elapsed().as_secs_f64() * 1e3,
-                "detect"
-            );
-            metrics
-                .faces_detected
-                .with_label_values(&[&st.names[frame.stream]])
-                .inc_by(dets.len() as u64);
-            let (assigned, closed) = trackers[frame.stream].observe(frame.pts, &dets);
-            for d in closed {
-                send(st.event(frame.stream, &d, None));
-            }
-            // Only faces whose track still wants an embedding are aligned and embedded.
-            let wanted: Vec<usize> = assigned
-                .iter()
-                .enumerate()
-                .filter(|(_, a)| a.1)
-                .map(|(i, _)| i)
-                .collect();
-            looked.push((frame, dets, assigned, wanted));
-        }
-
-        let mut all_chips = Vec::new();
-        for (frame, dets, _, wanted) in &looked {
-            all_chips.extend(chips(&frame.image, size, wanted.iter().map(|&i| &dets[i]))?);
-        }
-        let mut descs = Vec::new().into_iter();
-        if !all_chips.is_empty() {
-            let started = Instant::now();
-            descs = st
-                .models
-                .embedder
-                .embed(&as_slices(&all_chips))?
-                .into_iter();
-            emb_secs.observe(started.elapsed().as_secs_f64());
-            tracing::trace!(
-                faces = all_chips.len(),
-                frames = looked.len(),
-                ms = started.elapsed().as_secs_f64() * 1e3,
-                "embed"
-            );
-            emb_batch.observe(all_chips.len() as f64);
-        }
-        for (frame, dets, assigned, wanted) in looked {
-            for (&i, desc) in wanted.iter().zip(descs.by_ref()) {
-                let matches = st.index.search(&desc, 2);
-                let tracker = &mut trackers[frame.stream];
-                if let Some(d) = tracker.matched(assigned[i].0, &matches, i, frame.pts) {
-                    let snap = st.snapshot(frame.stream, &frame, &d);
-                    if !send(st.event(frame.stream, &d, snap)) {
+            depth.set(rx.len() as i64);
+            // One round: the frames waiting now, at most one per stream (a stream's tracker
+            // must see its frames one after another), detected one by one and embedded in one
+            // call.
+            let mut group: Vec<Frame> = Vec::new();
+            match first {
+                FaceMsg::Frame(f) => group.push(f),
+                FaceMsg::Gap { stream, media_time } => {
+                    if let Some(ps) = streams.get_mut(&stream) {
+                        for d in ps.tracker.finish(media_time) {
+                            send(st.seen(stream, &d, None));
+                        }
+                        ps.since_search = 0;
+                    }
+                    continue;
+                }
+                FaceMsg::End(end) => {
+                    if let Some(mut ps) = streams.remove(&end.stream) {
+                        for d in ps.tracker.finish(end.media_time) {
+                            send(st.seen(end.stream, &d, None));
+                        }
+                    }
+                    if !send(EventMsg::FaceEnd(end)) {
                         return Ok(());
                     }
+                    continue;
                 }
             }
-            if let Some(n) = &st.notes {
-                let boxes = assigned.iter().zip(&dets).map(|(a, d)| (a.0, d.bbox));
-                n.faces(frame.stream, frame.pts, boxes.collect());
+            while group.len() < MAX_ROUND {
+                match rx.try_recv() {
+                    Ok(FaceMsg::Frame(f)) if group.iter().all(|g| g.stream != f.stream) => {
+                        group.push(f)
+                    }
+                    Ok(m) => {
+                        next = Some(m);
+                        break;
+                    }
+                    Err(_) => break,
+                }
             }
-            latency.observe(frame.captured.elapsed().as_secs_f64());
+            if cx.shutdown.is_cancelled() {
+                for f in group {
+                    metrics
+                        .frames_dropped(&st.names.get(f.stream), Branch::Faces, Drop::Shutdown)
+                        .inc();
+                    cx.meter.dropped(Drop::Shutdown);
+                }
+                continue;
+            }
+            let round = Instant::now();
+            let frames = group.len();
+
+            let mut looked = Vec::with_capacity(group.len());
+            for frame in group {
+                let started = Instant::now();
+                let ps = streams.entry(frame.stream).or_insert_with(|| PerStream {
+                    tracker: Tracker::new(params.clone()),
+                    since_search: 0,
+                    detected: metrics.faces_detected(&st.names.get(frame.stream)),
+                });
+                let boxes = ps.tracker.boxes();
+                let full = ps.since_search + 1 >= interval || boxes.is_empty();
+                let dets = if full {
+                    ps.since_search = 0;
+                    st.models.detector.detect(&frame.image)?
+                } else {
+                    ps.since_search += 1;
+                    st.models.detector.redetect(&frame.image, &boxes)?
+                };
+                det_secs.observe(started.elapsed().as_secs_f64());
+                tracing::trace!(
+                    full_search = full,
+                    faces = dets.len(),
+                    ms = started.elapsed().as_secs_f64() * 1e3,
+                    "detect"
+                );
+                ps.detected.inc_by(dets.len() as u64);
+                let (assigned, closed) = ps.tracker.observe(frame.pts, &dets);
+                for d in closed {
+                    send(st.seen(frame.stream, &d, None));
+                }
+                // Only faces whose track still wants an embedding are aligned and embedded.
+                let wanted: Vec<usize> = assigned
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, a)| a.1)
+                    .map(|(i, _)| i)
+                    .collect();
+                looked.push((frame, dets, assigned, wanted));
+            }
+
+            let mut all_chips = Vec::new();
+            for (frame, dets, _, wanted) in &looked {
+                all_chips.extend(chips(&frame.image, size, wanted.iter().map(|&i| &dets[i]))?);
+            }
+            let mut descs = Vec::new().into_iter();
+            if !all_chips.is_empty() {
+                let started = Instant::now();
+                descs = st
+                    .models
+                    .embedder
+                    .embed(&as_slices(&all_chips))?
+                    .into_iter();
+                emb_secs.observe(started.elapsed().as_secs_f64());
+                tracing::trace!(
+                    faces = all_chips.len(),
+                    frames = looked.len(),
+                    ms = started.elapsed().as_secs_f64() * 1e3,
+                    "embed"
+                );
+                emb_batch.observe(all_chips.len() as f64);
+            }
+            // The gallery as of this round: an enrolment that just finished is used here.
+            let index = st.index.get();
+            for (frame, dets, assigned, wanted) in looked {
+                for (&i, desc) in wanted.iter().zip(descs.by_ref()) {
+                    let matches = index.search(&desc, 2);
+                    let Some(ps) = streams.get_mut(&frame.stream) else {
+                        continue;
+                    };
+                    if let Some(d) = ps.tracker.matched(assigned[i].0, &matches, i, frame.pts) {
+                        let crop = st.crop(&frame, &d);
+                        let mut m = st.seen(frame.stream, &d, crop);
+                        if let EventMsg::Face { seen, .. } = &mut m {
+                            seen.captured = Some(frame.captured);
+                        }
+                        if !send(m) {
+                            return Ok(());
+                        }
+                    }
+                }
+                if let Some(n) = &st.notes {
+                    let boxes = assigned.iter().zip(&dets).map(|(a, d)| (a.0, d.bbox));
+                    n.faces(frame.stream, frame.pts, boxes.collect());
+                }
+                latency.observe(frame.captured.elapsed().as_secs_f64());
+            }
+            cx.meter.done_batch(frames, round);
         }
-        meter.done_batch(frames, round);
     }
 }

@@ -84,7 +84,14 @@ pub fn load(path: &Path, max_pixels: u64) -> Result<Mat, ImageError> {
         path: p.clone(),
         reason: e.to_string(),
     })?;
-    let (format, width, height) = match header_size(&bytes) {
+    decode(&bytes, &p, max_pixels)
+}
+
+/// Decodes image bytes (`label` names them in errors) as BGR, refusing them before decoding
+/// when the header claims more than `max_pixels`.
+pub fn decode(bytes: &[u8], label: &str, max_pixels: u64) -> Result<Mat, ImageError> {
+    let p = label.to_string();
+    let (format, width, height) = match header_size(bytes) {
         None => return Err(ImageError::Format { path: p }),
         Some(Err(format)) => return Err(ImageError::Header { path: p, format }),
         Some(Ok(v)) => v,
@@ -102,7 +109,7 @@ pub fn load(path: &Path, max_pixels: u64) -> Result<Mat, ImageError> {
     if pixels == 0 {
         return Err(ImageError::Header { path: p, format });
     }
-    let buf = Vector::<u8>::from_slice(&bytes);
+    let buf = Vector::<u8>::from_slice(bytes);
     match imgcodecs::imdecode(&buf, imgcodecs::IMREAD_COLOR) {
         Ok(m) if !m.empty() => Ok(m),
         _ => Err(ImageError::Decode { path: p, format }),

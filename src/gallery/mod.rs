@@ -13,7 +13,9 @@
 
 pub mod ann;
 pub mod image;
-pub mod ops;
+pub mod live;
+
+pub use live::{LiveGallery, SharedIndex};
 
 use crate::config::{GalleryIndexConfig, IndexKind};
 use serde::{Deserialize, Serialize};

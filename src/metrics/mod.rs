@@ -8,27 +8,22 @@ mod http;
 pub use http::{serve, MetricsServer};
 
 use prometheus::{
-    CounterVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Counter, CounterVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry,
 };
 
-/// The stages of a run, the `stage` label of the per-stage metrics: every stage thread gets a
-/// [`StageMeter`] from the runner that starts it.
-pub const STAGES: [&str; 6] = [
-    "decode",
-    "action_sampler",
-    "classifier",
-    "face_sampler",
-    "faces",
-    "events",
-];
+pub use crate::config::Branch;
+pub use labels::{DownReason, Drop, Outcome, Stage, StreamState};
+
+mod labels;
 
 /// One stage's processed and dropped counters and its time per item.
 #[derive(Clone)]
 pub struct StageMeter {
-    processed: prometheus::IntCounter,
-    seconds: prometheus::Histogram,
+    processed: IntCounter,
+    seconds: Histogram,
     dropped: IntCounterVec,
-    stage: &'static str,
+    stage: Stage,
 }
 
 impl StageMeter {
@@ -48,76 +43,70 @@ impl StageMeter {
     }
 
     /// An item dropped instead of processed.
-    pub fn dropped(&self, reason: &str) {
-        self.dropped.with_label_values(&[self.stage, reason]).inc();
+    pub fn dropped(&self, reason: Drop) {
+        self.dropped
+            .with_label_values(&[self.stage.as_str(), reason.as_str()])
+            .inc();
     }
-}
-
-/// What a per-stream stage thread reports through: its stream, the registry and its meter.
-pub struct StreamStage<'a> {
-    pub stream: usize,
-    pub id: &'a str,
-    pub metrics: &'a Metrics,
-    pub meter: &'a StageMeter,
 }
 
 /// Every metric vigil exports.
 pub struct Metrics {
-    pub registry: Registry,
+    registry: Registry,
     /// Frames read from the source, per stream.
-    pub frames_decoded: IntCounterVec,
+    frames_decoded: IntCounterVec,
     /// Frames a branch's sampler kept, per stream and stage (`action`, `faces`); a frame kept
     /// twice counts twice.
-    pub frames_sampled: IntCounterVec,
+    frames_sampled: IntCounterVec,
     /// Faces found by the detector, per stream.
-    pub faces_detected: IntCounterVec,
+    faces_detected: IntCounterVec,
     /// Clips that went through the classifier, per stream.
-    pub clips_classified: IntCounterVec,
+    clips_classified: IntCounterVec,
     /// Events handed to the sinks, per event type.
-    pub events_emitted: IntCounterVec,
+    events_emitted: IntCounterVec,
     /// Failed sink writes, per sink.
-    pub sink_errors: IntCounterVec,
+    sink_errors: IntCounterVec,
     /// Deliveries by network sinks, per sink and outcome (`ok`, `error`).
-    pub sink_published: IntCounterVec,
+    sink_published: IntCounterVec,
     /// Events waiting in a network sink's spool.
-    pub spool_depth: IntGaugeVec,
+    spool_depth: IntGaugeVec,
     /// Events dropped from a full spool, per sink.
-    pub spool_dropped: IntCounterVec,
+    spool_dropped: IntCounterVec,
     /// Wall time of one inference call, per model.
-    pub inference_seconds: HistogramVec,
+    inference_seconds: HistogramVec,
     /// Clips in one inference call, per model.
-    pub inference_batch: HistogramVec,
+    inference_batch: HistogramVec,
     /// Items waiting in a stage's input queue.
-    pub queue_depth: IntGaugeVec,
+    queue_depth: IntGaugeVec,
     /// 1 while a stream is being read.
-    pub stream_up: IntGaugeVec,
+    stream_up: IntGaugeVec,
     /// Per stream, 1 for its current state (see `source::supervisor::STATES`), 0 for the others.
-    pub stream_state: IntGaugeVec,
+    stream_state: IntGaugeVec,
     /// Frames dropped by the live policy, per stream, stage (the branch whose queue was full,
     /// or `faces` at the face worker's queue) and reason (`queue_full`, `shutdown`).
-    pub frames_dropped: IntCounterVec,
+    frames_dropped: IntCounterVec,
     /// Clips not classified, per stream and reason (`classifier_busy`, `shutdown`).
-    pub clips_dropped: IntCounterVec,
+    clips_dropped: IntCounterVec,
     /// Live streams lost while up and reconnected, per stream and reason (`disconnected`,
     /// `stalled`, `error`).
-    pub stream_reconnects: IntCounterVec,
+    stream_reconnects: IntCounterVec,
     /// Failed connection attempts, per stream.
-    pub stream_connect_failures: IntCounterVec,
+    stream_connect_failures: IntCounterVec,
     /// Seconds spent waiting on frozen live streams before giving up on them, per stream.
-    pub stream_stalled_seconds: CounterVec,
+    stream_stalled_seconds: CounterVec,
     /// Seconds a file source waited for room in a full queue, per stream.
-    pub stream_blocked_seconds: CounterVec,
+    stream_blocked_seconds: CounterVec,
     /// Seconds from reading a frame to its result reaching the events stage, per stage
     /// (`action`: a clip's last frame; `faces`: a sampled frame).
-    pub capture_latency: HistogramVec,
+    capture_latency: HistogramVec,
     /// 1 once the models are loaded and the streams opened.
     pub ready: IntGauge,
     /// Items each stage finished, per stage.
-    pub stage_processed: IntCounterVec,
+    stage_processed: IntCounterVec,
     /// Items each stage dropped, per stage and reason.
-    pub stage_dropped: IntCounterVec,
+    stage_dropped: IntCounterVec,
     /// Seconds of work per item, per stage.
-    pub stage_seconds: HistogramVec,
+    stage_seconds: HistogramVec,
 }
 
 impl Metrics {
@@ -349,84 +338,217 @@ impl Metrics {
         }
     }
 
-    /// Prepares the label sets that exist from the start, so every series shows 0 rather than
+    /// Prepares the series that exist while a stream runs, so each shows 0 rather than
     /// appearing only once something happens.
-    pub fn init_streams(&self, streams: &[&str], stages: &[&str], models: &[&str]) {
-        for s in streams {
-            self.frames_decoded.with_label_values(&[s]);
-            for stage in stages {
-                self.frames_sampled.with_label_values(&[s, stage]);
+    pub fn init_stream(&self, s: &str, branches: &[Branch]) {
+        self.frames_decoded(s);
+        for &b in branches {
+            self.frames_sampled(s, b);
+            for &d in &[Drop::QueueFull, Drop::Shutdown] {
+                self.frames_dropped(s, b, d);
             }
-            if stages.contains(&"action") {
-                self.clips_classified.with_label_values(&[s]);
-            }
-            if stages.contains(&"faces") {
-                self.faces_detected.with_label_values(&[s]);
-            }
-            self.stream_up.with_label_values(&[s]);
-            for state in crate::source::supervisor::STATES {
-                self.stream_state.with_label_values(&[s, state]);
-            }
-            self.stream_connect_failures.with_label_values(&[s]);
-            for reason in ["disconnected", "stalled", "error"] {
-                self.stream_reconnects.with_label_values(&[s, reason]);
-            }
-            for stage in stages {
-                for reason in ["queue_full", "shutdown"] {
-                    self.frames_dropped.with_label_values(&[s, stage, reason]);
-                }
-            }
-            if stages.contains(&"action") {
-                for reason in ["classifier_busy", "shutdown"] {
-                    self.clips_dropped.with_label_values(&[s, reason]);
-                }
-            }
-            self.stream_stalled_seconds.with_label_values(&[s]);
-            self.stream_blocked_seconds.with_label_values(&[s]);
         }
-        for stage in stages {
-            self.capture_latency.with_label_values(&[stage]);
+        if branches.contains(&Branch::Action) {
+            self.clips_classified(s);
+            for &d in &[Drop::ClassifierBusy, Drop::Shutdown] {
+                self.clips_dropped(s, d);
+            }
+        }
+        if branches.contains(&Branch::Faces) {
+            self.faces_detected(s);
+        }
+        self.stream_up(s);
+        for &state in StreamState::ALL {
+            self.stream_state(s, state);
+        }
+        self.stream_connect_failures(s);
+        for &r in &[
+            DownReason::Disconnected,
+            DownReason::Stalled,
+            DownReason::Error,
+        ] {
+            self.stream_reconnects(s, r);
+        }
+        self.stream_stalled_seconds(s);
+        self.stream_blocked_seconds(s);
+    }
+
+    /// Removes a removed stream's series, so a camera taken away leaves no stale series behind
+    /// (and churn of stream ids cannot grow the registry).
+    pub fn forget_stream(&self, s: &str) {
+        let _ = self.frames_decoded.remove_label_values(&[s]);
+        for &b in Branch::ALL {
+            let _ = self.frames_sampled.remove_label_values(&[s, b.as_str()]);
+            for &d in Drop::ALL {
+                let _ = self
+                    .frames_dropped
+                    .remove_label_values(&[s, b.as_str(), d.as_str()]);
+            }
+        }
+        for &d in Drop::ALL {
+            let _ = self.clips_dropped.remove_label_values(&[s, d.as_str()]);
+        }
+        for v in [
+            &self.clips_classified,
+            &self.faces_detected,
+            &self.stream_connect_failures,
+        ] {
+            let _ = v.remove_label_values(&[s]);
+        }
+        let _ = self.stream_up.remove_label_values(&[s]);
+        for &state in StreamState::ALL {
+            let _ = self.stream_state.remove_label_values(&[s, state.as_str()]);
+        }
+        for &r in DownReason::ALL {
+            let _ = self.stream_reconnects.remove_label_values(&[s, r.as_str()]);
+        }
+        let _ = self.stream_stalled_seconds.remove_label_values(&[s]);
+        let _ = self.stream_blocked_seconds.remove_label_values(&[s]);
+    }
+
+    /// Prepares the series of the shared stages: every stage, the enabled branches' latency
+    /// and queue, the models, every event type.
+    pub fn init_shared(&self, branches: &[Branch], models: &[&str]) {
+        for &stage in Stage::ALL {
+            self.stage(stage);
+        }
+        for &b in branches {
+            self.capture_latency(b);
+            self.queue_depth(match b {
+                Branch::Action => Stage::Classifier,
+                Branch::Faces => Stage::Faces,
+            });
         }
         for t in crate::event::EventType::ALL {
-            self.events_emitted.with_label_values(&[t.as_str()]);
+            self.event_emitted(t);
         }
         for m in models {
-            self.inference_seconds.with_label_values(&[m]);
-            self.inference_batch.with_label_values(&[m]);
-        }
-        for stage in stages {
-            let queue = if *stage == "action" {
-                "classifier"
-            } else {
-                stage
-            };
-            self.queue_depth.with_label_values(&[queue]);
+            self.inference_seconds(m);
+            self.inference_batch(m);
         }
     }
 
-    /// The meter of one stage (see [`STAGES`]); its series exist from this call on.
-    pub fn stage(&self, stage: &'static str) -> StageMeter {
-        debug_assert!(STAGES.contains(&stage), "unknown stage {stage}");
+    /// The meter of one stage; its series exist from this call on.
+    pub fn stage(&self, stage: Stage) -> StageMeter {
         StageMeter {
-            processed: self.stage_processed.with_label_values(&[stage]),
-            seconds: self.stage_seconds.with_label_values(&[stage]),
+            processed: self.stage_processed.with_label_values(&[stage.as_str()]),
+            seconds: self.stage_seconds.with_label_values(&[stage.as_str()]),
             dropped: self.stage_dropped.clone(),
             stage,
         }
     }
 
+    /// Items `stage` finished so far.
+    pub fn stage_processed(&self, stage: Stage) -> u64 {
+        self.stage_processed
+            .with_label_values(&[stage.as_str()])
+            .get()
+    }
+
     /// Prepares the series of the configured sinks (`stdout`, `file`, `mqtt`, `webhook`).
-    pub fn init_sinks(&self, sinks: &[&str]) {
+    pub fn init_sinks(&self, sinks: &[&'static str]) {
         for s in sinks {
-            self.sink_errors.with_label_values(&[s]);
+            self.sink_errors(s);
             if matches!(*s, "mqtt" | "webhook") {
-                for outcome in ["ok", "error"] {
-                    self.sink_published.with_label_values(&[s, outcome]);
+                for &o in Outcome::ALL {
+                    self.sink_published(s, o);
                 }
-                self.spool_depth.with_label_values(&[s]);
-                self.spool_dropped.with_label_values(&[s]);
+                self.spool_depth(s);
+                self.spool_dropped(s);
             }
         }
+    }
+
+    pub fn frames_decoded(&self, stream: &str) -> IntCounter {
+        self.frames_decoded.with_label_values(&[stream])
+    }
+
+    pub fn frames_sampled(&self, stream: &str, branch: Branch) -> IntCounter {
+        self.frames_sampled
+            .with_label_values(&[stream, branch.as_str()])
+    }
+
+    pub fn faces_detected(&self, stream: &str) -> IntCounter {
+        self.faces_detected.with_label_values(&[stream])
+    }
+
+    pub fn clips_classified(&self, stream: &str) -> IntCounter {
+        self.clips_classified.with_label_values(&[stream])
+    }
+
+    pub fn event_emitted(&self, t: crate::event::EventType) -> IntCounter {
+        self.events_emitted.with_label_values(&[t.as_str()])
+    }
+
+    /// `sink` is a [`crate::config::SinkConfig::name`].
+    pub fn sink_errors(&self, sink: &'static str) -> IntCounter {
+        self.sink_errors.with_label_values(&[sink])
+    }
+
+    pub fn sink_published(&self, sink: &'static str, outcome: Outcome) -> IntCounter {
+        self.sink_published
+            .with_label_values(&[sink, outcome.as_str()])
+    }
+
+    pub fn spool_depth(&self, sink: &'static str) -> IntGauge {
+        self.spool_depth.with_label_values(&[sink])
+    }
+
+    pub fn spool_dropped(&self, sink: &'static str) -> IntCounter {
+        self.spool_dropped.with_label_values(&[sink])
+    }
+
+    /// `model` is the model file's stem.
+    pub fn inference_seconds(&self, model: &str) -> Histogram {
+        self.inference_seconds.with_label_values(&[model])
+    }
+
+    pub fn inference_batch(&self, model: &str) -> Histogram {
+        self.inference_batch.with_label_values(&[model])
+    }
+
+    pub fn queue_depth(&self, stage: Stage) -> IntGauge {
+        self.queue_depth.with_label_values(&[stage.as_str()])
+    }
+
+    pub fn stream_up(&self, stream: &str) -> IntGauge {
+        self.stream_up.with_label_values(&[stream])
+    }
+
+    pub fn stream_state(&self, stream: &str, state: StreamState) -> IntGauge {
+        self.stream_state
+            .with_label_values(&[stream, state.as_str()])
+    }
+
+    pub fn frames_dropped(&self, stream: &str, branch: Branch, why: Drop) -> IntCounter {
+        self.frames_dropped
+            .with_label_values(&[stream, branch.as_str(), why.as_str()])
+    }
+
+    pub fn clips_dropped(&self, stream: &str, why: Drop) -> IntCounter {
+        self.clips_dropped
+            .with_label_values(&[stream, why.as_str()])
+    }
+
+    pub fn stream_reconnects(&self, stream: &str, why: DownReason) -> IntCounter {
+        self.stream_reconnects
+            .with_label_values(&[stream, why.as_str()])
+    }
+
+    pub fn stream_connect_failures(&self, stream: &str) -> IntCounter {
+        self.stream_connect_failures.with_label_values(&[stream])
+    }
+
+    pub fn stream_stalled_seconds(&self, stream: &str) -> Counter {
+        self.stream_stalled_seconds.with_label_values(&[stream])
+    }
+
+    pub fn stream_blocked_seconds(&self, stream: &str) -> Counter {
+        self.stream_blocked_seconds.with_label_values(&[stream])
+    }
+
+    pub fn capture_latency(&self, branch: Branch) -> Histogram {
+        self.capture_latency.with_label_values(&[branch.as_str()])
     }
 
     /// The exposition text, as `/metrics` serves it.

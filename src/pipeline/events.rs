@@ -1,80 +1,68 @@
-//! The events stage: turns classifier scores into segment events through each stream's
-//! smoother, adds stream events, and writes every event to every sink.
+//! The events stage, the one place where events are built and snapshots written: turns
+//! classifier scores into segment events through each stream's smoother, turns face decisions
+//! and stream notices into events, and writes every event to every sink and to the
+//! recent-events ring the API reads. Streams join (a [`Joined`] message, ahead of their first
+//! data) and leave (after the end marker of each of their branches) while it runs.
 
 use super::Summary;
-use crate::action::classifier::Scored;
 use crate::action::smoother::{Smoother, Transition};
+use crate::annotate::Notes;
 use crate::config::SmootherConfig;
-use crate::event::{Event, EventType, Payload, Sink};
-use crate::metrics::Metrics;
-use crate::source::{EndReason, StreamEnd};
+use crate::event::recent::Recent;
+use crate::event::{snapshot, Event, EventMsg, EventType, FaceSeen, Joined, Payload, Sink, Span};
+use crate::metrics::{self, Branch, Metrics};
+use crate::source::{EndReason, Names, StreamEnd};
+use crate::stage::{Context, Stage};
 use crossbeam_channel::Receiver;
+use opencv::core::Mat;
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-/// Into the events stage.
-pub enum EventMsg {
-    /// A stream opened or reconnected.
-    Up {
-        stream: usize,
-        detail: String,
-        media_time: f64,
-    },
-    /// A live stream was lost; its supervisor is reconnecting.
-    Down {
-        stream: usize,
-        reason: &'static str,
-        detail: String,
-        media_time: f64,
-    },
-    /// Class probabilities for one clip.
-    Clip {
-        stream: usize,
-        span: crate::event::Span,
-        probs: Vec<f32>,
-        captured: Option<std::time::Instant>,
-        keyframe: Option<Arc<opencv::core::Mat>>,
-    },
-    /// The stream had a gap: its running segment is over.
-    Gap(usize),
-    /// A stream ended in the action branch; its clips have all arrived before this.
-    End(StreamEnd),
-    /// A stream ended in the face branch; its face events have all arrived before this.
-    FaceEnd(StreamEnd),
-    /// An event made elsewhere (the face branch), written as is.
-    Emit(Event),
+/// What the events stage works with.
+pub struct EventsStage {
+    pub sinks: Vec<Box<dyn Sink>>,
+    /// The action model's class names.
+    pub labels: Arc<Vec<String>>,
+    pub smoother: SmootherConfig,
+    /// For annotated video: each clip's best label.
+    pub notes: Option<Arc<Notes>>,
+    /// Resolved `action.snapshots` folder.
+    pub action_snapshots: Option<PathBuf>,
+    /// Resolved `faces.snapshots` folder.
+    pub face_snapshots: Option<PathBuf>,
+    /// The API's view of recent events.
+    pub recent: Option<Arc<Recent>>,
+    pub names: Arc<Names>,
 }
 
-impl From<Scored> for EventMsg {
-    fn from(s: Scored) -> EventMsg {
-        match s {
-            Scored::Clip {
-                stream,
-                span,
-                probs,
-                captured,
-                keyframe,
-            } => EventMsg::Clip {
-                stream,
-                span,
-                probs,
-                captured,
-                keyframe,
-            },
-            Scored::Gap(s) => EventMsg::Gap(s),
-            Scored::End(e) => EventMsg::End(e),
-        }
+impl Stage for EventsStage {
+    const STAGE: metrics::Stage = metrics::Stage::Events;
+    type Input = Receiver<EventMsg>;
+    type Output = ();
+    type Done = Summary;
+
+    fn run(self, cx: &Context, rx: Receiver<EventMsg>, _: ()) -> Summary {
+        run(self, cx, rx)
     }
 }
 
-/// A stream's progress bar (hidden unless stderr is a terminal) and its frame rate, to turn
-/// media time into frames.
-pub struct Progress {
-    pub bar: indicatif::ProgressBar,
-    pub fps: f64,
+/// One stream as the events stage knows it.
+struct PerStream {
+    joined: Joined,
+    smoother: Smoother,
+    /// With action snapshots on: the latest clips and their middle frames.
+    keyframes: VecDeque<(Span, Arc<Mat>)>,
+    /// Whether `stream.up` was written once (the next is a reconnection).
+    opened: bool,
+    /// Branch ends seen so far, and the most serious one.
+    ends_seen: usize,
+    end: Option<StreamEnd>,
 }
 
 struct Writer<'a> {
     sinks: Vec<Box<dyn Sink>>,
+    recent: Option<Arc<Recent>>,
     metrics: &'a Metrics,
     summary: Summary,
 }
@@ -82,68 +70,38 @@ struct Writer<'a> {
 impl Writer<'_> {
     fn emit(&mut self, e: Event) {
         let line = e.to_json();
-        self.metrics
-            .events_emitted
-            .with_label_values(&[e.kind.as_str()])
-            .inc();
+        self.metrics.event_emitted(e.kind).inc();
         self.summary.events += 1;
         for s in &mut self.sinks {
             if let Err(err) = s.write_line(&line) {
                 self.summary.sink_errors += 1;
-                self.metrics
-                    .sink_errors
-                    .with_label_values(&[s.name()])
-                    .inc();
+                self.metrics.sink_errors(s.name()).inc();
                 tracing::error!(sink = s.name(), "cannot write event {}: {err}", e.id);
             }
+        }
+        if let Some(r) = &self.recent {
+            r.push(&e, &line);
         }
     }
 }
 
-/// What the events stage works with.
-pub struct Setup {
-    pub sinks: Vec<Box<dyn Sink>>,
-    /// Stream ids, by stream index.
-    pub names: Vec<String>,
-    /// The action model's class names.
-    pub labels: Arc<Vec<String>>,
-    pub progress: Vec<Progress>,
-    /// Per stream, the branches that each send one end marker for it.
-    pub branches: Vec<usize>,
-    pub smoother: SmootherConfig,
-    /// For annotated video: each clip's best label.
-    pub notes: Option<Arc<super::annotate::Notes>>,
-    /// Resolved `action.snapshots` folder.
-    pub snapshots: Option<std::path::PathBuf>,
-}
-
-pub fn run(
-    rx: Receiver<EventMsg>,
-    setup: Setup,
-    metrics: &Metrics,
-    meter: &crate::metrics::StageMeter,
-) -> Summary {
-    let Setup {
+fn run(st: EventsStage, cx: &Context, rx: Receiver<EventMsg>) -> Summary {
+    let EventsStage {
         sinks,
-        names,
         labels,
-        progress,
-        branches,
         smoother,
         notes,
-        snapshots,
-    } = setup;
-    // With snapshots on: each stream's latest clips and their middle frames.
-    let mut keyframes: Vec<
-        std::collections::VecDeque<(crate::event::Span, Arc<opencv::core::Mat>)>,
-    > = names.iter().map(|_| Default::default()).collect();
-    let smoother = &smoother;
-    let mut smoothers: Vec<Smoother> = names.iter().map(|_| Smoother::new(smoother)).collect();
-    let mut pending: Vec<Pending> = names.iter().map(|_| Pending::default()).collect();
-    let mut opened: Vec<bool> = vec![false; names.len()];
-    let action_latency = metrics.capture_latency.with_label_values(&["action"]);
+        action_snapshots,
+        face_snapshots,
+        recent,
+        names,
+    } = st;
+    let metrics = &cx.metrics;
+    let mut streams: HashMap<usize, PerStream> = HashMap::new();
+    let action_latency = metrics.capture_latency(Branch::Action);
     let mut w = Writer {
         sinks,
+        recent,
         metrics,
         summary: Summary::default(),
     };
@@ -156,21 +114,41 @@ pub fn run(
     for msg in rx.iter() {
         let started = std::time::Instant::now();
         let end = match msg {
+            EventMsg::Joined(j) => {
+                streams.insert(
+                    j.stream,
+                    PerStream {
+                        joined: j,
+                        smoother: Smoother::new(&smoother),
+                        keyframes: VecDeque::new(),
+                        opened: false,
+                        ends_seen: 0,
+                        end: None,
+                    },
+                );
+                None
+            }
             EventMsg::Up {
                 stream,
                 detail,
                 media_time,
             } => {
-                let first = !std::mem::replace(&mut opened[stream], true);
-                w.emit(Event::new(
+                let Some(s) = streams.get_mut(&stream) else {
+                    continue;
+                };
+                let reason = if std::mem::replace(&mut s.opened, true) {
+                    "reconnected"
+                } else {
+                    "opened"
+                };
+                s.joined.status.note(reason, Some(detail.clone()));
+                w.emit(stream_event(
                     EventType::StreamUp,
-                    &names[stream],
+                    &s.joined.name,
                     media_time,
-                    Payload::Stream {
-                        reason: if first { "opened" } else { "reconnected" }.into(),
-                        detail: Some(detail),
-                        retrying: false,
-                    },
+                    reason,
+                    Some(detail),
+                    false,
                 ));
                 None
             }
@@ -180,21 +158,26 @@ pub fn run(
                 detail,
                 media_time,
             } => {
-                w.emit(Event::new(
+                let Some(s) = streams.get(&stream) else {
+                    continue;
+                };
+                s.joined.status.note(reason.as_str(), Some(detail.clone()));
+                let e = stream_event(
                     EventType::StreamDown,
-                    &names[stream],
+                    &s.joined.name,
                     media_time,
-                    Payload::Stream {
-                        reason: reason.into(),
-                        detail: Some(detail),
-                        retrying: true,
-                    },
-                ));
+                    reason.as_str(),
+                    Some(detail),
+                    true,
+                );
+                w.emit(e);
                 None
             }
             EventMsg::Gap(stream) => {
-                for t in smoothers[stream].finish() {
-                    w.emit(transition_event(&names[stream], t, &label, None));
+                if let Some(s) = streams.get_mut(&stream) {
+                    for t in s.smoother.finish() {
+                        w.emit(transition_event(&s.joined.name, t, &label, None));
+                    }
                 }
                 None
             }
@@ -205,19 +188,20 @@ pub fn run(
                 captured,
                 keyframe,
             } => {
+                let Some(s) = streams.get_mut(&stream) else {
+                    continue;
+                };
                 if let Some(k) = keyframe {
-                    let ring = &mut keyframes[stream];
-                    if ring.len() == 16 {
-                        ring.pop_front();
+                    if s.keyframes.len() == 16 {
+                        s.keyframes.pop_front();
                     }
-                    ring.push_back((span, k));
+                    s.keyframes.push_back((span, k));
                 }
-                metrics
-                    .clips_classified
-                    .with_label_values(&[&names[stream]])
-                    .inc();
+                metrics.clips_classified(&s.joined.name).inc();
                 if let Some(c) = captured {
-                    action_latency.observe(c.elapsed().as_secs_f64());
+                    let secs = c.elapsed().as_secs_f64();
+                    action_latency.observe(secs);
+                    s.joined.status.latency(secs);
                 }
                 if let Some(n) = &notes {
                     let best = probs
@@ -229,33 +213,50 @@ pub fn run(
                         n.clip(stream, span.start, span.end, label(i), p);
                     }
                 }
-                let p = &progress[stream];
-                let frames = (span.end * p.fps).round() as u64;
-                p.bar.set_position(frames.min(p.bar.length().unwrap_or(0)));
-                for t in smoothers[stream].push(span, &probs) {
-                    let snap = snapshot(&snapshots, &keyframes[stream], &names[stream], &t);
-                    w.emit(transition_event(&names[stream], t, &label, snap));
+                let bar = &s.joined.progress;
+                let frames = (span.end * s.joined.fps).round() as u64;
+                bar.set_position(frames.min(bar.length().unwrap_or(0)));
+                for t in s.smoother.push(span, &probs) {
+                    let snap = action_snapshot(&action_snapshots, &s.keyframes, &s.joined.name, &t);
+                    w.emit(transition_event(&s.joined.name, t, &label, snap));
                 }
                 None
             }
-            EventMsg::Emit(e) => {
-                w.emit(e);
+            EventMsg::Face { stream, seen } => {
+                let Some(s) = streams.get(&stream) else {
+                    continue;
+                };
+                if let Some(c) = seen.captured {
+                    s.joined.status.latency(c.elapsed().as_secs_f64());
+                }
+                w.emit(face_event(&s.joined.name, seen, &face_snapshots));
                 None
             }
             EventMsg::End(end) => {
                 // The action branch's end closes its smoother's running segment.
-                for t in smoothers[end.stream].finish() {
-                    w.emit(transition_event(&names[end.stream], t, &label, None));
+                if let Some(s) = streams.get_mut(&end.stream) {
+                    for t in s.smoother.finish() {
+                        w.emit(transition_event(&s.joined.name, t, &label, None));
+                    }
                 }
                 Some(end)
             }
             EventMsg::FaceEnd(end) => Some(end),
         };
         if let Some(end) = end {
-            let (s, expected) = (end.stream, branches[end.stream]);
-            ended(&mut w, &mut pending[s], end, &names, &progress, expected);
+            let slot = end.stream;
+            let done = match streams.get_mut(&slot) {
+                Some(s) => ended(&mut w, s, end),
+                None => false,
+            };
+            if done {
+                if let Some(s) = streams.remove(&slot) {
+                    names.remove(slot);
+                    s.joined.status.ended.cancel(crate::shutdown::Why::Exit);
+                }
+            }
         }
-        meter.done(started);
+        cx.meter.done(started);
     }
     for s in &mut w.sinks {
         if let Err(err) = s.close() {
@@ -266,30 +267,37 @@ pub fn run(
     w.summary
 }
 
-/// A stream's end markers seen so far (one comes from each branch).
-#[derive(Default)]
-struct Pending {
-    seen: usize,
-    end: Option<StreamEnd>,
+fn stream_event(
+    kind: EventType,
+    name: &str,
+    media_time: f64,
+    reason: &str,
+    detail: Option<String>,
+    retrying: bool,
+) -> Event {
+    Event::new(
+        kind,
+        name,
+        media_time,
+        Payload::Stream {
+            reason: reason.into(),
+            detail,
+            retrying,
+        },
+    )
 }
 
 /// Counts one branch's end of a stream; after the last branch, writes `stream.down` with the
-/// most serious reason any branch gave.
-fn ended(
-    w: &mut Writer,
-    p: &mut Pending,
-    end: StreamEnd,
-    names: &[String],
-    progress: &[Progress],
-    branches: usize,
-) {
-    p.seen += 1;
+/// most serious reason any branch gave. True when the stream is gone.
+fn ended(w: &mut Writer, s: &mut PerStream, end: StreamEnd) -> bool {
+    s.ends_seen += 1;
     let rank = |r: &EndReason| match r {
         EndReason::EndOfFile => 0,
         EndReason::Stopped => 1,
-        EndReason::Error(_) => 2,
+        EndReason::Removed => 2,
+        EndReason::Error(_) => 3,
     };
-    let keep = match &p.end {
+    let keep = match &s.end {
         Some(prev) => {
             rank(&end.reason) > rank(&prev.reason)
                 || (rank(&end.reason) == rank(&prev.reason) && end.media_time > prev.media_time)
@@ -297,16 +305,18 @@ fn ended(
         None => true,
     };
     if keep {
-        let frames = p.end.as_ref().map_or(0, |prev| prev.frames).max(end.frames);
-        p.end = Some(StreamEnd { frames, ..end });
+        let frames = s.end.as_ref().map_or(0, |prev| prev.frames).max(end.frames);
+        s.end = Some(StreamEnd { frames, ..end });
     }
-    if p.seen < branches.max(1) {
-        return;
+    if s.ends_seen < s.joined.branches.max(1) {
+        return false;
     }
-    let Some(end) = p.end.take() else { return };
+    let Some(end) = s.end.take() else {
+        return true;
+    };
     w.summary.frames += end.frames;
-    progress[end.stream].bar.finish_and_clear();
-    let name = &names[end.stream];
+    s.joined.progress.finish_and_clear();
+    let name = &s.joined.name;
     let detail = match &end.reason {
         EndReason::Error(msg) => {
             w.summary
@@ -316,24 +326,26 @@ fn ended(
         }
         _ => None,
     };
-    let payload = Payload::Stream {
-        reason: end.reason.as_str().into(),
-        detail,
-        retrying: false,
-    };
-    w.emit(Event::new(
+    s.joined.status.note(end.reason.as_str(), detail.clone());
+    w.emit(stream_event(
         EventType::StreamDown,
         name,
         end.media_time,
-        payload,
+        end.reason.as_str(),
+        detail,
+        false,
     ));
+    if end.reason == EndReason::Removed {
+        w.metrics.forget_stream(name);
+    }
+    true
 }
 
 /// Writes the JPEG of the clip that started a segment; its path, or `None` (snapshots off, the
 /// clip's frame no longer kept, or the write failed: logged).
-fn snapshot(
-    dir: &Option<std::path::PathBuf>,
-    ring: &std::collections::VecDeque<(crate::event::Span, Arc<opencv::core::Mat>)>,
+fn action_snapshot(
+    dir: &Option<PathBuf>,
+    ring: &VecDeque<(Span, Arc<Mat>)>,
     stream: &str,
     t: &Transition,
 ) -> Option<String> {
@@ -344,14 +356,56 @@ fn snapshot(
         .iter()
         .rev()
         .find(|(s, _)| (s.start - clip.start).abs() < 1e-9 && (s.end - clip.end).abs() < 1e-9)?;
-    let path = dir.join(format!("{stream}-{:.3}.jpg", clip.start));
-    match opencv::imgcodecs::imwrite_def(&path, &**frame) {
-        Ok(true) => Some(path.display().to_string()),
-        other => {
-            tracing::warn!("cannot write snapshot {}: {other:?}", path.display());
+    write_snapshot(dir, &format!("{stream}-{:.3}", clip.start), frame)
+}
+
+fn write_snapshot(dir: &std::path::Path, stem: &str, image: &Mat) -> Option<String> {
+    match snapshot::write(dir, stem, image) {
+        Ok(p) => Some(p.display().to_string()),
+        Err(e) => {
+            tracing::warn!("cannot write snapshot {stem}.jpg in {}: {e}", dir.display());
             None
         }
     }
+}
+
+fn face_event(stream: &str, seen: FaceSeen, dir: &Option<PathBuf>) -> Event {
+    let FaceSeen {
+        identity,
+        distance,
+        runner_up,
+        track_id,
+        bbox,
+        media_time,
+        crop,
+        captured: _,
+    } = seen;
+    let snapshot = match (dir, crop) {
+        (Some(dir), Some(crop)) => write_snapshot(
+            dir,
+            &format!("{stream}-{media_time:.3}-track{track_id}"),
+            &crop,
+        ),
+        _ => None,
+    };
+    let kind = if identity.is_some() {
+        EventType::FaceIdentified
+    } else {
+        EventType::FaceUnknown
+    };
+    Event::new(
+        kind,
+        stream,
+        media_time,
+        Payload::Face {
+            identity,
+            distance,
+            runner_up,
+            track_id,
+            bbox,
+            snapshot,
+        },
+    )
 }
 
 fn transition_event(

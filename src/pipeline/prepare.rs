@@ -3,9 +3,9 @@
 //! and its label list matches its outputs.
 
 use crate::action::classifier::{self, Classifier};
-use crate::config::{validate, Loaded, Problem, Problems};
+use crate::config::{check_stream, validate, Loaded, Problem, Problems, StreamConfig};
 use crate::face::worker::{load_models, FaceModels};
-use crate::gallery::{Gallery, Index};
+use crate::gallery::{Gallery, LiveGallery};
 use crate::infer::{self, InferError};
 use crate::source::file::FileReader;
 use crate::source::supervisor::SourcePlan;
@@ -24,6 +24,10 @@ pub struct PreparedStream {
     /// What a file's first frame showed. All zeros for a live source: cameras are contacted
     /// when the run starts (and retried until they answer), not while preparing.
     pub info: VideoInfo,
+    /// The entry as given (config file or API), as `GET /v1/streams` shows it.
+    pub config: StreamConfig,
+    /// Added over the API (persisted in `api.state_dir`) rather than listed in the config.
+    pub from_api: bool,
 }
 
 impl PreparedStream {
@@ -43,7 +47,8 @@ pub struct PreparedAction {
 
 pub struct PreparedFaces {
     pub models: FaceModels,
-    pub index: Arc<dyn Index>,
+    /// The gallery file, its people and the index the face worker searches.
+    pub gallery: Arc<LiveGallery>,
     pub enrolled: usize,
 }
 
@@ -86,42 +91,16 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Problems> {
 
     let mut streams = Vec::new();
     for (i, s) in c.streams.iter().enumerate() {
-        let at = format!("streams[{i}].url");
-        if has_problem(&problems, &at) {
+        if has_problem(&problems, &format!("streams[{i}].")) {
             continue;
         }
-        let Ok(kind) = SourceKind::parse(&s.url, |p| loaded.resolve(p)) else {
-            continue;
-        };
-        let info = match &kind {
-            SourceKind::File(path) => match FileReader::probe(path) {
-                Ok(info) => info,
-                Err(e) => {
-                    problems.push(loaded.problem(at, e.to_string()));
-                    continue;
-                }
-            },
-            _ => VideoInfo {
-                width: 0,
-                height: 0,
-                fps: 0.0,
-                frame_count: 0,
-            },
-        };
-        streams.push(PreparedStream {
-            id: s.id.clone(),
-            action: s.wants(crate::config::Branch::Action, c.action.enabled),
-            faces: s.wants(crate::config::Branch::Faces, c.faces.enabled),
-            plan: SourcePlan {
-                index: streams.len(),
-                id: s.id.clone(),
-                kind,
-                realtime: s.realtime,
-                looped: s.looped,
-                live: c.live.clone(),
-            },
-            info,
-        });
+        match prepare_stream(&loaded, s, false) {
+            Ok(ps) => streams.push(ps),
+            Err(errs) => problems.extend(
+                errs.into_iter()
+                    .map(|(field, msg)| loaded.problem(format!("streams[{i}].{field}"), msg)),
+            ),
+        }
     }
 
     let mut action = None;
@@ -140,8 +119,10 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Problems> {
     if c.faces.enabled && !blocked.iter().any(|b| has_problem(&problems, b)) {
         match load_faces(&loaded) {
             Ok((models, gallery)) => {
-                let index = match gallery.index(&c.gallery.index) {
-                    Ok(ix) => ix,
+                let live =
+                    LiveGallery::open(&gallery.path, &gallery.model, gallery.dim, &c.gallery.index);
+                let live = match live {
+                    Ok(g) => g,
                     Err(e) => {
                         problems.push(loaded.problem("gallery.index", format!("{e:#}")));
                         return Err(Problems(problems));
@@ -153,11 +134,10 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Problems> {
                         gallery.path.display()
                     );
                 }
-                let enrolled = gallery.people.len();
                 faces = Some(PreparedFaces {
                     models,
-                    enrolled,
-                    index,
+                    enrolled: gallery.people.len(),
+                    gallery: Arc::new(live),
                 });
             }
             Err(p) => problems.push(p),
@@ -173,6 +153,50 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Problems> {
     } else {
         Err(Problems(problems))
     }
+}
+
+/// Checks one stream entry as `vigil check` does (every file is probed: its first frame
+/// decoded) and plans how to read it. Problems come as (field,
+/// message). Cameras are contacted when the stream starts, not here. `api` marks a stream
+/// added over the API (no progress bar).
+pub fn prepare_stream(
+    loaded: &Loaded,
+    s: &StreamConfig,
+    api: bool,
+) -> Result<PreparedStream, Vec<(&'static str, String)>> {
+    let c = &loaded.config;
+    let errs = check_stream(loaded, s);
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    let kind = SourceKind::parse(&s.url, |p| loaded.resolve(p)).map_err(|e| vec![("url", e)])?;
+    let info = match &kind {
+        SourceKind::File(path) => {
+            FileReader::probe(path).map_err(|e| vec![("url", e.to_string())])?
+        }
+        _ => VideoInfo {
+            width: 0,
+            height: 0,
+            fps: 0.0,
+            frame_count: 0,
+        },
+    };
+    Ok(PreparedStream {
+        id: s.id.clone(),
+        action: s.wants(crate::config::Branch::Action, c.action.enabled),
+        faces: s.wants(crate::config::Branch::Faces, c.faces.enabled),
+        plan: SourcePlan {
+            index: 0,
+            id: s.id.clone(),
+            kind,
+            realtime: s.realtime,
+            looped: s.looped,
+            live: c.live.clone(),
+        },
+        info,
+        config: s.clone(),
+        from_api: api,
+    })
 }
 
 fn runtime_env(

@@ -3,7 +3,7 @@
 //! and reconnected by the [`super::supervisor`] instead of blocking for minutes.
 
 use super::url::{scrub, SourceKind};
-use super::{SourceError, VideoInfo};
+use super::{LiveSource, Lost, LostFrame, SourceError, VideoInfo};
 use crate::config::{LiveConfig, RtspTransport};
 use opencv::core::{Mat, Vector};
 use opencv::prelude::*;
@@ -38,15 +38,6 @@ pub struct LiveReader {
     /// How long the previous read took. FFmpeg can return one last frame from a read that hit
     /// its deadline and fail the next read at once; that is a stall too.
     prev_took: Duration,
-}
-
-/// How a read ended when it gave no frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lost {
-    /// The read waited for its whole deadline: the source is frozen.
-    Stalled,
-    /// The source closed or ended the stream.
-    Disconnected,
 }
 
 impl LiveReader {
@@ -105,14 +96,14 @@ impl LiveReader {
             prev_took: Duration::ZERO,
         })
     }
+}
 
-    pub fn info(&self) -> VideoInfo {
+impl LiveSource for LiveReader {
+    fn info(&self) -> VideoInfo {
         self.info
     }
 
-    /// The next frame, or why none came and how long the source was silent. `deadline` is the
-    /// configured stall timeout: a source silent for most of it has stalled.
-    pub fn read(&mut self, deadline: Duration) -> Result<Mat, (Lost, Duration, Option<String>)> {
+    fn read(&mut self, deadline: Duration) -> Result<Mat, LostFrame> {
         let started = Instant::now();
         let mut m = Mat::default();
         let got = self.cap.read(&mut m);
@@ -125,12 +116,16 @@ impl LiveReader {
         };
         match got {
             Ok(true) if !m.empty() => Ok(m),
-            Ok(_) => Err((lost, waited, None)),
-            Err(e) => Err((
-                lost,
+            Ok(_) => Err(LostFrame {
+                kind: lost,
                 waited,
-                Some(format!("{}: {}", self.shown, scrub(&e.message, &self.url))),
-            )),
+                error: None,
+            }),
+            Err(e) => Err(LostFrame {
+                kind: lost,
+                waited,
+                error: Some(format!("{}: {}", self.shown, scrub(&e.message, &self.url))),
+            }),
         }
     }
 }

@@ -4,6 +4,8 @@
 
 pub mod file;
 pub mod live;
+pub mod open;
+pub mod status;
 pub mod supervisor;
 pub mod url;
 
@@ -76,6 +78,8 @@ pub enum EndReason {
     EndOfFile,
     /// Shutdown was requested.
     Stopped,
+    /// The stream was removed while the others go on (`DELETE /v1/streams/{id}`).
+    Removed,
     /// Reading failed; the message says where and why.
     Error(String),
 }
@@ -86,6 +90,7 @@ impl EndReason {
         match self {
             EndReason::EndOfFile => "end_of_file",
             EndReason::Stopped => "shutdown",
+            EndReason::Removed => "removed",
             EndReason::Error(_) => "error",
         }
     }
@@ -109,4 +114,61 @@ pub trait FrameReader: Send {
     fn info(&self) -> VideoInfo;
     /// Called at the end: an error when fewer frames came than the source promised.
     fn finish(&self, frames: u64) -> Result<(), SourceError>;
+}
+
+/// How a live read ended when it gave no frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lost {
+    /// The read waited for its whole deadline: the source is frozen.
+    Stalled,
+    /// The source closed or ended the stream.
+    Disconnected,
+}
+
+/// Why a live read gave no frame, and how long the source was silent.
+#[derive(Debug, Clone)]
+pub struct LostFrame {
+    pub kind: Lost,
+    pub waited: std::time::Duration,
+    /// The decoder's error, when it gave one (credentials scrubbed).
+    pub error: Option<String>,
+}
+
+/// One connection to a camera or network stream.
+pub trait LiveSource: Send {
+    fn info(&self) -> VideoInfo;
+    /// The next frame, or why none came. `deadline` is the configured stall timeout: a source
+    /// silent for most of it has stalled.
+    fn read(&mut self, deadline: std::time::Duration) -> Result<Mat, LostFrame>;
+}
+
+/// Stream ids by slot, for the shared stages' metric labels. The topology adds a stream's id
+/// before its first frame; the events stage removes it after the stream's last event.
+#[derive(Default)]
+pub struct Names(std::sync::RwLock<std::collections::HashMap<usize, Arc<str>>>);
+
+impl Names {
+    pub fn insert(&self, slot: usize, id: Arc<str>) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(slot, id);
+    }
+
+    pub fn remove(&self, slot: usize) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&slot);
+    }
+
+    /// The id of `slot` (empty if unknown).
+    pub fn get(&self, slot: usize) -> Arc<str> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&slot)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(""))
+    }
 }

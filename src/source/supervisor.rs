@@ -13,16 +13,16 @@
 //! their clip windows and trackers when the epoch changes: frames are never stitched across a
 //! gap.
 
-use super::file::FileReader;
-use super::live::{LiveReader, Lost};
+use super::open::Opener;
+use super::status::StreamStatus;
 use super::url::SourceKind;
-use super::{EndReason, Frame, FrameReader, StreamEnd, StreamMsg};
-use crate::config::LiveConfig;
-use crate::metrics::{Metrics, StageMeter};
+use super::{EndReason, Frame, Lost, LostFrame, StreamEnd, StreamMsg};
+use crate::config::{Branch, LiveConfig};
+use crate::metrics::{DownReason, Drop, Metrics, StageMeter, StreamState};
+use crate::shutdown::{Shutdown, Why};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use opencv::core::Mat;
 use prometheus::{Counter, IntCounter, IntGauge};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,8 +32,8 @@ pub struct Output {
     /// Live sources only: the queue's receiving end too, to take out the oldest frame when the
     /// queue is full.
     pub rx: Option<Receiver<StreamMsg>>,
-    /// The branch (metric label): `action` or `faces`.
-    pub stage: &'static str,
+    /// The branch this queue feeds.
+    pub branch: Branch,
 }
 
 /// A state change the events stage reports.
@@ -41,10 +41,9 @@ pub struct Output {
 pub enum Notice {
     /// Connected (or the file opened) at this media time.
     Up { detail: String, media_time: f64 },
-    /// A live stream was lost and is being reconnected; `reason` is one of `open_failed`,
-    /// `disconnected`, `stalled`, `error`.
+    /// A live stream was lost and is being reconnected.
     Down {
-        reason: &'static str,
+        reason: DownReason,
         detail: String,
         media_time: f64,
     },
@@ -53,6 +52,7 @@ pub enum Notice {
 /// What a stream reads and how.
 #[derive(Debug, Clone)]
 pub struct SourcePlan {
+    /// The stream's slot in the topology (never reused within a run).
     pub index: usize,
     pub id: String,
     pub kind: SourceKind,
@@ -70,95 +70,93 @@ impl SourcePlan {
     }
 }
 
-/// The states of a stream, as `vigil_stream_state{state}` shows them: `connecting` (opening),
-/// `up` (reading), `blocked` (a file waiting for room downstream), `stalled` (a live stream
-/// found frozen, until its reconnection starts), `retrying` (lost or refused, waiting before the
-/// next attempt), `down` (ended).
-pub const STATES: [&str; 6] = ["connecting", "up", "blocked", "stalled", "retrying", "down"];
-
 /// The stream's metric handles, looked up once.
 struct Meters {
     decoded: IntCounter,
     up: IntGauge,
     /// One gauge per state; exactly one of them is 1.
-    states: Vec<(&'static str, IntGauge)>,
+    states: Vec<(StreamState, IntGauge)>,
     stalled: Counter,
     blocked: Counter,
     connect_failures: IntCounter,
-    /// Frames dropped at a full queue, per branch (`action`, `faces`), looked up once.
-    dropped: [(&'static str, IntCounter); 2],
+    /// Frames dropped at a full queue, per branch, looked up once.
+    dropped: Vec<(Branch, IntCounter)>,
     metrics: Arc<Metrics>,
+    status: Option<Arc<StreamStatus>>,
     id: String,
 }
 
 impl Meters {
-    fn new(m: &Arc<Metrics>, id: &str) -> Meters {
+    fn new(m: &Arc<Metrics>, id: &str, status: Option<Arc<StreamStatus>>) -> Meters {
         Meters {
-            decoded: m.frames_decoded.with_label_values(&[id]),
-            up: m.stream_up.with_label_values(&[id]),
-            states: STATES
+            decoded: m.frames_decoded(id),
+            up: m.stream_up(id),
+            states: StreamState::ALL
                 .iter()
-                .map(|s| (*s, m.stream_state.with_label_values(&[id, s])))
+                .map(|&s| (s, m.stream_state(id, s)))
                 .collect(),
-            stalled: m.stream_stalled_seconds.with_label_values(&[id]),
-            blocked: m.stream_blocked_seconds.with_label_values(&[id]),
-            connect_failures: m.stream_connect_failures.with_label_values(&[id]),
-            dropped: ["action", "faces"].map(|stage| {
-                (
-                    stage,
-                    m.frames_dropped
-                        .with_label_values(&[id, stage, "queue_full"]),
-                )
-            }),
+            stalled: m.stream_stalled_seconds(id),
+            blocked: m.stream_blocked_seconds(id),
+            connect_failures: m.stream_connect_failures(id),
+            dropped: Branch::ALL
+                .iter()
+                .map(|&b| (b, m.frames_dropped(id, b, Drop::QueueFull)))
+                .collect(),
             metrics: m.clone(),
+            status,
             id: id.to_string(),
         }
     }
 
     /// Sets the stream's state gauge (and `up` with it).
-    fn state(&self, state: &str) {
+    fn state(&self, state: StreamState) {
         for (s, g) in &self.states {
             g.set(i64::from(*s == state));
         }
-        self.up.set(i64::from(state == "up" || state == "blocked"));
-    }
-
-    fn dropped(&self, stage: &str) {
-        match self.dropped.iter().find(|(s, _)| *s == stage) {
-            Some((_, c)) => c.inc(),
-            None => self
-                .metrics
-                .frames_dropped
-                .with_label_values(&[&self.id, stage, "queue_full"])
-                .inc(),
+        self.up.set(i64::from(state.is_up()));
+        if let Some(st) = &self.status {
+            st.set_state(state);
         }
     }
 
-    fn reconnect(&self, reason: &str) {
-        self.metrics
-            .stream_reconnects
-            .with_label_values(&[&self.id, reason])
-            .inc();
+    fn dropped(&self, branch: Branch) {
+        if let Some((_, c)) = self.dropped.iter().find(|(b, _)| *b == branch) {
+            c.inc();
+        }
+    }
+
+    fn reconnect(&self, reason: DownReason) {
+        self.metrics.stream_reconnects(&self.id, reason).inc();
     }
 }
 
-/// Runs a stream until its file ends, shutdown, or a file error; returns the end marker, which
-/// it has already passed to every output (or that the caller must pass on when there is none).
+/// The supervisor's surroundings: how to open sources, where to report, when to stop.
+pub struct Env<'a> {
+    pub opener: &'a dyn Opener,
+    /// The stream's token: cancelled on shutdown (`Why::Exit`) or removal (`Why::Removed`).
+    pub stop: &'a Shutdown,
+    pub metrics: &'a Arc<Metrics>,
+    pub meter: &'a StageMeter,
+    pub status: Option<Arc<StreamStatus>>,
+}
+
+/// Runs a stream until its file ends, shutdown or removal, or a file error; returns the end
+/// marker, which it has already passed to every output (or that the caller must pass on when
+/// there is none).
 pub fn supervise(
     plan: &SourcePlan,
     outputs: &[Output],
-    stop: &AtomicBool,
-    metrics: &Arc<Metrics>,
-    meter: &StageMeter,
+    env: Env,
     notify: &mut dyn FnMut(Notice),
     on_frame: &mut dyn FnMut(&Frame),
 ) -> StreamEnd {
     let mut s = Supervisor {
-        meter: meter.clone(),
+        meter: env.meter.clone(),
+        opener: env.opener,
         plan,
         outputs,
-        stop,
-        m: Meters::new(metrics, &plan.id),
+        stop: env.stop,
+        m: Meters::new(env.metrics, &plan.id, env.status),
         notify,
         on_frame,
         seq: 0,
@@ -167,12 +165,15 @@ pub fn supervise(
         origin: Instant::now(),
         rng: Jitter::new(plan.index as u64),
     };
-    s.m.state("connecting");
-    let reason = match &plan.kind {
+    s.m.state(StreamState::Connecting);
+    let mut reason = match &plan.kind {
         SourceKind::File(path) => s.file(path),
         _ => s.live(),
     };
-    s.m.state("down");
+    if reason == EndReason::Stopped && env.stop.why() == Some(Why::Removed) {
+        reason = EndReason::Removed;
+    }
+    s.m.state(StreamState::Down);
     let end = StreamEnd {
         stream: plan.index,
         frames: s.seq,
@@ -187,9 +188,10 @@ pub fn supervise(
 
 struct Supervisor<'a> {
     meter: StageMeter,
+    opener: &'a dyn Opener,
     plan: &'a SourcePlan,
     outputs: &'a [Output],
-    stop: &'a AtomicBool,
+    stop: &'a Shutdown,
     m: Meters,
     notify: &'a mut dyn FnMut(Notice),
     on_frame: &'a mut dyn FnMut(&Frame),
@@ -206,7 +208,7 @@ const GONE: &str = "the pipeline stopped taking frames";
 
 impl Supervisor<'_> {
     fn stopped(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
+        self.stop.is_cancelled()
     }
 
     /// Reads a file (paced and looped if asked). File errors end the stream: a file does not
@@ -215,7 +217,7 @@ impl Supervisor<'_> {
         let mut offset = 0.0;
         let mut first = true;
         loop {
-            let mut reader = match FileReader::open(path) {
+            let mut reader = match self.opener.file(path) {
                 Ok(r) => r,
                 Err(e) => return self.fail(e.to_string()),
             };
@@ -225,7 +227,7 @@ impl Supervisor<'_> {
                     detail: format!("{}x{} at {:.3} fps", info.width, info.height, info.fps),
                     media_time: 0.0,
                 });
-                self.m.state("up");
+                self.m.state(StreamState::Up);
                 self.origin = Instant::now();
                 first = false;
             }
@@ -273,7 +275,7 @@ impl Supervisor<'_> {
     fn wait_until(&self, t: f64) -> bool {
         let due = self.origin + Duration::from_secs_f64(t.max(0.0));
         let now = Instant::now();
-        due <= now || nap(due - now, self.stop)
+        due <= now || self.stop.sleep(due - now)
     }
 
     /// Connects, reads, and reconnects until shutdown.
@@ -290,17 +292,17 @@ impl Supervisor<'_> {
             if self.stopped() {
                 return EndReason::Stopped;
             }
-            self.m.state("connecting");
-            match LiveReader::open(&self.plan.kind, cfg) {
+            self.m.state(StreamState::Connecting);
+            match self.opener.live(&self.plan.kind, cfg) {
                 Err(e) => {
-                    self.m.state("retrying");
+                    self.m.state(StreamState::Retrying);
                     self.m.connect_failures.inc();
                     let msg = e.to_string();
                     if !reported {
                         tracing::warn!("{msg}; retrying");
                         let media_time = self.now();
                         (self.notify)(Notice::Down {
-                            reason: "open_failed",
+                            reason: DownReason::OpenFailed,
                             detail: msg,
                             media_time,
                         });
@@ -325,7 +327,7 @@ impl Supervisor<'_> {
                     tracing::info!("connected: {detail}");
                     let media_time = self.now();
                     (self.notify)(Notice::Up { detail, media_time });
-                    self.m.state("up");
+                    self.m.state(StreamState::Up);
                     let mut got = 0u64;
                     let lost = loop {
                         if self.stopped() {
@@ -346,23 +348,27 @@ impl Supervisor<'_> {
                         }
                     };
                     drop(reader);
-                    let (kind, waited, error) = lost;
+                    let LostFrame {
+                        kind,
+                        waited,
+                        error,
+                    } = lost;
                     self.m.state(if kind == Lost::Stalled {
-                        "stalled"
+                        StreamState::Stalled
                     } else {
-                        "retrying"
+                        StreamState::Retrying
                     });
                     let (reason, detail) = match (kind, error) {
-                        (_, Some(e)) => ("error", e),
+                        (_, Some(e)) => (DownReason::Error, e),
                         (Lost::Stalled, None) => {
                             self.m.stalled.inc_by(waited.as_secs_f64());
                             (
-                                "stalled",
+                                DownReason::Stalled,
                                 format!("{shown}: no frame for {} ms", waited.as_millis()),
                             )
                         }
                         (Lost::Disconnected, None) => (
-                            "disconnected",
+                            DownReason::Disconnected,
                             format!("{shown}: the stream ended after {got} frames"),
                         ),
                     };
@@ -379,7 +385,7 @@ impl Supervisor<'_> {
             }
             let wait = backoff(cfg, attempt, &mut self.rng);
             attempt = attempt.saturating_add(1);
-            if !nap(wait, self.stop) {
+            if !self.stop.sleep(wait) {
                 return EndReason::Stopped;
             }
         }
@@ -425,9 +431,9 @@ impl Supervisor<'_> {
             Err(TrySendError::Disconnected(_)) => false,
             Err(TrySendError::Full(msg)) => {
                 let started = Instant::now();
-                self.m.state("blocked");
+                self.m.state(StreamState::Blocked);
                 let ok = out.tx.send(msg).is_ok();
-                self.m.state("up");
+                self.m.state(StreamState::Up);
                 self.m.blocked.inc_by(started.elapsed().as_secs_f64());
                 ok
             }
@@ -444,8 +450,8 @@ impl Supervisor<'_> {
                     msg = back;
                     // The consumer may have taken one meanwhile; then there is room already.
                     if let Some(Ok(StreamMsg::Frame(_))) = out.rx.as_ref().map(|rx| rx.try_recv()) {
-                        self.m.dropped(out.stage);
-                        self.meter.dropped("queue_full");
+                        self.m.dropped(out.branch);
+                        self.meter.dropped(Drop::QueueFull);
                     }
                 }
             }
@@ -495,21 +501,6 @@ impl Jitter {
     }
 }
 
-/// Sleeps `d` in short steps; false if shutdown was requested meanwhile.
-pub fn nap(d: Duration, stop: &AtomicBool) -> bool {
-    let until = Instant::now() + d;
-    loop {
-        if stop.load(Ordering::Relaxed) {
-            return false;
-        }
-        let now = Instant::now();
-        if now >= until {
-            return true;
-        }
-        std::thread::sleep((until - now).min(Duration::from_millis(50)));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -549,7 +540,7 @@ mod tests {
         let out = [Output {
             tx,
             rx: Some(rx.clone()),
-            stage: "action",
+            branch: Branch::Action,
         }];
         let metrics = Arc::new(Metrics::new());
         let plan = SourcePlan {
@@ -560,14 +551,15 @@ mod tests {
             looped: false,
             live: LiveConfig::default(),
         };
-        let stop = AtomicBool::new(false);
+        let stop = Shutdown::new();
         let (mut notify, mut on_frame) = (|_: Notice| {}, |_: &Frame| {});
         let mut s = Supervisor {
-            meter: metrics.stage("decode"),
+            meter: metrics.stage(crate::metrics::Stage::Decode),
+            opener: &super::super::open::OpenCv,
             plan: &plan,
             outputs: &out,
             stop: &stop,
-            m: Meters::new(&metrics, "cam"),
+            m: Meters::new(&metrics, "cam", None),
             notify: &mut notify,
             on_frame: &mut on_frame,
             seq: 0,
@@ -596,8 +588,7 @@ mod tests {
         // The newest frames survive, and the end marker is never lost.
         assert_eq!(kept, ["8", "9", "end"]);
         let dropped = metrics
-            .frames_dropped
-            .with_label_values(&["cam", "action", "queue_full"])
+            .frames_dropped("cam", Branch::Action, Drop::QueueFull)
             .get();
         assert_eq!(dropped, 8);
     }

@@ -33,21 +33,35 @@ struct StreamNotes {
 }
 
 /// What the run noted, per stream.
+#[derive(Default)]
 pub struct Notes {
-    streams: Vec<Mutex<StreamNotes>>,
+    streams: Mutex<HashMap<usize, StreamNotes>>,
 }
 
 impl Notes {
-    pub fn new(streams: usize) -> Notes {
-        Notes {
-            streams: (0..streams).map(|_| Mutex::default()).collect(),
-        }
+    pub fn new() -> Notes {
+        Notes::default()
     }
 
-    fn lock(&self, stream: usize) -> std::sync::MutexGuard<'_, StreamNotes> {
-        self.streams[stream]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+    fn lock(&self, stream: usize) -> impl std::ops::DerefMut<Target = StreamNotes> + '_ {
+        struct Guard<'a>(
+            std::sync::MutexGuard<'a, HashMap<usize, StreamNotes>>,
+            usize,
+        );
+        impl std::ops::Deref for Guard<'_> {
+            type Target = StreamNotes;
+            fn deref(&self) -> &StreamNotes {
+                &self.0[&self.1]
+            }
+        }
+        impl std::ops::DerefMut for Guard<'_> {
+            fn deref_mut(&mut self) -> &mut StreamNotes {
+                self.0.get_mut(&self.1).expect("inserted when locked")
+            }
+        }
+        let mut g = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        g.entry(stream).or_default();
+        Guard(g, stream)
     }
 
     /// A decision named (or failed to name) a track.

@@ -1,0 +1,293 @@
+//! The gallery of a running vigil, and every change to a gallery file.
+//!
+//! - Every change (enrol, remove; from the CLI, the API, or another process) is one
+//!   read-modify-write under an exclusive lock on `<gallery>.lock`: the file is read again
+//!   under the lock, changed and saved crash-safely, so two enrolments at the same moment are
+//!   both kept.
+//! - A running vigil searches a [`SharedIndex`] that is swapped whole (an `Arc` behind a lock
+//!   held for a pointer copy) when the gallery changes: at once after a change it made itself,
+//!   and within half a second of a change another process made to the file (its size, time and
+//!   inode are polled; the face worker never waits for a rebuild).
+
+use super::{Gallery, GalleryError, Index};
+use crate::config::GalleryIndexConfig;
+use crate::shutdown::Shutdown;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+/// The index the face worker searches, replaced whole when the gallery changes.
+pub struct SharedIndex {
+    current: RwLock<Arc<dyn Index>>,
+}
+
+impl SharedIndex {
+    pub fn new(ix: Arc<dyn Index>) -> SharedIndex {
+        SharedIndex {
+            current: RwLock::new(ix),
+        }
+    }
+
+    /// The index as of now (a pointer copy).
+    pub fn get(&self) -> Arc<dyn Index> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set(&self, ix: Arc<dyn Index>) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = ix;
+    }
+}
+
+/// How a gallery file looked when last read: a change to any of these is a change of the file.
+#[derive(Debug, Clone, PartialEq)]
+struct Stamp {
+    len: u64,
+    modified: Option<SystemTime>,
+    inode: u64,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        len: m.len(),
+        modified: m.modified().ok(),
+        inode: m.ino(),
+    })
+}
+
+/// Holds `<gallery>.lock` exclusively while alive.
+struct FileLock(std::fs::File);
+
+impl FileLock {
+    fn take(gallery: &Path) -> Result<FileLock, GalleryError> {
+        let path = lock_path(gallery);
+        let err = |e: std::io::Error| GalleryError::File {
+            path: path.clone(),
+            reason: format!("cannot lock the gallery: {e}"),
+        };
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(err)?;
+        f.lock().map_err(err)?;
+        Ok(FileLock(f))
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+/// `<gallery>.lock`, beside the gallery file.
+pub fn lock_path(gallery: &Path) -> PathBuf {
+    let mut name = gallery.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    gallery.with_file_name(name)
+}
+
+/// Opens the gallery at `path` under its lock, applies `change`, and saves it; a failed change
+/// leaves the file untouched. Returns what `change` returned and the gallery as saved.
+pub fn update_file<R>(
+    path: &Path,
+    model: &str,
+    dim: usize,
+    change: impl FnOnce(&mut Gallery) -> Result<R, GalleryError>,
+) -> Result<(R, Gallery), GalleryError> {
+    let _lock = FileLock::take(path)?;
+    let mut g = Gallery::open(path, model, dim)?;
+    let r = change(&mut g)?;
+    g.save()?;
+    Ok((r, g))
+}
+
+/// A person as listed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PersonInfo {
+    pub name: String,
+    pub embeddings: usize,
+    pub sources: Vec<String>,
+}
+
+/// A gallery file kept in memory with its index, up to date with the file.
+pub struct LiveGallery {
+    pub path: PathBuf,
+    model: String,
+    dim: usize,
+    cfg: GalleryIndexConfig,
+    index: Arc<SharedIndex>,
+    people: RwLock<Arc<Vec<PersonInfo>>>,
+    seen: Mutex<Option<Stamp>>,
+}
+
+fn listing(g: &Gallery) -> Arc<Vec<PersonInfo>> {
+    Arc::new(
+        g.people
+            .iter()
+            .map(|p| PersonInfo {
+                name: p.name.clone(),
+                embeddings: p.embeddings.len(),
+                sources: p.sources.clone(),
+            })
+            .collect(),
+    )
+}
+
+impl LiveGallery {
+    /// Reads the gallery and builds (or loads) its index.
+    pub fn open(
+        path: &Path,
+        model: &str,
+        dim: usize,
+        cfg: &GalleryIndexConfig,
+    ) -> anyhow::Result<LiveGallery> {
+        let seen = stamp(path);
+        let g = Gallery::open(path, model, dim)?;
+        let index = g.index(cfg)?;
+        Ok(LiveGallery {
+            path: path.to_path_buf(),
+            model: model.into(),
+            dim,
+            cfg: cfg.clone(),
+            index: Arc::new(SharedIndex::new(index)),
+            people: RwLock::new(listing(&g)),
+            seen: Mutex::new(seen),
+        })
+    }
+
+    /// The index the face worker searches.
+    pub fn index(&self) -> Arc<SharedIndex> {
+        self.index.clone()
+    }
+
+    pub fn people(&self) -> Arc<Vec<PersonInfo>> {
+        self.people
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Embeddings of `name`, if enrolled.
+    pub fn embeddings_of(&self, name: &str) -> anyhow::Result<Option<Vec<Vec<f32>>>> {
+        let g = Gallery::open(&self.path, &self.model, self.dim)?;
+        Ok(g.person(name).ok().map(|p| p.embeddings.clone()))
+    }
+
+    /// Applies `change` to the file (under its lock) and swaps the index in before returning:
+    /// the next face decision uses it.
+    pub fn update<R>(
+        &self,
+        change: impl FnOnce(&mut Gallery) -> Result<R, GalleryError>,
+    ) -> anyhow::Result<R> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let (r, g) = update_file(&self.path, &self.model, self.dim, change)?;
+        self.install(&g)?;
+        *seen = stamp(&self.path);
+        Ok(r)
+    }
+
+    fn install(&self, g: &Gallery) -> anyhow::Result<()> {
+        let ix = g.index(&self.cfg)?;
+        self.index.set(ix);
+        *self.people.write().unwrap_or_else(|p| p.into_inner()) = listing(g);
+        Ok(())
+    }
+
+    /// Reads the file again if it changed since last read; true when it did.
+    pub fn refresh(&self) -> anyhow::Result<bool> {
+        let now = stamp(&self.path);
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if now == *seen {
+            return Ok(false);
+        }
+        // Read under the lock, so a half-finished change by another process is never seen
+        // (the rename makes that impossible anyway; the lock also orders us after it).
+        let g = {
+            let _lock = FileLock::take(&self.path)?;
+            Gallery::open(&self.path, &self.model, self.dim)?
+        };
+        let after = stamp(&self.path);
+        self.install(&g)?;
+        tracing::info!(
+            "gallery {} changed on disk: {} people now",
+            self.path.display(),
+            g.people.len()
+        );
+        *seen = after;
+        Ok(true)
+    }
+
+    /// Polls the file every `every` until `stop`, swapping the index in when it changed.
+    pub fn watch(
+        self: &Arc<Self>,
+        every: Duration,
+        stop: Shutdown,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let g = self.clone();
+        std::thread::Builder::new()
+            .name("gallery-watch".into())
+            .spawn(move || {
+                let mut failing = false;
+                while stop.sleep(every) {
+                    match g.refresh() {
+                        Ok(_) => failing = false,
+                        Err(e) if !failing => {
+                            failing = true;
+                            tracing::warn!(
+                                "cannot reload the gallery: {e:#}; still using the one loaded"
+                            );
+                        }
+                        Err(_) => {}
+                    }
+                }
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_changes_under_the_lock_are_all_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.json");
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    update_file(&path, "m", 4, |g| {
+                        g.enroll(&format!("p{i}"), vec![i as f32; 4], "x".into())
+                    })
+                    .unwrap();
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let g = Gallery::open(&path, "m", 4).unwrap();
+        assert_eq!(g.people.len(), 8);
+    }
+
+    #[test]
+    fn a_change_made_by_someone_else_is_picked_up_and_searched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.json");
+        let cfg = GalleryIndexConfig::default();
+        let live = LiveGallery::open(&path, "m", 4, &cfg).unwrap();
+        assert!(live.index().get().search(&[1.0; 4], 1).is_empty());
+        update_file(&path, "m", 4, |g| g.enroll("Ada", vec![1.0; 4], "a".into())).unwrap();
+        assert!(live.refresh().unwrap());
+        let found = live.index().get().search(&[1.0; 4], 1);
+        assert_eq!(found[0].name, "Ada");
+        assert!(!live.refresh().unwrap(), "nothing changed since");
+    }
+}

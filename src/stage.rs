@@ -1,0 +1,87 @@
+//! The one contract every stage of a run follows (Vector's components are the model): a stage
+//! is a value built from its config part (the `Prepared*` structs that `vigil check` makes), run
+//! on a named thread of its own by [`spawn`], with a typed input and output and one [`Context`]
+//! holding its shutdown token, its metric handles and its names. The runner, not the stage,
+//! creates the stage's meter, so no stage can forget its processed, dropped and timing series.
+//!
+//! | stage | input | output |
+//! |---|---|---|
+//! | `decode` (`source::supervisor`) | a source, through an `Opener` | each branch's frame queue, stream notices |
+//! | `action_sampler` (`action`) | frames | clips |
+//! | `face_sampler` (`face::sampler`) | frames | face frames |
+//! | `classifier` (`action::classifier`) | clips of every stream | scored clips |
+//! | `faces` (`face::worker`) | face frames of every stream | face decisions |
+//! | `events` (`pipeline::events`) | everything above | sinks, the recent-events ring |
+
+use crate::metrics::{self, Metrics, StageMeter};
+use crate::shutdown::Shutdown;
+use std::sync::Arc;
+
+/// What a stage runs with.
+pub struct Context {
+    /// The thread's name: `src-<stream>`, `act-<stream>`, `face-<stream>`, `classifier`,
+    /// `faces`, `events`.
+    pub name: String,
+    /// The stream a per-stream stage serves: its slot and id.
+    pub stream: Option<(usize, Arc<str>)>,
+    pub metrics: Arc<Metrics>,
+    pub meter: StageMeter,
+    /// Per-stream stages get their stream's token (cancelled on removal or exit); shared
+    /// stages the process's.
+    pub shutdown: Shutdown,
+}
+
+impl Context {
+    pub fn new(
+        stage: metrics::Stage,
+        name: String,
+        stream: Option<(usize, Arc<str>)>,
+        metrics: &Arc<Metrics>,
+        shutdown: Shutdown,
+    ) -> Context {
+        Context {
+            name,
+            stream,
+            meter: metrics.stage(stage),
+            metrics: metrics.clone(),
+            shutdown,
+        }
+    }
+
+    /// The stream's slot and id (per-stream stages only).
+    pub fn stream(&self) -> (usize, &str) {
+        self.stream
+            .as_ref()
+            .map_or((0, ""), |(slot, id)| (*slot, &**id))
+    }
+}
+
+/// A stage: its input and output types, its metric label, and its loop.
+pub trait Stage: Send + 'static {
+    const STAGE: metrics::Stage;
+    type Input: Send + 'static;
+    type Output: Send + 'static;
+    /// What the stage reports when its input is exhausted (or it failed).
+    type Done: Send + 'static;
+
+    fn run(self, cx: &Context, input: Self::Input, output: Self::Output) -> Self::Done;
+}
+
+/// Runs `stage` on a thread named `cx.name`, inside a `stream=` tracing span for per-stream
+/// stages.
+pub fn spawn<S: Stage>(
+    stage: S,
+    cx: Context,
+    input: S::Input,
+    output: S::Output,
+) -> std::io::Result<std::thread::JoinHandle<S::Done>> {
+    std::thread::Builder::new()
+        .name(cx.name.clone())
+        .spawn(move || {
+            let _span = cx
+                .stream
+                .as_ref()
+                .map(|(_, id)| tracing::info_span!("stream", stream = %id).entered());
+            stage.run(&cx, input, output)
+        })
+}
