@@ -77,7 +77,7 @@ fn cases(dir: &Path) -> Vec<Case> {
         Case {
             name: "streams missing",
             yaml: model.clone(),
-            expect: vec!["1:1: missing field `streams`".into()],
+            expect: vec!["streams: at least one stream is needed (or an `api` section".into()],
         },
         Case { name: "YAML syntax", yaml: format!("{ok_stream}action: {{enabled: [true}}\n"), expect: vec!["4:".into()] },
         Case {

@@ -588,16 +588,17 @@ async fn list_people(AxState(api): AxState<Arc<Api>>) -> ApiResult {
 /// The image of a request: the body itself (`image/jpeg`, `image/png`, `image/bmp`) or the
 /// first file of a `multipart/form-data` body.
 async fn image_body(headers: &HeaderMap, body: Bytes) -> Result<Bytes, ApiError> {
-    let ct = headers
+    let raw = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+        .unwrap_or("");
+    // The type compares without case; the boundary keeps its own.
+    let ct = raw.to_ascii_lowercase();
     if ct.starts_with("image/jpeg") || ct.starts_with("image/png") || ct.starts_with("image/bmp") {
         return Ok(body);
     }
     if ct.starts_with("multipart/form-data") {
-        let boundary = multer::parse_boundary(&ct)
+        let boundary = multer::parse_boundary(raw)
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_multipart", e.to_string()))?;
         let stream = futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(body) });
         let mut mp = multer::Multipart::new(stream, boundary);

@@ -198,7 +198,12 @@ impl GalleryOps {
             Store::File {
                 path, model, dim, ..
             } => Ok(live::update_file(path, model, *dim, change)?.0),
-            Store::Live(g) => Ok(g.update(change)?),
+            Store::Live(g) => g
+                .update(change)
+                .map_err(|e| match e.downcast::<GalleryError>() {
+                    Ok(e) => OpError::Gallery(e),
+                    Err(e) => OpError::Other(e),
+                }),
         }
     }
 

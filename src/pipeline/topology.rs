@@ -627,3 +627,219 @@ impl Decode {
         self.run(cx, (), (outputs, ev))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The topology without cameras, models or the binary: sources come from a fake opener.
+    use super::*;
+    use crate::config::LiveConfig;
+    use crate::event::recent::Recent;
+    use crate::source::supervisor::SourcePlan;
+    use crate::source::url::SourceKind;
+    use crate::source::{FrameReader, LiveSource, LostFrame, SourceError, VideoInfo};
+    use opencv::core::{Mat, Scalar, CV_8UC3};
+    use std::path::Path;
+
+    fn image() -> Mat {
+        Mat::new_rows_cols_with_default(4, 4, CV_8UC3, Scalar::all(7.0)).unwrap()
+    }
+
+    /// Files of `frames` frames; cameras that give a frame every 2 ms forever.
+    struct Fake {
+        frames: u64,
+    }
+
+    struct FakeFile {
+        left: u64,
+        t: f64,
+    }
+
+    impl FrameReader for FakeFile {
+        fn next_frame(&mut self) -> Result<Option<(f64, Mat)>, SourceError> {
+            if self.left == 0 {
+                return Ok(None);
+            }
+            self.left -= 1;
+            self.t += 0.04;
+            Ok(Some((self.t, image())))
+        }
+        fn info(&self) -> VideoInfo {
+            VideoInfo {
+                width: 4,
+                height: 4,
+                fps: 25.0,
+                frame_count: 0,
+            }
+        }
+        fn finish(&self, _: u64) -> Result<(), SourceError> {
+            Ok(())
+        }
+    }
+
+    struct FakeCamera;
+
+    impl LiveSource for FakeCamera {
+        fn info(&self) -> VideoInfo {
+            VideoInfo {
+                width: 4,
+                height: 4,
+                fps: 0.0,
+                frame_count: 0,
+            }
+        }
+        fn read(&mut self, _: Duration) -> Result<Mat, LostFrame> {
+            std::thread::sleep(Duration::from_millis(2));
+            Ok(image())
+        }
+    }
+
+    impl Opener for Fake {
+        fn file(&self, _: &Path) -> Result<Box<dyn FrameReader>, SourceError> {
+            Ok(Box::new(FakeFile {
+                left: self.frames,
+                t: 0.0,
+            }))
+        }
+        fn live(&self, _: &SourceKind, _: &LiveConfig) -> Result<Box<dyn LiveSource>, SourceError> {
+            Ok(Box::new(FakeCamera))
+        }
+    }
+
+    fn prepared(api: bool) -> Prepared {
+        let text = format!(
+            "streams: []\n{}action: {{enabled: false}}\nfaces: {{enabled: false}}\nsinks: []\n",
+            if api {
+                "api: {listen: '127.0.0.1:0'}\n"
+            } else {
+                ""
+            }
+        );
+        let loaded = crate::config::parse(Path::new("t.yaml"), &text).unwrap();
+        Prepared {
+            loaded,
+            streams: vec![],
+            action: None,
+            faces: None,
+        }
+    }
+
+    fn stream(id: &str, kind: SourceKind) -> PreparedStream {
+        PreparedStream {
+            id: id.into(),
+            action: false,
+            faces: false,
+            plan: SourcePlan {
+                index: 0,
+                id: id.into(),
+                kind,
+                realtime: false,
+                looped: false,
+                live: LiveConfig::default(),
+            },
+            info: VideoInfo {
+                width: 4,
+                height: 4,
+                fps: 25.0,
+                frame_count: 0,
+            },
+            config: StreamConfig {
+                id: id.into(),
+                url: "x".into(),
+                branches: None,
+                realtime: false,
+                looped: false,
+            },
+            from_api: true,
+        }
+    }
+
+    fn camera(id: &str) -> PreparedStream {
+        stream(id, SourceKind::Network(format!("rtsp://127.0.0.1:9/{id}")))
+    }
+
+    fn events(r: &Recent) -> Vec<(String, String, String)> {
+        r.latest(10_000)
+            .iter()
+            .map(|k| {
+                let v: serde_json::Value = serde_json::from_str(&k.json).unwrap();
+                (
+                    k.stream.clone(),
+                    k.kind.as_str().to_string(),
+                    v["reason"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn start(p: &mut Prepared, serve: bool, frames: u64) -> Arc<Topology> {
+        let opts = RunOptions {
+            serve,
+            ..Default::default()
+        };
+        let metrics = Arc::new(Metrics::new());
+        Topology::start(p, opts, metrics, Shutdown::new(), Arc::new(Fake { frames })).unwrap()
+    }
+
+    #[test]
+    fn a_removed_stream_ends_with_reason_removed_while_the_other_keeps_decoding() {
+        let mut p = prepared(true);
+        let topo = start(&mut p, true, 0);
+        topo.add(camera("a")).unwrap();
+        topo.add(camera("b")).unwrap();
+        assert!(matches!(
+            topo.add(camera("a")),
+            Err(TopologyError::Duplicate(_))
+        ));
+        let b = topo.metrics().frames_decoded("b");
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while b.get() < 20 && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let before = b.get();
+        topo.remove("a", Duration::from_secs(10)).unwrap();
+        assert!(matches!(
+            topo.remove("a", Duration::from_secs(1)),
+            Err(TopologyError::NotFound(_))
+        ));
+        let ev = events(topo.recent().unwrap());
+        assert!(
+            ev.contains(&("a".into(), "stream.down".into(), "removed".into())),
+            "{ev:?}"
+        );
+        // b went on decoding across the removal, and is still listed and up.
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while b.get() <= before + 10 && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(b.get() > before + 10, "{} then {}", before, b.get());
+        let listed: Vec<String> = topo.list().iter().map(|l| l.config.id.clone()).collect();
+        assert_eq!(listed, ["b"]);
+        // The removed id can be used again.
+        topo.add(camera("a")).unwrap();
+        topo.shutdown().cancel(Why::Exit);
+        topo.wait();
+        let summary = topo.finish().unwrap();
+        let ev = events(topo.recent().unwrap());
+        let downs: Vec<_> = ev.iter().filter(|e| e.1 == "stream.down").collect();
+        assert_eq!(downs.len(), 3, "{ev:?}");
+        assert!(summary.ok());
+    }
+
+    #[test]
+    fn a_run_without_the_api_ends_when_its_files_end_and_loses_no_frame() {
+        let mut p = prepared(true);
+        let topo = start(&mut p, false, 50);
+        for id in ["f1", "f2", "f3"] {
+            topo.add(stream(id, SourceKind::File("x.mp4".into())))
+                .unwrap();
+        }
+        topo.wait();
+        let summary = topo.finish().unwrap();
+        assert_eq!(summary.frames, 150);
+        let ev = events(topo.recent().unwrap());
+        for id in ["f1", "f2", "f3"] {
+            assert!(ev.contains(&(id.into(), "stream.up".into(), "opened".into())));
+            assert!(ev.contains(&(id.into(), "stream.down".into(), "end_of_file".into())));
+        }
+    }
+}

@@ -476,3 +476,163 @@ pub fn subscribe(port: u16, topic: &str, client_id: &str, out: &Path) -> Running
             .expect("mosquitto_sub (Debian package mosquitto-clients)"),
     )
 }
+
+/// One HTTP/1.1 request on loopback (`Connection: close`); returns the status, the head (lower
+/// case) and the body. `headers` are `Name: value` lines.
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &[u8],
+) -> std::io::Result<(u16, String, Vec<u8>)> {
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or(std::io::ErrorKind::InvalidData)?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_lowercase();
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or(std::io::ErrorKind::InvalidData)?;
+    let mut body = raw[split + 4..].to_vec();
+    if head.contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    Ok((code, head, body))
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(i) = b.windows(2).position(|w| w == b"\r\n") {
+        let len = usize::from_str_radix(String::from_utf8_lossy(&b[..i]).trim(), 16).unwrap_or(0);
+        if len == 0 || b.len() < i + 2 + len {
+            break;
+        }
+        out.extend_from_slice(&b[i + 2..i + 2 + len]);
+        b = &b[(i + 4 + len).min(b.len())..];
+    }
+    out
+}
+
+/// A JSON call to the API: status and parsed body (`Null` when the body is not JSON).
+pub fn api(addr: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+    let auth = token.map(|t| format!("Authorization: Bearer {t}"));
+    let mut headers = vec!["Content-Type: application/json"];
+    if let Some(a) = &auth {
+        headers.push(a);
+    }
+    let (code, _, body) = http(addr, method, path, &headers, body.as_bytes()).unwrap();
+    (code, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// Waits for the `API on http://ADDR/v1` log line among `logs`; returns `ADDR`.
+pub fn api_addr(logs: &std::sync::Arc<std::sync::Mutex<Vec<String>>>) -> String {
+    let mut addr = None;
+    wait_for("the API to listen", Duration::from_secs(120), || {
+        addr = logs.lock().unwrap().iter().find_map(|l| {
+            l.split("API on http://")
+                .nth(1)
+                .map(|r| r.trim_end_matches("/v1").to_string())
+        });
+        addr.is_some()
+    });
+    addr.unwrap()
+}
+
+/// A Server-Sent Events subscription: every `data:` event received, with its id, kept for the
+/// test to read.
+pub struct Sse {
+    pub events: std::sync::Arc<std::sync::Mutex<Vec<(Option<String>, Option<String>, String)>>>,
+}
+
+impl Sse {
+    /// Subscribes to `path` (with `Last-Event-ID: last` when given).
+    pub fn open(addr: &str, path: &str, token: Option<&str>, last: Option<&str>) -> Sse {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let mut req =
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
+        if let Some(t) = token {
+            req += &format!("Authorization: Bearer {t}\r\n");
+        }
+        if let Some(l) = last {
+            req += &format!("Last-Event-ID: {l}\r\n");
+        }
+        req += "\r\n";
+        s.write_all(req.as_bytes()).unwrap();
+        let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out = events.clone();
+        std::thread::spawn(move || {
+            let r = std::io::BufReader::new(s);
+            let (mut id, mut kind, mut data) = (None, None, String::new());
+            for line in r.lines().map_while(Result::ok) {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = Some(v.trim().to_string());
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    kind = Some(v.trim().to_string());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                } else if line.is_empty() && !data.is_empty() {
+                    out.lock()
+                        .unwrap()
+                        .push((id.take(), kind.take(), std::mem::take(&mut data)));
+                }
+            }
+        });
+        Sse { events }
+    }
+
+    /// The JSON of every plain (`message`) event so far.
+    pub fn json(&self) -> Vec<Value> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, k, _)| k.is_none())
+            .filter_map(|(_, _, d)| serde_json::from_str(d).ok())
+            .collect()
+    }
+
+    /// Waits until an event satisfies `pred`; returns it.
+    pub fn wait(&self, what: &str, limit: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let mut found = None;
+        wait_for(what, limit, || {
+            found = self.json().into_iter().find(|e| pred(e));
+            found.is_some()
+        });
+        found.unwrap()
+    }
+}
+
+/// Open file descriptors of a process, from /proc.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// A file from ../shared/media: `None` (with a note) when this checkout has no ../shared, and a
+/// failure under CI (`CI` set), where it is always there.
+pub fn shared_media_or_ci(rel: &str) -> Option<PathBuf> {
+    let p = shared_media(rel);
+    if p.is_none() && std::env::var_os("CI").is_some() {
+        panic!("../shared/media/{rel} is missing under CI, where ../shared is always present");
+    }
+    p
+}
