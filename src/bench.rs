@@ -141,7 +141,9 @@ pub fn faces(p: Prepared) -> anyhow::Result<serde_json::Value> {
 fn run(p: Prepared) -> anyhow::Result<crate::pipeline::Summary> {
     let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
     let opts = crate::pipeline::RunOptions::default();
-    crate::pipeline::run(p, opts, metrics, crate::shutdown::Shutdown::new())
+    crate::pipeline::run(p, opts, metrics, crate::shutdown::Shutdown::new(), |_| {
+        Ok(())
+    })
 }
 
 /// Runs the whole pipeline as configured (meant for an actions-only config on a file) and times

@@ -371,7 +371,22 @@ fn install_signals(stop: Shutdown) -> std::io::Result<()> {
     Ok(())
 }
 
+/// glibc gives every thread that allocates an arena of its own, up to 8 per core, and keeps
+/// what they grew. A service whose cameras come and go starts and ends threads all day: with
+/// the default, resident memory rose about 7 KB per stream added and removed (14 MB over 2000
+/// cycles); with two arenas it stays flat (tests/api_robustness.rs) and decoding is as fast. A
+/// `MALLOC_ARENA_MAX` in the environment wins.
+fn limit_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets a parameter of the allocator; called before any thread.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     init_logging(&cli.log);
     let result = match cli.cmd {

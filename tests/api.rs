@@ -8,7 +8,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 /// A config with the API on a free loopback port, both branches (faces with snapshots), an
@@ -31,21 +30,6 @@ fn api_config(dir: &Path, api_extra: &str, extra: &str) -> PathBuf {
     );
     std::fs::create_dir_all(dir.join("snaps")).unwrap();
     write_config(dir, &yaml)
-}
-
-/// Starts vigil; returns the child, the metrics and API addresses, and its logs.
-fn start(
-    cfg: &Path,
-) -> (
-    Running,
-    String,
-    String,
-    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-) {
-    let mut child = spawn_run(cfg);
-    let (metrics, logs) = metrics_addr_keeping_logs(&mut child);
-    let api = api_addr(&logs);
-    (child, metrics, api, logs)
 }
 
 fn photo(name: &str) -> Vec<u8> {
@@ -74,7 +58,7 @@ fn decoded(metrics: &str, stream: &str) -> f64 {
 fn streams_and_people_change_while_vigil_runs_and_the_changes_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = api_config(dir.path(), "", "");
-    let (mut child, metrics, addr, logs) = start(&cfg);
+    let (mut child, metrics, addr, logs) = start_api(&cfg);
     let sse = Sse::open(&addr, "/v1/events/stream", None, None);
     let (code, v) = api(&addr, "GET", "/v1/streams", None, "");
     assert_eq!(
@@ -166,7 +150,8 @@ fn streams_and_people_change_while_vigil_runs_and_the_changes_survive_a_restart(
     );
     let (code, v) = api(&addr, "GET", "/v1/streams/photos", None, "");
     assert_eq!(code, 200);
-    assert_eq!(v["state"], "up", "{v}");
+    // A file read as fast as the pipeline takes it is `up` or `blocked` (waiting for room).
+    assert!(v["state"] == "up" || v["state"] == "blocked", "{v}");
     assert!(
         v["frames"].as_u64().unwrap() > 0 && v["since"].is_string(),
         "{v}"
@@ -182,7 +167,7 @@ fn streams_and_people_change_while_vigil_runs_and_the_changes_survive_a_restart(
     assert!(!logs.lock().unwrap().iter().any(|l| l.contains("panicked")));
 
     // After a restart the added stream is back, the removed one is not.
-    let (_child, _, addr, _) = start(&cfg);
+    let (_child, _, addr, _) = start_api(&cfg);
     let (_, v) = api(&addr, "GET", "/v1/streams", None, "");
     let ids: Vec<&str> = v["streams"]
         .as_array()
@@ -297,7 +282,7 @@ fn tokens_are_required_scoped_never_logged_and_a_public_listener_needs_them() {
     let (read, rline) = make("read");
     let tokens = format!("  tokens:\n{wline}\n{rline}\n").replace("    - ", "    - ");
     let cfg = api_config(dir.path(), &tokens, "");
-    let (child, _, addr, logs) = start(&cfg);
+    let (child, _, addr, logs) = start_api(&cfg);
 
     let (code, _, _) = http(&addr, "GET", "/v1/streams", &[], b"").unwrap();
     assert_eq!(code, 401);
@@ -357,26 +342,10 @@ fn tokens_are_required_scoped_never_logged_and_a_public_listener_needs_them() {
     }
 }
 
-/// A small PNG with no face in it (a grey square), made by ffmpeg.
+/// A small PNG with no face in it (a grey square).
 fn grey_png(dir: &Path) -> Vec<u8> {
     let p = dir.join("grey.png");
-    let ok = Command::new("ffmpeg")
-        .args([
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "color=gray:s=96x96",
-            "-frames:v",
-            "1",
-        ])
-        .arg(&p)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    lavfi("color=gray:s=96x96", 1, &p);
     std::fs::read(p).unwrap()
 }
 
@@ -390,7 +359,7 @@ fn every_error_answer_has_its_status_code_and_field() {
         "gallery: {max_image_pixels: 50000000, path:",
     );
     std::fs::write(&cfg, text).unwrap();
-    let (_child, _, addr, _) = start(&cfg);
+    let (_child, _, addr, _) = start_api(&cfg);
     let code_of = |(c, v): (u16, Value)| {
         (
             c,

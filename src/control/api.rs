@@ -205,9 +205,10 @@ pub fn run(
         started: Instant::now(),
         stop: stop.clone(),
     });
+    metrics.ready.set(1);
+    let _metrics_server = super::serve_metrics(&loaded.config.metrics, &metrics)?;
     let server = serve(api, &api_cfg, metrics.clone())?;
     tracing::info!("API on http://{}/v1", server.addr);
-    metrics.ready.set(1);
     topo.wait();
     drop(server);
     topo.finish()
@@ -243,8 +244,12 @@ pub fn serve(
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for the API: {e}"))?;
     std_listener.set_nonblocking(true)?;
     let bound = std_listener.local_addr()?;
+    // Blocking work (face analysis, starting and stopping streams) is serialised by the locks
+    // it takes, so a few blocking threads are enough; idle ones leave quickly.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .max_blocking_threads(16)
+        .thread_keep_alive(Duration::from_millis(500))
         .thread_name("api-http")
         .enable_all()
         .build()?;

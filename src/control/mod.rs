@@ -18,22 +18,29 @@ use crate::pipeline::{self, Prepared, RunOptions, Summary};
 use crate::shutdown::Shutdown;
 use std::sync::Arc;
 
-/// `vigil run`: serves the metrics (and, with an `api` section, the API), runs the config's
-/// streams (and those the API added before), until every stream has ended or, with the API,
-/// until `stop`.
+/// `vigil run`: runs the config's streams (and those the API added before), serves the metrics
+/// (and, with an `api` section, the API) once they have started, until every stream has ended
+/// or, with the API, until `stop`.
 pub fn run(p: Prepared, mut opts: RunOptions, stop: Shutdown) -> anyhow::Result<Summary> {
-    let cfg = p.loaded.config.clone();
     let metrics = Arc::new(Metrics::new());
-    let _server = if cfg.metrics.enabled {
-        let server = crate::metrics::serve(metrics.clone(), &cfg.metrics.listen)?;
-        tracing::info!("metrics on http://{}/metrics", server.addr);
-        Some(server)
-    } else {
-        None
-    };
-    if cfg.api.is_none() {
-        return pipeline::run(p, opts, metrics, stop);
+    if p.loaded.config.api.is_none() {
+        let m = metrics.clone();
+        let cfg = p.loaded.config.metrics.clone();
+        return pipeline::run(p, opts, metrics, stop, move |_| serve_metrics(&cfg, &m));
     }
     opts.serve = true;
     api::run(p, opts, metrics, stop)
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` when the config asks for them.
+pub fn serve_metrics(
+    cfg: &crate::config::MetricsConfig,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Option<crate::metrics::MetricsServer>> {
+    if !cfg.enabled {
+        return Ok(None);
+    }
+    let server = crate::metrics::serve(metrics.clone(), &cfg.listen)?;
+    tracing::info!("metrics on http://{}/metrics", server.addr);
+    Ok(Some(server))
 }

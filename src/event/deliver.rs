@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 /// Something that takes one event at a time and says when it has it.
 pub trait Publisher: Send {
     /// Delivers one event line; `Ok` only once the peer acknowledged it.
-    fn publish(&mut self, line: &str) -> Result<(), String>;
+    fn publish(&mut self, line: &str) -> Result<(), PublishError>;
     /// Called once at the end, while the peer may still be reachable.
     fn close(&mut self) {}
 }
@@ -148,14 +148,26 @@ impl Sink for SpooledSink {
     }
 }
 
+/// Why a delivery failed (it is retried from the spool).
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("a spooled line is not an event: {0}")]
+    BadLine(String),
+    #[error("no answer within {0} ms")]
+    Timeout(u128),
+    /// The broker or the server refused or failed (its message, credentials scrubbed).
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// The stream and type of an event line, for topics.
-fn stream_and_type(line: &str) -> Result<(String, String), String> {
+fn stream_and_type(line: &str) -> Result<(String, String), PublishError> {
     let v: serde_json::Value =
-        serde_json::from_str(line).map_err(|e| format!("a spooled line is not JSON: {e}"))?;
+        serde_json::from_str(line).map_err(|e| PublishError::BadLine(e.to_string()))?;
     let field = |k: &str| {
         v[k].as_str()
             .map(String::from)
-            .ok_or_else(|| format!("a spooled event has no `{k}`"))
+            .ok_or_else(|| PublishError::BadLine(format!("no `{k}`")))
     };
     Ok((field("stream")?, field("type")?))
 }
@@ -204,18 +216,18 @@ impl Mqtt {
         conn: &mut rumqttc::Connection,
         timeout: Duration,
         want: impl Fn(&rumqttc::Packet) -> bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), PublishError> {
         let until = Instant::now() + timeout;
         loop {
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(format!("no answer within {} ms", timeout.as_millis()));
+                return Err(PublishError::Timeout(timeout.as_millis()));
             }
             match conn.recv_timeout(left) {
                 Ok(Ok(rumqttc::Event::Incoming(p))) if want(&p) => return Ok(()),
                 Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(e.to_string()),
-                Err(_) => return Err(format!("no answer within {} ms", timeout.as_millis())),
+                Ok(Err(e)) => return Err(PublishError::Failed(e.to_string())),
+                Err(_) => return Err(PublishError::Timeout(timeout.as_millis())),
             }
         }
     }
@@ -227,14 +239,14 @@ impl Mqtt {
         topic: String,
         retain: bool,
         payload: &[u8],
-    ) -> Result<(), String> {
+    ) -> Result<(), PublishError> {
         client
             .try_publish(topic, rumqttc::QoS::AtLeastOnce, retain, payload.to_vec())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| PublishError::Failed(e.to_string()))?;
         Self::wait_for(conn, timeout, |p| matches!(p, rumqttc::Packet::PubAck(_)))
     }
 
-    fn connect(&mut self) -> Result<(), String> {
+    fn connect(&mut self) -> Result<(), PublishError> {
         let (client, mut conn) = rumqttc::Client::new(self.options.clone(), 16);
         Self::wait_for(&mut conn, self.timeout, |p| {
             matches!(p, rumqttc::Packet::ConnAck(_))
@@ -247,7 +259,7 @@ impl Mqtt {
 }
 
 impl Publisher for Mqtt {
-    fn publish(&mut self, line: &str) -> Result<(), String> {
+    fn publish(&mut self, line: &str) -> Result<(), PublishError> {
         let (stream, kind) = stream_and_type(line)?;
         if self.conn.is_none() {
             self.connect()?;
@@ -311,7 +323,7 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 }
 
 impl Publisher for Webhook {
-    fn publish(&mut self, line: &str) -> Result<(), String> {
+    fn publish(&mut self, line: &str) -> Result<(), PublishError> {
         let mut req = self
             .agent
             .post(&self.url)
@@ -321,11 +333,11 @@ impl Publisher for Webhook {
         }
         match req.send(line) {
             Ok(_) => Ok(()),
-            Err(e) => Err(format!(
+            Err(e) => Err(PublishError::Failed(format!(
                 "POST {}: {}",
                 self.shown,
                 crate::source::url::scrub(&e.to_string(), &self.url)
-            )),
+            ))),
         }
     }
 }

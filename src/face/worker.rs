@@ -48,19 +48,43 @@ fn stem(p: &std::path::Path) -> String {
         .map_or("model".into(), |s| s.to_string_lossy().into_owned())
 }
 
-/// Loads the configured detector and embedder; errors name the config field at fault.
+/// Why the face models could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("faces.detector and faces.embedder are required")]
+    NotConfigured,
+    /// A model failed to load; `field` is the config field that names it.
+    #[error("{source}")]
+    Model {
+        field: &'static str,
+        #[source]
+        source: InferError,
+    },
+}
+
+impl LoadError {
+    /// The config field at fault.
+    pub fn field(&self) -> &'static str {
+        match self {
+            LoadError::NotConfigured => "faces",
+            LoadError::Model {
+                source: InferError::Provider { .. },
+                ..
+            } => "runtime.execution_provider",
+            LoadError::Model { field, .. } => field,
+        }
+    }
+}
+
+/// Loads the configured detector and embedder.
 pub fn load_models(
     l: &Loaded,
     env: &ort::environment::Environment,
     opts: &infer::SessionOptions,
-) -> Result<FaceModels, (&'static str, InferError)> {
+) -> Result<FaceModels, LoadError> {
     let f = &l.config.faces;
     let (Some(det), Some(emb)) = (&f.detector, &f.embedder) else {
-        let e = InferError::Contract {
-            model: PathBuf::new(),
-            reason: "faces.detector and faces.embedder are required".into(),
-        };
-        return Err(("faces", e));
+        return Err(LoadError::NotConfigured);
     };
     let DetectorConfig::Mtcnn {
         pnet,
@@ -85,10 +109,17 @@ pub fn load_models(
         params,
         opts,
     )
-    .map_err(|e| ("faces.detector", e))?;
+    .map_err(|source| LoadError::Model {
+        field: "faces.detector",
+        source,
+    })?;
     let path = l.resolve(&emb.path);
-    let embedder = Embedder::load(env, &path, &emb.input, &emb.output, opts)
-        .map_err(|e| ("faces.embedder.path", e))?;
+    let embedder = Embedder::load(env, &path, &emb.input, &emb.output, opts).map_err(|source| {
+        LoadError::Model {
+            field: "faces.embedder.path",
+            source,
+        }
+    })?;
     Ok(FaceModels {
         detector: Box::new(detector),
         embedder,

@@ -308,6 +308,11 @@ impl Metrics {
         ] {
             registry.register(m).expect("registered once");
         }
+        // Every stage's series exist from the start, before anything runs.
+        for &stage in Stage::ALL {
+            stage_processed.with_label_values(&[stage.as_str()]);
+            stage_seconds.with_label_values(&[stage.as_str()]);
+        }
         Metrics {
             registry,
             frames_decoded,

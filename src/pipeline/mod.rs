@@ -43,12 +43,15 @@ impl Summary {
 }
 
 /// Runs the config's streams until every one has ended (or `stop` is cancelled) and everything
-/// queued has reached the sinks. `metrics` are served by the caller, if at all.
-pub fn run(
+/// queued has reached the sinks. `started` runs once every stream has started (the caller
+/// serves the metrics from then on, so every series exists at the first scrape); what it
+/// returns lives until the end of the run.
+pub fn run<T>(
     mut p: Prepared,
     opts: RunOptions,
     metrics: Arc<Metrics>,
     stop: Shutdown,
+    started: impl FnOnce(&Arc<Topology>) -> anyhow::Result<T>,
 ) -> anyhow::Result<Summary> {
     let opener = Arc::new(crate::source::open::OpenCv);
     let topo = Topology::start(&mut p, opts, metrics.clone(), stop.clone(), opener)?;
@@ -56,6 +59,7 @@ pub fn run(
         topo.add(s)?;
     }
     metrics.ready.set(1);
+    let _kept = started(&topo)?;
     topo.wait();
     topo.finish()
 }

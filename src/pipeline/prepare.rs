@@ -222,14 +222,8 @@ fn runtime_env(
 /// Loads the face detector, the embedder and the gallery (also used by `vigil gallery`).
 pub fn load_faces(loaded: &Loaded) -> Result<(FaceModels, Gallery), Problem> {
     let (env, opts) = runtime_env(loaded)?;
-    let models = load_models(loaded, &env, &opts).map_err(|(at, e)| {
-        let at = if matches!(e, InferError::Provider { .. }) {
-            "runtime.execution_provider"
-        } else {
-            at
-        };
-        loaded.problem(at, e.to_string())
-    })?;
+    let models =
+        load_models(loaded, &env, &opts).map_err(|e| loaded.problem(e.field(), e.to_string()))?;
     let path = loaded.resolve(&loaded.config.gallery.path);
     let gallery = Gallery::open(&path, &models.embedder_name, models.embedder.dim)
         .map_err(|e| loaded.problem("gallery.path", e.to_string()))?;

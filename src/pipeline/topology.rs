@@ -67,6 +67,8 @@ struct Running {
     from_api: bool,
     token: Shutdown,
     threads: Vec<JoinHandle<()>>,
+    /// Its threads are being started (the id is taken).
+    starting: bool,
     status: Arc<StreamStatus>,
     /// A file to annotate after the run: (path, fps hold).
     file: Option<PathBuf>,
@@ -314,40 +316,24 @@ impl Topology {
         if self.stop.is_cancelled() {
             return Err(TopologyError::Stopping);
         }
-        let mut streams = self.streams();
-        if let Some(old) = streams.get(&s.id) {
-            if !old.threads.iter().all(JoinHandle::is_finished) {
-                return Err(TopologyError::Duplicate(s.id));
-            }
-            // A stream that ended by itself (a file) may be added again.
-            let old = streams.remove(&s.id).expect("present");
-            self.ended
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(old);
-        }
-        if streams.len() >= MAX_STREAMS {
-            return Err(TopologyError::Full);
-        }
-        let ev_tx = self
+        let ev_tx: Sender<EventMsg> = self
             .ev_tx
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .ok_or(TopologyError::Stopping)?;
-        let clip_tx = self
+        let clip_tx: Option<Sender<ClipMsg>> = self
             .clip_tx
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .filter(|_| s.action);
-        let face_tx = self
+        let face_tx: Option<Sender<FaceMsg>> = self
             .face_tx
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .filter(|_| s.faces);
-        let slot = self.next_slot.fetch_add(1, Ordering::Relaxed);
         let id: Arc<str> = Arc::from(s.id.as_str());
         let mut branches = Vec::new();
         if clip_tx.is_some() {
@@ -357,7 +343,6 @@ impl Topology {
             branches.push(Branch::Faces);
         }
         let m = &self.metrics;
-        m.init_stream(&id, &branches);
         let status = Arc::new(StreamStatus::new(
             id.clone(),
             m.frames_decoded(&id),
@@ -366,8 +351,88 @@ impl Topology {
                 .map(|&b| m.frames_dropped(&id, b, Drop::QueueFull))
                 .collect(),
         ));
-        self.names.insert(slot, id.clone());
+        let token = self.stop.child();
+        let slot = self.next_slot.fetch_add(1, Ordering::Relaxed);
         let file = s.file().filter(|_| !s.plan.looped).map(|p| p.to_path_buf());
+        // Reserve the id, so the rest (which may wait on a full events queue) runs unlocked.
+        {
+            let mut streams = self.streams();
+            if let Some(old) = streams.get(&s.id) {
+                if old.starting || !old.threads.iter().all(JoinHandle::is_finished) {
+                    return Err(TopologyError::Duplicate(s.id));
+                }
+                // A stream that ended by itself (a file) may be added again.
+                let mut old = streams.remove(&s.id).expect("present");
+                for t in old.threads.drain(..) {
+                    let _ = t.join();
+                }
+                if old.file.is_some() {
+                    self.ended
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(old);
+                }
+            }
+            if streams.len() >= MAX_STREAMS {
+                return Err(TopologyError::Full);
+            }
+            streams.insert(
+                s.id.clone(),
+                Running {
+                    slot,
+                    config: s.config.clone(),
+                    from_api: s.from_api,
+                    token: token.clone(),
+                    threads: Vec::new(),
+                    starting: true,
+                    status: status.clone(),
+                    file,
+                },
+            );
+        }
+        let threads = match self.spawn_stream(
+            s, slot, &id, &branches, &status, &token, ev_tx, clip_tx, face_tx,
+        ) {
+            Ok(t) => t,
+            Err(e) => {
+                token.cancel(Why::Removed);
+                self.streams().remove(&*id);
+                return Err(e);
+            }
+        };
+        let mut streams = self.streams();
+        match streams.get_mut(&*id) {
+            Some(r) if r.slot == slot => {
+                r.threads = threads;
+                r.starting = false;
+            }
+            // Removed while starting: its token is cancelled, its threads end by themselves.
+            _ => {
+                drop(streams);
+                for t in threads {
+                    let _ = t.join();
+                }
+            }
+        }
+        Ok(status)
+    }
+
+    /// Starts the threads of a stream whose id is reserved.
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_stream(
+        &self,
+        s: PreparedStream,
+        slot: usize,
+        id: &Arc<str>,
+        branches: &[Branch],
+        status: &Arc<StreamStatus>,
+        token: &Shutdown,
+        ev_tx: Sender<EventMsg>,
+        clip_tx: Option<Sender<ClipMsg>>,
+        face_tx: Option<Sender<FaceMsg>>,
+    ) -> Result<Vec<JoinHandle<()>>, TopologyError> {
+        self.metrics.init_stream(id, branches);
+        self.names.insert(slot, id.clone());
         let mut plan = s.plan;
         plan.index = slot;
         let leaky = plan.leaky();
@@ -398,7 +463,6 @@ impl Topology {
         if ev_tx.send(EventMsg::Joined(joined)).is_err() {
             return Err(TopologyError::Stopping);
         }
-        let token = self.stop.child();
         let cx = |stage, prefix: &str| {
             Context::new(
                 stage,
@@ -470,28 +534,16 @@ impl Topology {
                     }
                 }
             });
-        let src = match src {
-            Ok(h) => h,
+        match src {
+            Ok(h) => threads.push(h),
             Err(e) => {
                 self.active.fetch_sub(1, Ordering::SeqCst);
-                token.cancel(Why::Removed);
+                // Samplers already started end when their queue's sender (in `outputs`) is
+                // dropped with the closure that failed to start.
                 return Err(e.into());
             }
-        };
-        threads.push(src);
-        streams.insert(
-            s.id.clone(),
-            Running {
-                slot,
-                config: s.config,
-                from_api: s.from_api,
-                token,
-                threads,
-                status: status.clone(),
-                file,
-            },
-        );
-        Ok(status)
+        }
+        Ok(threads)
     }
 
     /// Removes a stream: its source stops, what it queued is still processed, and this returns

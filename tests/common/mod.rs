@@ -558,8 +558,11 @@ pub fn api_addr(logs: &std::sync::Arc<std::sync::Mutex<Vec<String>>>) -> String 
 
 /// A Server-Sent Events subscription: every `data:` event received, with its id, kept for the
 /// test to read.
+/// One received event: its id, its `event:` type (none for a plain event) and its data.
+pub type SseRecord = (Option<String>, Option<String>, String);
+
 pub struct Sse {
-    pub events: std::sync::Arc<std::sync::Mutex<Vec<(Option<String>, Option<String>, String)>>>,
+    pub events: std::sync::Arc<std::sync::Mutex<Vec<SseRecord>>>,
 }
 
 impl Sse {
@@ -635,4 +638,33 @@ pub fn shared_media_or_ci(rel: &str) -> Option<PathBuf> {
         panic!("../shared/media/{rel} is missing under CI, where ../shared is always present");
     }
     p
+}
+
+/// Makes `out` with ffmpeg from a lavfi source (`color=gray:s=96x96`, `testsrc=...`), `frames`
+/// frames of it.
+pub fn lavfi(source: &str, frames: u32, out: &Path) {
+    let ok = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i", source])
+        .args(["-frames:v", &frames.to_string(), "-pix_fmt", "yuv420p"])
+        .arg(out)
+        .status()
+        .expect("ffmpeg (installed by the set-up)")
+        .success();
+    assert!(ok, "ffmpeg could not make {}", out.display());
+}
+
+/// Starts `vigil run` on a config with an `api` section; returns the child, the metrics and
+/// API addresses, and its logs.
+pub fn start_api(
+    cfg: &Path,
+) -> (
+    Running,
+    String,
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let mut child = spawn_run(cfg);
+    let (metrics, logs) = metrics_addr_keeping_logs(&mut child);
+    let api = api_addr(&logs);
+    (child, metrics, api, logs)
 }
