@@ -108,6 +108,43 @@ fn streams_and_people_change_while_vigil_runs_and_the_changes_survive_a_restart(
     assert_eq!(code, 200);
     assert!(head.contains("content-type: image/jpeg") && jpeg.starts_with(&[0xFF, 0xD8]));
 
+    // A client that reconnects with Last-Event-ID gets what it missed, in order; one whose id
+    // is no longer kept is told so first. The list endpoint pages the same way.
+    let seen = sse.json();
+    let first_id = seen[0]["id"].as_str().unwrap().to_string();
+    let resumed = Sse::open(
+        &addr,
+        "/v1/events/stream?stream=photos",
+        None,
+        Some(&first_id),
+    );
+    let want: Vec<Value> = seen[1..]
+        .iter()
+        .filter(|e| e["stream"] == "photos")
+        .cloned()
+        .collect();
+    wait_for(
+        "the resumed stream to catch up",
+        Duration::from_secs(30),
+        || resumed.json().len() >= want.len(),
+    );
+    assert_eq!(&resumed.json()[..want.len()], &want[..]);
+    let gap = Sse::open(&addr, "/v1/events/stream", None, Some("no-such-id"));
+    wait_for("a gap event", Duration::from_secs(30), || {
+        !gap.events.lock().unwrap().is_empty()
+    });
+    assert_eq!(gap.events.lock().unwrap()[0].1.as_deref(), Some("gap"));
+    let (code, v) = api(
+        &addr,
+        "GET",
+        &format!("/v1/events?after={first_id}&limit=2"),
+        None,
+        "",
+    );
+    assert_eq!(code, 200);
+    assert_eq!(v["gap"], false);
+    assert_eq!(v["events"].as_array().unwrap()[..], seen[1..3]);
+
     // Enrolled from one photo over the API: named in the running stream, no restart.
     let (code, v) = post_image(
         &addr,

@@ -853,6 +853,8 @@ async fn event_stream(
                 let k = tokio::select! {
                     k = live.recv() => k,
                     _ = stop.cancelled() => return,
+                    // The client went away.
+                    _ = out.closed() => return,
                 };
                 match k {
                     Ok(k) => {
