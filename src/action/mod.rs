@@ -175,14 +175,27 @@ impl StreamBranch<'_> {
             self.busy.inc();
             self.meter.dropped(Drop::ClassifierBusy);
         }
-        !token
-            || self
-                .tx
-                .send(ClipMsg::Ready {
-                    stream: self.stream,
-                    epoch: self.epoch,
-                })
-                .is_ok()
+        if !token {
+            return true;
+        }
+        let ready = ClipMsg::Ready {
+            stream: self.stream,
+            epoch: self.epoch,
+        };
+        match self.tx.try_send(ready) {
+            Ok(()) => true,
+            // The classifier's queue is full (other streams' work): a live stream never waits.
+            // Its clip is dropped like a replaced one, and the empty slot makes the next clip
+            // send a token again.
+            Err(crossbeam_channel::TrySendError::Full(_)) => {
+                if latest.take(self.stream, self.epoch).is_some() {
+                    self.busy.inc();
+                    self.meter.dropped(Drop::ClassifierBusy);
+                }
+                true
+            }
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => false,
+        }
     }
 
     /// Classifies what the window holds at the end of an epoch or of the stream.

@@ -199,9 +199,16 @@ impl Topology {
         let (mut clip_tx, mut classifier) = (None, None);
         if let Some(a) = p.action.take() {
             // Room for one batch waiting while another runs (batching across streams needs no
-            // more); live streams never wait for room (see `action::StreamBranch::queue`).
+            // more), and for the live streams' tokens (two each at most: one per epoch around a
+            // gap). A live stream never waits for room: with none, its clip is dropped (see
+            // `action::StreamBranch::queue`).
             let live = p.streams.iter().filter(|s| s.plan.leaky()).count();
-            let (tx, rx) = bounded::<ClipMsg>(cfg.action.max_batch.max(2) + 2 * live.min(64));
+            let room = if cfg.api.is_some() {
+                16
+            } else {
+                2 * live.min(64)
+            };
+            let (tx, rx) = bounded::<ClipMsg>(cfg.action.max_batch.max(2) + room);
             cancel.push(a.classifier.canceller());
             let st = ClassifierStage {
                 classifier: a.classifier,
