@@ -14,9 +14,10 @@
 //!   operations shared by the CLI and the API, tokens.
 //! - [`stage`]: the one contract every stage follows; [`shutdown`]: the one way to stop.
 //! - [`annotate`]: annotated video of file streams.
+//! - [`url`]: what a stream's `url` names (file, camera, network stream) and credential redaction.
 //! - [`bench`]: the measurements behind `vigil bench`.
 //!
-//! Layers, lowest first (each imports only from those before it): `config`, `shutdown`,
+//! Layers, lowest first (each imports only from those before it): `url`, `config`, `shutdown`,
 //! `metrics`, `stage`, `source`, `infer`, `event`, `annotate`, `gallery`, `action`, `face`,
 //! `pipeline`, `control`, `bench`.
 
@@ -34,3 +35,4 @@ pub mod pipeline;
 pub mod shutdown;
 pub mod source;
 pub mod stage;
+pub mod url;

@@ -108,7 +108,11 @@ fn exported() -> BTreeSet<String> {
     let m = vigil::metrics::Metrics::new();
     use vigil::config::Branch;
     m.init_stream("cam", &[Branch::Action, Branch::Faces]);
-    m.init_shared(&[Branch::Action, Branch::Faces], &["i3d_kinetics400"]);
+    m.init_shared(
+        &[Branch::Action, Branch::Faces],
+        &["i3d_kinetics400"],
+        vigil::event::EventType::ALL,
+    );
     m.init_sinks(&["stdout", "mqtt", "webhook"]);
     let mut names = BTreeSet::new();
     for line in m.render().lines() {

@@ -2,7 +2,7 @@
 //! Decoding a stream's first frame and loading the model are done by `pipeline::prepare`.
 
 use super::{DetectorConfig, Loaded, Problem, SinkConfig};
-use crate::source::url::{redact, SourceKind};
+use crate::url::{redact, SourceKind};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;

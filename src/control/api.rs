@@ -23,7 +23,7 @@ use crate::gallery::GalleryError;
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Prepared, RunOptions, Summary, Topology, TopologyError};
 use crate::shutdown::Shutdown;
-use crate::source::url::redact;
+use crate::url::redact;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State as AxState};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};

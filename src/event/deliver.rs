@@ -301,7 +301,7 @@ impl Webhook {
             .into();
         Webhook {
             url: url.to_string(),
-            shown: crate::source::url::redact(url),
+            shown: crate::url::redact(url),
             agent,
             secret: secret.map(|s| s.as_bytes().to_vec()),
         }
@@ -336,7 +336,7 @@ impl Publisher for Webhook {
             Err(e) => Err(PublishError::Failed(format!(
                 "POST {}: {}",
                 self.shown,
-                crate::source::url::scrub(&e.to_string(), &self.url)
+                crate::url::scrub(&e.to_string(), &self.url)
             ))),
         }
     }

@@ -56,6 +56,12 @@ impl EventType {
     }
 }
 
+impl crate::metrics::LabelValue for EventType {
+    fn label(self) -> &'static str {
+        self.as_str()
+    }
+}
+
 /// A span of media time, seconds from the start of the source (written to the millisecond).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Span {

@@ -1,6 +1,12 @@
 //! The fixed label sets of vigil's metrics, as enums: a stage, state or reason is named once
 //! here, so a typo at a call site is a compile error, not a new time series.
 
+/// A value of a fixed label set defined elsewhere (the event types): metrics take it typed
+/// without importing its module.
+pub trait LabelValue: Copy {
+    fn label(self) -> &'static str;
+}
+
 macro_rules! label_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$doc])*

@@ -13,7 +13,7 @@ use prometheus::{
 };
 
 pub use crate::config::Branch;
-pub use labels::{DownReason, Drop, Outcome, Stage, StreamState};
+pub use labels::{DownReason, Drop, LabelValue, Outcome, Stage, StreamState};
 
 mod labels;
 
@@ -413,7 +413,12 @@ impl Metrics {
 
     /// Prepares the series of the shared stages: every stage, the enabled branches' latency
     /// and queue, the models, every event type.
-    pub fn init_shared(&self, branches: &[Branch], models: &[&str]) {
+    pub fn init_shared<T: LabelValue>(
+        &self,
+        branches: &[Branch],
+        models: &[&str],
+        event_types: impl IntoIterator<Item = T>,
+    ) {
         for &stage in Stage::ALL {
             self.stage(stage);
         }
@@ -424,7 +429,7 @@ impl Metrics {
                 Branch::Faces => Stage::Faces,
             });
         }
-        for t in crate::event::EventType::ALL {
+        for t in event_types {
             self.event_emitted(t);
         }
         for m in models {
@@ -481,8 +486,9 @@ impl Metrics {
         self.clips_classified.with_label_values(&[stream])
     }
 
-    pub fn event_emitted(&self, t: crate::event::EventType) -> IntCounter {
-        self.events_emitted.with_label_values(&[t.as_str()])
+    /// `t` is an event type.
+    pub fn event_emitted(&self, t: impl LabelValue) -> IntCounter {
+        self.events_emitted.with_label_values(&[t.label()])
     }
 
     /// `sink` is a [`crate::config::SinkConfig::name`].

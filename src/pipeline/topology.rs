@@ -153,7 +153,7 @@ impl Topology {
             ]);
         }
         let model_refs: Vec<&str> = models.iter().map(String::as_str).collect();
-        metrics.init_shared(&branches, &model_refs);
+        metrics.init_shared(&branches, &model_refs, crate::event::EventType::ALL);
         let sink_names: Vec<&'static str> = cfg.sinks.iter().map(|s| s.name()).collect();
         metrics.init_sinks(&sink_names);
         if let Some(dir) = &opts.annotate {

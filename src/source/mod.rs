@@ -7,7 +7,7 @@ pub mod live;
 pub mod open;
 pub mod status;
 pub mod supervisor;
-pub mod url;
+pub use crate::url;
 
 use opencv::core::Mat;
 use std::sync::Arc;
