@@ -15,8 +15,9 @@
 //! - [`stage`]: the one contract every stage follows; [`shutdown`]: the one way to stop.
 //! - [`annotate`]: annotated video of file streams.
 //! - [`bench`]: the measurements behind `vigil bench`.
+//! - [`echo`]: how users' values are repeated in messages (cut to 200 characters).
 //!
-//! Layers, lowest first (each imports only from those before it): `config`, `shutdown`,
+//! Layers, lowest first (each imports only from those before it): `echo`, `config`, `shutdown`,
 //! `metrics`, `stage`, `source`, `infer`, `event`, `annotate`, `gallery`, `action`, `face`,
 //! `pipeline`, `control`, `bench`.
 
@@ -25,6 +26,7 @@ pub mod annotate;
 pub mod bench;
 pub mod config;
 pub mod control;
+pub mod echo;
 pub mod event;
 pub mod face;
 pub mod gallery;
