@@ -194,7 +194,10 @@ fn from_serde(file: &Path, locator: &Locator, e: &serde_yaml::Error) -> Problem 
         Some(rest[..rest.find('`')?].to_string())
     };
     let found = if let Some(key) = named("unknown field `") {
-        locator.find_key(&path, &key, pos)
+        // Where serde already points at the key's own line, its position is the key's.
+        locator
+            .find_key(&path, &key, pos)
+            .filter(|(_, at)| at.line != pos.line)
     } else if let Some(key) = named("duplicate field `") {
         locator.find_repeated(&path, &key)
     } else {

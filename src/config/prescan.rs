@@ -104,8 +104,9 @@ pub fn prescan(text: &str) -> Result<(), (Pos, String)> {
             ',' if flow > 0 => value_start = true,
             '-' | '?' | ':' if matches!(chars.peek(), Some(' ' | '\n') | None) => {
                 if c == '-' && flow == 0 && value_start {
-                    // A compact nested list entry: one level more.
-                    indents.push(col - 1);
+                    // A list entry: its content is one level deeper, at the column after `- `
+                    // (popped by the next line at the dash's own indent or less).
+                    indents.push(col);
                     if indents.len() > MAX_DEPTH {
                         return too_deep(line, col, indents.len());
                     }
@@ -138,6 +139,16 @@ mod tests {
         ] {
             assert_eq!(prescan(ok), Ok(()), "{ok}");
         }
+    }
+
+    #[test]
+    fn long_lists_are_not_deep() {
+        let mut text = String::from("streams:\n");
+        for i in 0..2000 {
+            text += &format!("  - id: s{i}\n    url: a.mp4\n  - {{id: t{i}, url: b.mp4}}\n");
+        }
+        text += "sinks:\n- type: stdout\n- type: file\n  path: x\n";
+        assert_eq!(prescan(&text), Ok(()));
     }
 
     #[test]
