@@ -16,8 +16,10 @@
 //! - [`annotate`]: annotated video of file streams.
 //! - [`url`]: what a stream's `url` names (file, camera, network stream) and credential redaction.
 //! - [`bench`]: the measurements behind `vigil bench`.
+//! - [`echo`]: how users' values are repeated in messages (cut to 200 characters).
 //!
-//! Layers, lowest first (each imports only from those before it): `url`, `config`, `shutdown`,
+//! Layers, lowest first (each imports only from those before it): `echo`, `url`, `config`,
+//! `shutdown`,
 //! `metrics`, `stage`, `source`, `infer`, `event`, `annotate`, `gallery`, `action`, `face`,
 //! `pipeline`, `control`, `bench`.
 
@@ -26,6 +28,7 @@ pub mod annotate;
 pub mod bench;
 pub mod config;
 pub mod control;
+pub mod echo;
 pub mod event;
 pub mod face;
 pub mod gallery;

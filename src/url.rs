@@ -66,6 +66,36 @@ impl SourceKind {
     }
 }
 
+/// What is wrong with the host and port of a network URL, if anything: FFmpeg would only say
+/// "Port missing in uri" when it is tried, and `check` used to pass `rtsp://h:abc/x`.
+pub fn authority_problem(url: &str) -> Option<String> {
+    let start = url.find("://")? + 3;
+    let rest = &url[start..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((h, tail)) => (h, tail.strip_prefix(':')),
+            None => return Some("the IPv6 address has no closing `]`".into()),
+        }
+    } else {
+        match host_port.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host_port, None),
+        }
+    };
+    if host.is_empty() {
+        return Some("has no host".into());
+    }
+    match port {
+        Some(p) if p.parse::<u16>().map_or(true, |n| n == 0) => Some(format!(
+            "port `{}` is not a number from 1 to 65535",
+            crate::echo::echo(p)
+        )),
+        _ => None,
+    }
+}
+
 fn scheme(url: &str) -> Option<&str> {
     let (scheme, _) = url.split_once("://")?;
     (!scheme.is_empty()

@@ -140,7 +140,34 @@ fn cases(dir: &Path) -> Vec<Case> {
         Case { name: "text file as video", yaml: media("notes.mp4"), expect: vec![format!("3:10: streams[0].url: {d}/notes.mp4: cannot be opened as a video")] },
         Case { name: "directory as video", yaml: media("folder.mp4"), expect: vec![format!("3:10: streams[0].url: {d}/folder.mp4 is a directory, not a file")] },
         Case { name: "random bytes as video", yaml: media("noise.mp4"), expect: vec![format!("3:10: streams[0].url: {d}/noise.mp4: cannot be opened as a video")] },
-        Case { name: "truncated MP4 without its index", yaml: media("half.mp4"), expect: vec![format!("3:10: streams[0].url: {d}/half.mp4: cannot be opened as a video")] },
+        Case {
+            name: "truncated MP4 without its index",
+            yaml: media("half.mp4"),
+            expect: vec![
+                format!("3:10: streams[0].url: {d}/half.mp4: cannot be opened as a video (an MP4 file cut short"),
+                "the file is truncated before its index".into(),
+            ],
+        },
+        Case {
+            name: "a key given twice in a section",
+            yaml: format!("{ok_stream}{model}metrics:\n  enabled: false\n  enabled: true\n"),
+            expect: vec!["12:3: metrics.enabled: duplicate field `enabled`".into()],
+        },
+        Case {
+            name: "a top-level key given twice",
+            yaml: format!("{ok_stream}{model}runtime:\n  intra_threads: 1\n"),
+            expect: vec!["10:1: runtime: duplicate field `runtime`".into()],
+        },
+        Case {
+            name: "an unknown key inside faces.detector",
+            yaml: format!("{ok_stream}{model}faces:\n  enabled: true\n  detector:\n    type: mtcnn\n    pnet: a\n    rnet: b\n    onet: c\n    bogus: 1\n"),
+            expect: vec!["17:12: faces.detector.bogus: unknown field `bogus`, expected one of `pnet`".into()],
+        },
+        Case {
+            name: "a camera port that is not a number",
+            yaml: format!("streams:\n  - id: cam\n    url: 'rtsp://u:p@127.0.0.1:abc/x'\n{model}"),
+            expect: vec!["3:10: streams[0].url: rtsp://u:***@127.0.0.1:abc/x: port `abc` is not a number from 1 to 65535".into()],
+        },
         Case { name: "video with zero frames", yaml: media("audio_only.mp4"), expect: vec![format!("3:10: streams[0].url: {d}/audio_only.mp4: ")] },
         Case {
             name: "unreadable path",

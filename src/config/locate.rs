@@ -16,6 +16,9 @@ pub struct Pos {
 #[derive(Debug, Default, Clone)]
 pub struct Locator {
     nodes: HashMap<String, Pos>,
+    /// Keys given twice in one mapping: the path and where the second one stands (serde's
+    /// "duplicate field" error has no position of its own).
+    repeated: Vec<(String, Pos)>,
 }
 
 enum Container {
@@ -27,6 +30,7 @@ enum Container {
 struct Builder {
     stack: Vec<Container>,
     nodes: HashMap<String, Pos>,
+    repeated: Vec<(String, Pos)>,
 }
 
 fn join(parent: &str, key: &str) -> String {
@@ -68,7 +72,11 @@ impl MarkedEventReceiver for Builder {
                     self.nodes.entry(path).or_insert(Self::pos(mark));
                 }
                 None => {
-                    if let Some(Container::Map { key, .. }) = self.stack.last_mut() {
+                    if let Some(Container::Map { key, path }) = self.stack.last_mut() {
+                        let full = join(path, &value);
+                        if self.nodes.contains_key(&full) {
+                            self.repeated.push((full, Self::pos(mark)));
+                        }
                         *key = Some(value);
                     }
                 }
@@ -108,7 +116,36 @@ impl Locator {
         }
         Locator {
             nodes: builder.nodes,
+            repeated: builder.repeated,
         }
+    }
+
+    /// Where the key `name` stands below `under` (`faces` finds `faces.detector.bogus`): the
+    /// full path and position of the first such key at or after `from`, for serde errors that name a field but
+    /// lose the path to it (an internally tagged enum buffers its content).
+    pub fn find_key(&self, under: &str, name: &str, from: Pos) -> Option<(String, Pos)> {
+        let suffix = format!(".{name}");
+        self.nodes
+            .iter()
+            .filter(|(p, pos)| {
+                let inside = under.is_empty() || p.starts_with(under);
+                let named = p.ends_with(&suffix) || (under.is_empty() && p.as_str() == name);
+                inside && named && (pos.line, pos.col) >= (from.line, from.col)
+            })
+            .min_by_key(|(_, pos)| (pos.line, pos.col))
+            .map(|(p, pos)| (p.clone(), *pos))
+    }
+
+    /// The second occurrence of the key `name` in a mapping at or below `under`.
+    pub fn find_repeated(&self, under: &str, name: &str) -> Option<(String, Pos)> {
+        let suffix = format!(".{name}");
+        self.repeated
+            .iter()
+            .find(|(p, _)| {
+                (under.is_empty() || p.starts_with(under))
+                    && (p.ends_with(&suffix) || p.as_str() == name)
+            })
+            .cloned()
     }
 
     /// Where `path` stands, or failing that its nearest ancestor that does (a missing key is

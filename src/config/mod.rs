@@ -5,16 +5,22 @@
 //! list, each with `file:line:column: field.path: message`.
 
 mod locate;
+mod prescan;
 mod schema;
 mod validate;
 pub(crate) use validate::check_readable_file;
 
 pub use locate::{Locator, Pos};
+pub use prescan::{MAX_CONFIG_BYTES, MAX_DEPTH};
 pub use schema::*;
 pub use validate::{check_stream, validate, validate_faces};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+
+/// Most streams one vigil runs at once: a config with more is refused, and so is a stream
+/// added over the API beyond it.
+pub const MAX_STREAMS: usize = 1024;
 
 /// One thing wrong with a config, located in its file.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,6 +117,12 @@ pub fn load(file: &Path) -> Result<Loaded, Problems> {
     if file.is_dir() {
         return Err(whole("is a directory, not a YAML config file".into()));
     }
+    let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    if size > MAX_CONFIG_BYTES {
+        return Err(whole(format!(
+            "the file is {size} bytes; a config may have at most {MAX_CONFIG_BYTES}"
+        )));
+    }
     let bytes =
         std::fs::read(file).map_err(|e| whole(format!("cannot read the config file: {e}")))?;
     let text = String::from_utf8(bytes).map_err(|e| whole(format!("not UTF-8 text: {e}")))?;
@@ -127,6 +139,14 @@ pub fn parse(file: &Path, text: &str) -> Result<Loaded, Problems> {
         return Err(Problems(vec![Problem {
             file: file.to_path_buf(),
             pos: Pos { line: 1, col: 1 },
+            path: String::new(),
+            message,
+        }]));
+    }
+    if let Err((pos, message)) = prescan::prescan(text) {
+        return Err(Problems(vec![Problem {
+            file: file.to_path_buf(),
+            pos,
             path: String::new(),
             message,
         }]));
@@ -159,13 +179,34 @@ fn from_serde(file: &Path, locator: &Locator, e: &serde_yaml::Error) -> Problem 
             message = rest.to_string();
         }
     }
-    let pos = match e.location() {
+    let mut pos = match e.location() {
         Some(l) => Pos {
             line: l.line(),
             col: l.column(),
         },
         None => locator.find(&path),
     };
+    // serde names the field but may place it at the enclosing mapping (an unknown key inside
+    // an internally tagged enum such as `faces.detector`) or at 1:1 (a repeated top-level key):
+    // point at the key itself.
+    let named = |prefix: &str| {
+        let rest = message.strip_prefix(prefix)?;
+        Some(rest[..rest.find('`')?].to_string())
+    };
+    let found = if let Some(key) = named("unknown field `") {
+        // Where serde already points at the key's own line, its position is the key's.
+        locator
+            .find_key(&path, &key, pos)
+            .filter(|(_, at)| at.line != pos.line)
+    } else if let Some(key) = named("duplicate field `") {
+        locator.find_repeated(&path, &key)
+    } else {
+        None
+    };
+    if let Some((full, at)) = found {
+        path = full;
+        pos = at;
+    }
     Problem {
         file: file.to_path_buf(),
         pos,

@@ -21,15 +21,27 @@ pub fn validate(l: &Loaded) -> Vec<Problem> {
         );
     }
     let mut ids = HashSet::new();
-    for (i, s) in c.streams.iter().enumerate() {
-        for (field, msg) in check_stream(l, s) {
-            p(format!("streams[{i}].{field}"), msg);
-        }
-        if check_stream_id(&s.id).is_ok() && !ids.insert(s.id.as_str()) {
-            p(
-                format!("streams[{i}].id"),
-                format!("stream id `{}` is used twice", s.id),
-            );
+    if c.streams.len() > super::MAX_STREAMS {
+        // Nothing is checked or probed in a list this long.
+        p(
+            "streams".into(),
+            format!(
+                "{} streams listed; one vigil runs at most {} (split them over several)",
+                c.streams.len(),
+                super::MAX_STREAMS
+            ),
+        );
+    } else {
+        for (i, s) in c.streams.iter().enumerate() {
+            for (field, msg) in check_stream(l, s) {
+                p(format!("streams[{i}].{field}"), msg);
+            }
+            if check_stream_id(&s.id).is_ok() && !ids.insert(s.id.as_str()) {
+                p(
+                    format!("streams[{i}].id"),
+                    format!("stream id `{}` is used twice", shorten(&s.id)),
+                );
+            }
         }
     }
     if let Some(api) = &c.api {
@@ -166,7 +178,10 @@ pub fn validate(l: &Loaded) -> Vec<Problem> {
                 if topic_prefix.is_empty() || topic_prefix.contains(['+', '#']) {
                     p(
                         format!("sinks[{i}].topic_prefix"),
-                        format!("{topic_prefix:?}: must be non-empty, without `+` or `#`"),
+                        format!(
+                            "{:?}: must be non-empty, without `+` or `#`",
+                            shorten(topic_prefix)
+                        ),
                     );
                 }
                 if client_id.is_empty() {
@@ -185,7 +200,10 @@ pub fn validate(l: &Loaded) -> Vec<Problem> {
                 if !(lower.starts_with("http://") || lower.starts_with("https://")) {
                     p(
                         format!("sinks[{i}].url"),
-                        format!("{}: must start with http:// or https://", redact(url)),
+                        format!(
+                            "{}: must start with http:// or https://",
+                            shorten(&redact(url))
+                        ),
                     );
                 }
                 net_timeout(&mut p, i, *timeout_ms);
@@ -293,7 +311,10 @@ pub fn validate(l: &Loaded) -> Vec<Problem> {
     if r.intra_threads > 1024 {
         p(
             "runtime.intra_threads".into(),
-            format!("{} threads is not plausible", r.intra_threads),
+            format!(
+                "must be 0 (one per core) up to 1024 threads, got {}",
+                r.intra_threads
+            ),
         );
     }
     out.extend(faces);
@@ -524,7 +545,12 @@ pub fn check_stream(l: &Loaded, s: &super::StreamConfig) -> Vec<(&'static str, S
         }
         Ok(SourceKind::Network(url)) => {
             if url.contains(char::is_whitespace) {
-                out.push(("url", format!("{}: contains white space", redact(&url))));
+                out.push((
+                    "url",
+                    format!("{}: contains white space", shorten(&redact(&url))),
+                ));
+            } else if let Some(why) = crate::source::url::authority_problem(&url) {
+                out.push(("url", format!("{}: {why}", shorten(&redact(&url)))));
             }
             live_only(&mut out);
         }
@@ -602,12 +628,9 @@ fn check_api(api: &super::ApiConfig) -> Vec<(String, String)> {
     out
 }
 
-/// At most 64 characters of a user's value, for an error message.
+/// A user's value as an error message repeats it (cut to 200 characters).
 fn shorten(v: &str) -> String {
-    match v.char_indices().nth(64) {
-        Some((i, _)) => format!("{}...", &v[..i]),
-        None => v.to_string(),
-    }
+    crate::echo::echo(v).into_owned()
 }
 
 /// A file that exists, is a regular file and can be opened for reading.
@@ -724,6 +747,37 @@ mod tests {
             "streams:\n  - {id: cam, url: 'rtsp://u:p@127.0.0.1/x'}\naction: {enabled: false}\n"
         )
         .is_empty());
+        for (url, want) in [
+            (
+                "rtsp://u:p@127.0.0.1:abc/x",
+                "rtsp://u:***@127.0.0.1:abc/x: port `abc` is not a number from 1 to 65535",
+            ),
+            ("rtsp://127.0.0.1:70000/x", "port `70000` is not"),
+            ("rtsp://h:/x", "port `` is not"),
+            ("http://u:p@/x", "has no host"),
+        ] {
+            let all = problems(&format!(
+                "streams:\n  - {{id: cam, url: '{url}'}}\naction: {{enabled: false}}\n"
+            ))
+            .join("\n");
+            assert!(
+                all.starts_with("t.yaml:2:")
+                    && all.contains("streams[0].url: ")
+                    && all.contains(want),
+                "{url}: {all}"
+            );
+        }
+        for ok in [
+            "rtsp://u:p@127.0.0.1:8554/x",
+            "rtsp://[::1]:554/x",
+            "http://cam/x?a=b:c",
+            "rtsp://u:p:q@h/x",
+        ] {
+            let all = problems(&format!(
+                "streams:\n  - {{id: cam, url: '{ok}'}}\naction: {{enabled: false}}\n"
+            ));
+            assert!(all.is_empty(), "{ok}: {all:?}");
+        }
     }
 
     #[test]

@@ -67,10 +67,7 @@ impl ApiError {
 
 /// At most 200 characters of a message that may echo user input.
 fn cap(s: &str) -> String {
-    match s.char_indices().nth(200) {
-        Some((i, _)) => format!("{}...", &s[..i]),
-        None => s.to_string(),
-    }
+    crate::echo::echo(s).into_owned()
 }
 
 impl IntoResponse for ApiError {
@@ -492,7 +489,7 @@ async fn add_stream(AxState(api): AxState<Arc<Api>>, body: Bytes) -> ApiResult {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "duplicate",
-            format!("stream `{}` exists already", s.id),
+            format!("stream `{}` exists already", cap(&s.id)),
         )
         .field("id"));
     }

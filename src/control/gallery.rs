@@ -6,6 +6,7 @@
 //! from its next decision on.
 
 use crate::config::{self, Problems};
+use crate::echo::echo;
 use crate::face::detector::Detection;
 use crate::face::worker::{faces_in, FaceModels};
 use crate::gallery::image::{self, ImageError};
@@ -19,16 +20,16 @@ use std::sync::Arc;
 pub enum OpError {
     #[error(transparent)]
     Image(#[from] ImageError),
-    #[error("{image}: no face found")]
+    #[error("{}: no face found", echo(.image))]
     NoFace { image: String },
-    #[error("{image}: {} faces found, largest first ({}); pick one with {pick}", boxes.len(), list_boxes(boxes))]
+    #[error("{}: {} faces found, largest first ({}); pick one with {pick}", echo(.image), .boxes.len(), list_boxes(.boxes))]
     SeveralFaces {
         image: String,
         boxes: Vec<[f32; 4]>,
         /// How to pick: `--face N` or `?face=N`.
         pick: &'static str,
     },
-    #[error("{image}: face {asked} asked for, but only {found} faces were found")]
+    #[error("{}: face {asked} asked for, but only {found} faces were found", echo(.image))]
     NoSuchFace {
         image: String,
         asked: usize,
@@ -36,7 +37,7 @@ pub enum OpError {
     },
     #[error(transparent)]
     Gallery(#[from] GalleryError),
-    #[error("{image}: face analysis failed: {reason}")]
+    #[error("{}: face analysis failed: {reason}", echo(.image))]
     Analysis { image: String, reason: String },
     #[error("{0:#}")]
     Other(#[from] anyhow::Error),

@@ -8,13 +8,13 @@ use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("{path}: {reason}")]
+    #[error("{}: {reason}", crate::echo::echo(.path))]
     Read { path: String, reason: String },
-    #[error("{path}: not a JPEG, PNG or BMP image")]
+    #[error("{}: not a JPEG, PNG or BMP image", crate::echo::echo(.path))]
     Format { path: String },
-    #[error("{path}: the header is truncated or malformed ({format})")]
+    #[error("{}: the header is truncated or malformed ({format})", crate::echo::echo(.path))]
     Header { path: String, format: &'static str },
-    #[error("{path}: {width}x{height} is {pixels} pixels, over the limit of {limit} (gallery.max_image_pixels)")]
+    #[error("{}: {width}x{height} is {pixels} pixels, over the limit of {limit} (gallery.max_image_pixels)", crate::echo::echo(.path))]
     TooLarge {
         path: String,
         width: u64,
@@ -22,7 +22,7 @@ pub enum ImageError {
         pixels: u64,
         limit: u64,
     },
-    #[error("{path}: the {format} data cannot be decoded (corrupt or truncated)")]
+    #[error("{}: the {format} data cannot be decoded (corrupt or truncated)", crate::echo::echo(.path))]
     Decode { path: String, format: &'static str },
 }
 

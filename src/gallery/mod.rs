@@ -18,6 +18,7 @@ pub mod live;
 pub use live::{LiveGallery, SharedIndex};
 
 use crate::config::{GalleryIndexConfig, IndexKind};
+use crate::echo::echo;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::Write;
@@ -27,6 +28,16 @@ use std::time::Instant;
 
 const FORMAT: &str = "vigil-gallery";
 const VERSION: u32 = 2;
+
+/// Largest gallery file read, bytes: 4 GiB, about five million people of one 128-value
+/// embedding each. A larger file is refused before it is read.
+pub const MAX_GALLERY_BYTES: u64 = 4 << 30;
+/// Longest person name in a file, bytes (a valid one has at most 128 characters), and longest
+/// photo source: longer ones are refused as they are parsed, before being copied.
+pub const MAX_NAME_BYTES: usize = 512;
+pub const MAX_SOURCE_BYTES: usize = 4096;
+/// Most values in one embedding read from a file (its dimension is checked after).
+pub const MAX_EMBEDDING_VALUES: usize = 16384;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GalleryError {
@@ -41,22 +52,92 @@ pub enum GalleryError {
         found: usize,
         want: usize,
     },
-    #[error("invalid name {name:?}: {reason}")]
+    #[error("invalid name {:?}: {reason}", echo(.name))]
     Name { name: String, reason: String },
-    #[error("no one named {name:?} in the gallery {path}")]
+    #[error("no one named {:?} in the gallery {path}", echo(.name))]
     Unknown { name: String, path: PathBuf },
+    #[error("gallery {path} is {size} bytes; at most {MAX_GALLERY_BYTES} are read (it was left untouched)")]
+    TooLarge { path: PathBuf, size: u64 },
 }
 
 /// One enrolled person.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Person {
+    #[serde(deserialize_with = "bounded::name")]
     pub name: String,
     /// One descriptor per enrolment photo.
     #[serde(with = "embeddings")]
     pub embeddings: Vec<Vec<f32>>,
     /// Where each embedding came from (file names, for `list`).
+    #[serde(deserialize_with = "bounded::sources")]
     pub sources: Vec<String>,
+}
+
+/// Strings of a gallery file checked for length before they are copied out of the file's bytes.
+mod bounded {
+    use serde::de::{self, Deserializer, SeqAccess, Visitor};
+    use std::fmt;
+
+    struct Bounded {
+        what: &'static str,
+        max: usize,
+    }
+
+    impl Visitor<'_> for Bounded {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            write!(f, "a {} of at most {} bytes", self.what, self.max)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            if v.len() > self.max {
+                return Err(E::custom(format!(
+                    "a {} of {} bytes (at most {})",
+                    self.what,
+                    v.len(),
+                    self.max
+                )));
+            }
+            Ok(v.to_owned())
+        }
+    }
+
+    pub fn name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        d.deserialize_str(Bounded {
+            what: "name",
+            max: super::MAX_NAME_BYTES,
+        })
+    }
+
+    struct Sources;
+    impl<'de> Visitor<'de> for Sources {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list of photo sources")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Vec<String>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(s) = a.next_element_seed(Source)? {
+                out.push(s);
+            }
+            Ok(out)
+        }
+    }
+
+    struct Source;
+    impl<'de> de::DeserializeSeed<'de> for Source {
+        type Value = String;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+            d.deserialize_str(Bounded {
+                what: "photo source",
+                max: super::MAX_SOURCE_BYTES,
+            })
+        }
+    }
+
+    pub fn sources<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        d.deserialize_seq(Sources)
+    }
 }
 
 /// Embeddings on disk: written as base64 of little-endian f32 (version 2), read from that or
@@ -86,6 +167,13 @@ mod embeddings {
             f.write_str("an embedding: base64 of little-endian f32 values, or an array of numbers")
         }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<f32>, E> {
+            if v.len() > super::MAX_EMBEDDING_VALUES * 4 / 3 * 4 + 4 {
+                return Err(E::custom(format!(
+                    "an embedding of {} base64 characters (at most {} values)",
+                    v.len(),
+                    super::MAX_EMBEDDING_VALUES
+                )));
+            }
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(v)
                 .map_err(|e| E::custom(format!("embedding is not valid base64: {e}")))?;
@@ -103,6 +191,12 @@ mod embeddings {
         fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Vec<f32>, A::Error> {
             let mut out = Vec::with_capacity(a.size_hint().unwrap_or(128));
             while let Some(x) = a.next_element::<f32>()? {
+                if out.len() == super::MAX_EMBEDDING_VALUES {
+                    return Err(de::Error::custom(format!(
+                        "an embedding of more than {} values",
+                        super::MAX_EMBEDDING_VALUES
+                    )));
+                }
                 out.push(x);
             }
             Ok(out)
@@ -279,6 +373,15 @@ impl Gallery {
     /// Opens the gallery at `path`; a missing file is an empty gallery. `model` and `dim`
     /// describe the embedder, and a file made by another is refused.
     pub fn open(path: &Path, model: &str, dim: usize) -> Result<Gallery, GalleryError> {
+        clean_stale_temporaries(path);
+        if let Ok(m) = std::fs::metadata(path) {
+            if m.len() > MAX_GALLERY_BYTES {
+                return Err(GalleryError::TooLarge {
+                    path: path.to_path_buf(),
+                    size: m.len(),
+                });
+            }
+        }
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -301,12 +404,13 @@ impl Gallery {
             path: path.to_path_buf(),
             reason,
         };
-        let f: FileFormat = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let f: FileFormat = serde_json::from_slice(&bytes)
+            .map_err(|e| corrupt(echo(&e.to_string()).into_owned()))?;
         drop(bytes);
         if f.format != FORMAT {
             return Err(corrupt(format!(
                 "format is {:?}, expected {FORMAT:?}",
-                f.format
+                echo(&f.format)
             )));
         }
         if f.version != VERSION && f.version != 1 {
@@ -318,7 +422,7 @@ impl Gallery {
         if f.model != model || f.dim != dim {
             return Err(GalleryError::Foreign {
                 path: path.to_path_buf(),
-                model: f.model,
+                model: echo(&f.model).into_owned(),
                 found: f.dim,
                 want: dim,
             });
@@ -327,7 +431,10 @@ impl Gallery {
         for (i, p) in f.people.iter().enumerate() {
             validate_name(&p.name).map_err(|e| corrupt(e.to_string()))?;
             if by_name.insert(p.name.clone(), i).is_some() {
-                return Err(corrupt(format!("person {:?} is listed twice", p.name)));
+                return Err(corrupt(format!(
+                    "person {:?} is listed twice",
+                    echo(&p.name)
+                )));
             }
             if p.embeddings.is_empty()
                 || p.embeddings
@@ -336,7 +443,7 @@ impl Gallery {
             {
                 return Err(corrupt(format!(
                     "person {:?} has a malformed embedding",
-                    p.name
+                    echo(&p.name)
                 )));
             }
         }
@@ -361,8 +468,9 @@ impl Gallery {
             return Err(GalleryError::File {
                 path: self.path.clone(),
                 reason: format!(
-                    "an embedding of {} values given for {name:?}, the gallery holds {}",
+                    "an embedding of {} values given for {:?}, the gallery holds {}",
                     embedding.len(),
+                    echo(name),
                     self.dim
                 ),
             });
@@ -487,8 +595,8 @@ impl Gallery {
             .file_name()
             .ok_or_else(|| err("is not a file path".into()))?;
         let tmp = dir.join(format!(
-            ".{}.tmp-{}",
-            name.to_string_lossy(),
+            "{}{}",
+            temp_prefix(&name.to_string_lossy()),
             std::process::id()
         ));
         let write = || -> std::io::Result<()> {
@@ -503,6 +611,50 @@ impl Gallery {
             let _ = std::fs::remove_file(&tmp);
             err(e.to_string())
         })
+    }
+}
+
+/// `.<gallery file name>.tmp-`: what a save's temporary file is called, before the writer's pid.
+fn temp_prefix(file_name: &str) -> String {
+    format!(".{file_name}.tmp-")
+}
+
+/// Removes temporary files that saves of this gallery by processes no longer running left
+/// behind (a kill -9 during the save of a 37 MB gallery left one of its size 4 times in 15).
+/// A live process's temporary is never touched: its pid still has a `/proc` entry. Best effort:
+/// a file that cannot be removed is left, and the gallery opens as usual.
+fn clean_stale_temporaries(gallery: &Path) {
+    let Some(name) = gallery.file_name() else {
+        return;
+    };
+    let prefix = temp_prefix(&name.to_string_lossy());
+    let dir = match gallery.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(pid) = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = Path::new(&format!("/proc/{pid}")).exists();
+        let plain = entry.file_type().is_ok_and(|t| t.is_file());
+        if !alive && plain {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => tracing::info!(
+                    "removed {}, left by an interrupted save (process {pid})",
+                    entry.path().display()
+                ),
+                Err(e) => tracing::warn!("cannot remove {}: {e}", entry.path().display()),
+            }
+        }
     }
 }
 
@@ -636,6 +788,65 @@ mod tests {
             "wrong length"
         );
         assert_eq!(g.embeddings(), 4);
+    }
+
+    #[test]
+    fn temporaries_of_dead_saves_are_removed_at_open_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.json");
+        let mut g = Gallery::open(&path, "m", 4).unwrap();
+        g.enroll("Ada", emb(0.0), "a.jpg".into()).unwrap();
+        g.save().unwrap();
+        // A pid that has ended: a child that was waited for.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let stale = dir.path().join(format!(".g.json.tmp-{dead}"));
+        let live = dir
+            .path()
+            .join(format!(".g.json.tmp-{}", std::process::id()));
+        let other = dir.path().join(format!(".other.json.tmp-{dead}"));
+        for f in [&stale, &live, &other] {
+            std::fs::write(f, "half a gallery").unwrap();
+        }
+        let g = Gallery::open(&path, "m", 4).unwrap();
+        assert_eq!(g.people.len(), 1);
+        assert!(!stale.exists(), "a dead process's temporary is removed");
+        assert!(live.exists(), "a running process's temporary is kept");
+        assert!(
+            other.exists(),
+            "another gallery's temporary is not ours to remove"
+        );
+    }
+
+    #[test]
+    fn oversized_names_are_refused_while_parsing_and_never_echoed_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.json");
+        let huge = "x".repeat(10 << 20);
+        let file = format!(
+            r#"{{"format":"vigil-gallery","version":2,"model":"m","dim":4,"people":[{{"name":"{huge}","embeddings":["AAAAAAAAAAAAAAAAAAAAAA=="],"sources":["a"]}}]}}"#
+        );
+        std::fs::write(&path, file).unwrap();
+        let e = Gallery::open(&path, "m", 4).unwrap_err().to_string();
+        assert!(
+            e.contains("a name of 10485760 bytes (at most 512)"),
+            "{}",
+            echo(&e)
+        );
+        assert!(e.len() < 1000, "the error repeats {} bytes", e.len());
+        let e = validate_name(&huge).unwrap_err().to_string();
+        assert!(
+            e.len() < 1000 && e.contains("longer than 128"),
+            "{}",
+            echo(&e)
+        );
+        let e = GalleryError::Unknown {
+            name: huge.clone(),
+            path: path.clone(),
+        }
+        .to_string();
+        assert!(e.len() < 1000, "{}", echo(&e));
     }
 
     #[test]

@@ -11,7 +11,8 @@ use crate::source::file::FileReader;
 use crate::source::supervisor::SourcePlan;
 use crate::source::url::SourceKind;
 use crate::source::VideoInfo;
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub struct PreparedStream {
@@ -89,12 +90,17 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Problems> {
         |problems: &[Problem], prefix: &str| problems.iter().any(|p| p.path.starts_with(prefix));
     let c = &loaded.config;
 
+    // Each file is probed once however many streams name it: probing (opening the file and
+    // decoding its first frame) was nearly all of the time `check` took on a long list (1000
+    // streams of one file: about 68 s, one probe each).
+    let mut probed = ProbeCache::default();
     let mut streams = Vec::new();
-    for (i, s) in c.streams.iter().enumerate() {
+    let listed_ok = !problems.iter().any(|p| p.path == "streams");
+    for (i, s) in c.streams.iter().enumerate().filter(|_| listed_ok) {
         if has_problem(&problems, &format!("streams[{i}].")) {
             continue;
         }
-        match prepare_stream(&loaded, s, false) {
+        match prepare_stream_with(&loaded, s, false, &mut probed) {
             Ok(ps) => streams.push(ps),
             Err(errs) => problems.extend(
                 errs.into_iter()
@@ -103,11 +109,13 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Problems> {
         }
     }
 
+    // Nothing is built from a value its check refused: a model is loaded only when every
+    // setting it is built with (its section, the runtime's threads and library) passed. An
+    // out-of-range `runtime.intra_threads` once reached ONNX Runtime (100000 threads: over
+    // 120 s and 5.6 GB before the problem was shown), and `action.frames: 0` reached the model.
     let mut action = None;
     if let (true, Some(m)) = (c.action.enabled, &c.action.model) {
-        if !has_problem(&problems, "action.model")
-            && !has_problem(&problems, "runtime.onnxruntime_library")
-        {
+        if !has_problem(&problems, "action.") && !has_problem(&problems, "runtime.") {
             match load_action(&loaded, m) {
                 Ok(a) => action = Some(a),
                 Err(p) => problems.push(p),
@@ -115,7 +123,7 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Problems> {
         }
     }
     let mut faces = None;
-    let blocked = ["faces", "gallery", "runtime.onnxruntime_library"];
+    let blocked = ["faces", "gallery", "runtime."];
     if c.faces.enabled && !blocked.iter().any(|b| has_problem(&problems, b)) {
         match load_faces(&loaded) {
             Ok((models, gallery)) => {
@@ -164,6 +172,19 @@ pub fn prepare_stream(
     s: &StreamConfig,
     api: bool,
 ) -> Result<PreparedStream, Vec<(&'static str, String)>> {
+    prepare_stream_with(loaded, s, api, &mut ProbeCache::default())
+}
+
+/// What each file's probe found, by path, for one preparation.
+#[derive(Default)]
+struct ProbeCache(HashMap<PathBuf, Result<VideoInfo, String>>);
+
+fn prepare_stream_with(
+    loaded: &Loaded,
+    s: &StreamConfig,
+    api: bool,
+    probed: &mut ProbeCache,
+) -> Result<PreparedStream, Vec<(&'static str, String)>> {
     let c = &loaded.config;
     let errs = check_stream(loaded, s);
     if !errs.is_empty() {
@@ -171,9 +192,12 @@ pub fn prepare_stream(
     }
     let kind = SourceKind::parse(&s.url, |p| loaded.resolve(p)).map_err(|e| vec![("url", e)])?;
     let info = match &kind {
-        SourceKind::File(path) => {
-            FileReader::probe(path).map_err(|e| vec![("url", e.to_string())])?
-        }
+        SourceKind::File(path) => probed
+            .0
+            .entry(path.clone())
+            .or_insert_with(|| FileReader::probe(path).map_err(|e| e.to_string()))
+            .clone()
+            .map_err(|e| vec![("url", e)])?,
         _ => VideoInfo {
             width: 0,
             height: 0,

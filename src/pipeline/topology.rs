@@ -43,14 +43,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// Most streams one vigil runs at once.
-pub const MAX_STREAMS: usize = 1024;
+/// Most streams one vigil runs at once (`vigil check` refuses a config with more).
+pub use crate::config::MAX_STREAMS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TopologyError {
-    #[error("stream `{0}` exists already")]
+    #[error("stream `{}` exists already", crate::echo::echo(.0))]
     Duplicate(String),
-    #[error("no stream `{0}`")]
+    #[error("no stream `{}`", crate::echo::echo(.0))]
     NotFound(String),
     #[error("{MAX_STREAMS} streams run already (the most one vigil runs)")]
     Full,

@@ -6,6 +6,57 @@ use opencv::prelude::*;
 use opencv::videoio::{self, VideoCapture};
 use std::path::{Path, PathBuf};
 
+/// Highest frame rate a container may declare and be believed (high-speed cameras record 1000
+/// fps and more; FFmpeg gives 90000 for some streams whose rate it does not know).
+const MAX_DECLARED_FPS: f64 = 10_000.0;
+
+/// Why an MP4 (ISO base media) file that FFmpeg cannot open looks cut short, if it does: a
+/// top-level box runs past the end of the file, or no `moov` box (the index) is there. An MP4
+/// written with its index at the end and then truncated loses the index, so it cannot be opened
+/// at all (one with its index first plays up to the cut, and the run reports the shortfall).
+fn truncated_mp4(path: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let mut at = 0u64;
+    let mut moov = false;
+    let mut first = true;
+    while at + 8 <= len {
+        f.seek(SeekFrom::Start(at)).ok()?;
+        let mut head = [0u8; 16];
+        f.read_exact(&mut head[..8]).ok()?;
+        let kind: [u8; 4] = [head[4], head[5], head[6], head[7]];
+        if first && &kind != b"ftyp" {
+            return None;
+        }
+        first = false;
+        let mut size = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as u64;
+        if size == 1 {
+            f.read_exact(&mut head[8..16]).ok()?;
+            size = u64::from_be_bytes(head[8..16].try_into().ok()?);
+        } else if size == 0 {
+            size = len - at;
+        }
+        if size < 8 {
+            return None;
+        }
+        moov |= &kind == b"moov";
+        if at + size > len {
+            return Some(format!(
+                "an MP4 file cut short: its `{}` box needs {} bytes but the file ends after {}; the file is truncated{}",
+                String::from_utf8_lossy(&kind),
+                at + size,
+                len,
+                if moov { "" } else { " before its index (`moov`), so nothing in it can be read" }
+            ));
+        }
+        at += size;
+    }
+    (!first && !moov).then(|| {
+        "an MP4 file without its index (`moov` box): the file is truncated or was never finished".into()
+    })
+}
+
 /// A video file, read front to back.
 pub struct FileReader {
     path: PathBuf,
@@ -37,7 +88,9 @@ impl FileReader {
         let cap = VideoCapture::from_file(path, videoio::CAP_FFMPEG)
             .map_err(|e| open_err(path, e.message))?;
         if !cap.is_opened().unwrap_or(false) {
-            return Err(open_err(path, "FFmpeg does not recognise it as a video"));
+            let why = truncated_mp4(path)
+                .unwrap_or_else(|| "FFmpeg does not recognise it as a video".into());
+            return Err(open_err(path, why));
         }
         let get = |prop| cap.get(prop).unwrap_or(0.0);
         let (w, h, fps, n) = (
@@ -46,7 +99,7 @@ impl FileReader {
             get(videoio::CAP_PROP_FPS),
             get(videoio::CAP_PROP_FRAME_COUNT),
         );
-        let fps = if fps.is_finite() && fps > 0.0 && fps < 1000.0 {
+        let fps = if fps.is_finite() && fps > 0.0 && fps <= MAX_DECLARED_FPS {
             fps
         } else {
             0.0

@@ -224,7 +224,7 @@ impl Supervisor<'_> {
             let info = reader.info();
             if first {
                 (self.notify)(Notice::Up {
-                    detail: format!("{}x{} at {:.3} fps", info.width, info.height, info.fps),
+                    detail: format!("{}x{}{}", info.width, info.height, rate(info.fps)),
                     media_time: 0.0,
                 });
                 self.m.state(StreamState::Up);
@@ -319,7 +319,7 @@ impl Supervisor<'_> {
                     let info = reader.info();
                     let mut detail = format!("{shown}: {}x{}", info.width, info.height);
                     if info.fps > 0.0 {
-                        detail += &format!(" at {:.3} fps", info.fps);
+                        detail += &rate(info.fps);
                     }
                     if connections > 1 {
                         detail += &format!(" (connection {connections})");
@@ -498,6 +498,15 @@ impl Jitter {
         x ^= x << 17;
         self.0 = x;
         x % n.max(1)
+    }
+}
+
+/// ` at 25.000 fps`, or ` (frame rate unknown)` when the source does not say.
+fn rate(fps: f64) -> String {
+    if fps > 0.0 {
+        format!(" at {fps:.3} fps")
+    } else {
+        " (frame rate unknown)".into()
     }
 }
 
