@@ -19,9 +19,8 @@
 //! - [`echo`]: how users' values are repeated in messages (cut to 200 characters).
 //!
 //! Layers, lowest first (each imports only from those before it): `echo`, `url`, `config`,
-//! `shutdown`,
-//! `metrics`, `stage`, `source`, `infer`, `event`, `annotate`, `gallery`, `action`, `face`,
-//! `pipeline`, `control`, `bench`.
+//! `shutdown`, `metrics`, `stage`, `source`, `infer`, `event`, `annotate`, `gallery`, `action`,
+//! `face`, `pipeline`, `control`, `bench`.
 
 pub mod action;
 pub mod annotate;
