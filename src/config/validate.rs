@@ -549,7 +549,7 @@ pub fn check_stream(l: &Loaded, s: &super::StreamConfig) -> Vec<(&'static str, S
                     "url",
                     format!("{}: contains white space", shorten(&redact(&url))),
                 ));
-            } else if let Some(why) = crate::source::url::authority_problem(&url) {
+            } else if let Some(why) = crate::url::authority_problem(&url) {
                 out.push(("url", format!("{}: {why}", shorten(&redact(&url)))));
             }
             live_only(&mut out);
