@@ -481,6 +481,11 @@ fn a_password_in_a_url_never_shows() {
     );
     assert!(checked.status.success(), "{check_out}");
     assert!(check_out.contains("bad: not reachable now"), "{check_out}");
+    // The camera answers 401: say so, not "refused, unreachable, or not a video stream".
+    assert!(
+        check_out.contains("authentication failed: the camera answered 401"),
+        "{check_out}"
+    );
     assert!(
         check_out.contains("good: reachable, 1280x720"),
         "{check_out}"
@@ -538,6 +543,10 @@ fn a_password_in_a_url_never_shows() {
         .expect("the failed connection is reported");
     let detail = down["detail"].as_str().unwrap();
     assert!(detail.contains("rtsp://admin:***@127.0.0.1"), "{detail}");
+    assert!(
+        detail.contains("authentication failed") && !detail.contains("refused, unreachable"),
+        "{detail}"
+    );
     assert_eq!(down["retrying"], true);
     // A camera that is not plugged in is retried like any other.
     let usb = for_stream(&ev, "usb")
