@@ -18,6 +18,9 @@ pub struct Readiness {
     streams: Mutex<Option<StreamsCheck>>,
     /// Every stream's series is registered: `/metrics` may answer.
     serving: AtomicBool,
+    /// Ready once, ready for good: a stream added over the API later, or a camera reconnecting,
+    /// must not take a serving instance out of its load balancer.
+    ready: AtomicBool,
 }
 
 impl Readiness {
@@ -26,6 +29,7 @@ impl Readiness {
             preparing: Mutex::new(Some("starting".into())),
             streams: Mutex::new(None),
             serving: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
         }
     }
 
@@ -40,6 +44,8 @@ impl Readiness {
         *self.streams.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(streams));
         *self.preparing.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.serving.store(true, Ordering::SeqCst);
+        // A run with no stream to wait for is ready now, before any is added over the API.
+        let _ = self.not_ready();
     }
 
     /// Whether `/metrics` may answer (every configured stream's series exist).
@@ -49,13 +55,20 @@ impl Readiness {
 
     /// `None` when ready, else why not.
     pub fn not_ready(&self) -> Option<String> {
+        if self.ready.load(Ordering::SeqCst) {
+            return None;
+        }
         if let Some(why) = &*self.preparing.lock().unwrap_or_else(|p| p.into_inner()) {
             return Some(why.clone());
         }
-        match &*self.streams.lock().unwrap_or_else(|p| p.into_inner()) {
+        let why = match &*self.streams.lock().unwrap_or_else(|p| p.into_inner()) {
             Some(check) => check(),
             None => Some("starting".into()),
+        };
+        if why.is_none() {
+            self.ready.store(true, Ordering::SeqCst);
         }
+        why
     }
 }
 
@@ -89,6 +102,9 @@ mod tests {
             Some("stream cam has not opened yet")
         );
         connecting.store(0, Ordering::SeqCst);
+        assert_eq!(r.not_ready(), None);
+        // Ready for good: a stream connecting later does not take it back.
+        connecting.store(1, Ordering::SeqCst);
         assert_eq!(r.not_ready(), None);
     }
 }
