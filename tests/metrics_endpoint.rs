@@ -176,17 +176,19 @@ fn readyz_answers_503_with_the_reason_until_every_stream_has_opened_or_is_retryi
         runtime_yaml()
     );
     let mut child = spawn_run(&write_config(dir.path(), &yaml));
-    let mut lines = log_lines(&mut child);
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("vigil ended before announcing its health endpoint")
-            .unwrap();
-        if let Some(rest) = line.split("health on http://").nth(1) {
-            break rest.split("/healthz").next().unwrap().to_string();
+    let lines = log_lines(&mut child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if let Some(rest) = line.split("health on http://").nth(1) {
+                let _ = tx.send(rest.split("/healthz").next().unwrap().to_string());
+            }
         }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
+    });
+    // A guard against a hang only: the line comes before anything is loaded.
+    let addr = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("vigil announces its health endpoint while it connects to the camera");
     assert_eq!(get(&addr, "/healthz").0, 200);
     let (code, why) = get(&addr, "/readyz");
     assert_eq!(code, 503, "{why}");
