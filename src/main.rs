@@ -432,9 +432,32 @@ fn main() -> ExitCode {
             no_progress,
             annotate,
         } => {
-            let p = match prepared(&config) {
+            let report = |p: Problems| {
+                eprint!("{p}");
+                ExitCode::from(EXIT_CONFIG)
+            };
+            let loaded = match vigil::config::load(&config) {
+                Ok(l) => l,
+                Err(p) => return report(p),
+            };
+            // Before any thread starts: the options live in the process environment.
+            vigil::source::live::configure_ffmpeg(&loaded.config.live);
+            // Health and readiness from the start: preparing can take minutes (an HNSW build
+            // at a large gallery), and a probe must see a process starting, not nothing.
+            let metrics = std::sync::Arc::new(vigil::metrics::Metrics::new());
+            let server = match vigil::control::serve_metrics(&loaded.config.metrics, &metrics) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            metrics
+                .readiness
+                .preparing("loading the models and the gallery");
+            let p = match pipeline::prepare(loaded) {
                 Ok(p) => p,
-                Err(code) => return code,
+                Err(p) => return report(p),
             };
             let stop = Shutdown::new();
             if let Err(e) = install_signals(stop.clone()) {
@@ -445,7 +468,7 @@ fn main() -> ExitCode {
                 annotate,
                 serve: false,
             };
-            match vigil::control::run(p, opts, stop) {
+            match vigil::control::run(p, opts, metrics, server.as_ref(), stop) {
                 Ok(s) if s.ok() => {
                     tracing::info!("done: {} events", s.events);
                     Ok(())

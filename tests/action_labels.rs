@@ -72,7 +72,7 @@ fn the_default_video_is_feeding_birds_and_stdout_matches_the_jsonl_file() {
 
 #[test]
 fn arm_wrestling_is_recognised_with_its_start_and_end() {
-    let Some(video) = shared_media("action/arm_wrestling.mp4") else {
+    let Some(video) = shared_media_or_ci("action/arm_wrestling.mp4") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -294,3 +294,45 @@ s.serve_forever()
     assert_eq!(accepted, sent, "every event, once, in order");
     eprintln!("{} events delivered after 3 refusals", sent.len());
 }
+
+/// Issue 16 item 10: the MQTT last will. vigil killed with SIGKILL sends no `offline` itself;
+/// the broker must publish the will vigil registered, so `vigil/available` reads `offline`
+/// after `online`.
+#[test]
+fn a_killed_vigil_is_marked_offline_by_its_mqtt_last_will() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    let heard = dir.path().join("heard.txt");
+    let _sub = subscribe(broker.port, "vigil/available", "checker", &heard);
+    let sinks = format!(
+        "  - {{type: mqtt, host: 127.0.0.1, port: {}, timeout_ms: 1000}}\n",
+        broker.port
+    );
+    let cfg = config(dir.path(), true, &sinks);
+    let mut child = spawn_run(&cfg);
+    let _ = metrics_addr(&mut child);
+    let availability = || -> Vec<String> {
+        std::fs::read_to_string(&heard)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    wait_for("vigil to say it is online", Duration::from_secs(60), || {
+        availability().last().map(String::as_str) == Some("vigil/available online")
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_for(
+        "the broker to publish the last will",
+        Duration::from_secs(60),
+        || availability().last().map(String::as_str) == Some("vigil/available offline"),
+    );
+    let seen = availability();
+    assert_eq!(
+        seen.iter().filter(|l| l.ends_with("offline")).count(),
+        1,
+        "offline only once, from the will: {seen:?}"
+    );
+}

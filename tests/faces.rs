@@ -249,8 +249,9 @@ fn bad_input_gets_a_clear_error_and_the_gallery_loses_nothing() {
             "{args:?} changed the gallery"
         );
     }
-    // Told which face, the pair photo enrols (the larger face is 0).
-    ok_json(&gallery(
+    // Told which face, the pair photo enrols (the larger face is 0): face 1 is Biden's, the
+    // smaller and on the right half, and Biden is who "pick" now names.
+    let enrolled = ok_json(&gallery(
         &cfg,
         &[
             "enroll",
@@ -261,6 +262,11 @@ fn bad_input_gets_a_clear_error_and_the_gallery_loses_nothing() {
             pair.to_str().unwrap(),
         ],
     ));
+    let left_edge = enrolled["photos"][0]["box"][0].as_f64().unwrap();
+    assert!(left_edge > 450.0, "not the right-hand face: {enrolled}");
+    let who = |p: &str| identities(&ok_json(&gallery(&cfg, &["identify", p])));
+    assert_eq!(who(&photo("biden.jpg")), [Some("pick".to_string())]);
+    assert_eq!(who(&photo("obama2.jpg")), [Some("obama".to_string())]);
 
     // A corrupt gallery file is refused, named, and left as it was.
     std::fs::write(
@@ -284,7 +290,7 @@ fn bad_input_gets_a_clear_error_and_the_gallery_loses_nothing() {
 
 #[test]
 fn every_face_in_the_shared_group_photos_is_found_and_named() {
-    let Some(faces) = shared_media("faces") else {
+    let Some(faces) = shared_media_or_ci("faces") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -359,7 +365,7 @@ fn every_face_in_the_shared_group_photos_is_found_and_named() {
 
 #[test]
 fn the_hamilton_clip_names_miranda_and_lacamoire_once_per_track_and_no_one_wrongly() {
-    let Some(faces) = shared_media("faces") else {
+    let Some(faces) = shared_media_or_ci("faces") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -468,5 +474,120 @@ fn faces_from_two_streams_are_embedded_together_and_named_the_same() {
         logs.lines()
             .any(|l| l.contains("embed") && l.contains("frames=2")),
         "no embedding call covered two streams:\n{logs}"
+    );
+}
+
+/// Issue 16 item 3: a link planted at a snapshot name vigil is about to use (the names are
+/// predictable: `<stream>-<media time>-track<N>.jpg`) is neither followed nor replaced. A first
+/// run of the demo clip tells the names; the second run finds a link at each of them.
+#[test]
+fn a_link_planted_at_a_face_snapshot_name_is_not_followed_and_its_target_is_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let shots = dir.path().join("shots");
+    std::fs::create_dir(&shots).unwrap();
+    let cfg = faces_config(
+        dir.path(),
+        &built("media/faces_demo.mp4"),
+        &format!("  snapshots: {}\n", shots.display()),
+    );
+    ok_json(&gallery(
+        &cfg,
+        &["enroll", "--name", "obama", &photo("obama.jpg")],
+    ));
+    let snapshots = |out: &Output| -> Vec<PathBuf> {
+        assert_no_panic(out);
+        assert!(out.status.success(), "{}", stderr(out));
+        events(&String::from_utf8_lossy(&out.stdout))
+            .iter()
+            .filter(|e| e["type"].as_str().unwrap().starts_with("face."))
+            .map(|e| PathBuf::from(e["snapshot"].as_str().expect("a snapshot path")))
+            .collect()
+    };
+    let first = snapshots(&run(&cfg));
+    assert!(!first.is_empty(), "the demo clip has faces");
+
+    // The same run again, into an emptied folder with a link at every name it used.
+    std::fs::remove_dir_all(&shots).unwrap();
+    std::fs::create_dir(&shots).unwrap();
+    let precious = dir.path().join("precious.txt");
+    std::fs::write(&precious, "keep me").unwrap();
+    for p in &first {
+        std::os::unix::fs::symlink(&precious, p).unwrap();
+    }
+    let second = snapshots(&run(&cfg));
+    assert_eq!(
+        std::fs::read_to_string(&precious).unwrap(),
+        "keep me",
+        "the link's target was written through"
+    );
+    assert_eq!(second.len(), first.len(), "{second:?} vs {first:?}");
+    for (now, planted) in second.iter().zip(&first) {
+        assert_ne!(now, planted, "the event names the planted link");
+        let meta = std::fs::symlink_metadata(now).unwrap();
+        assert!(
+            meta.file_type().is_file(),
+            "{} is not a plain file",
+            now.display()
+        );
+        assert!(std::fs::read(now).unwrap().starts_with(&[0xFF, 0xD8]));
+        // The planted link is still there, still pointing where it did.
+        assert_eq!(std::fs::read_link(planted).unwrap(), precious);
+    }
+}
+
+/// Issue 16 item 10: `faces.detect_interval` above 1 (the path the faces benchmark relies on):
+/// between full searches the tracked faces are found again near their boxes, and the people
+/// are still named as with a full search on every frame (Obama twice, Biden unknown).
+#[test]
+fn detect_interval_3_searches_every_third_frame_and_still_names_the_same_people() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = faces_config(
+        dir.path(),
+        &built("media/faces_demo.mp4"),
+        "  detect_interval: 3\n",
+    );
+    ok_json(&gallery(
+        &cfg,
+        &["enroll", "--name", "obama", &photo("obama.jpg")],
+    ));
+    let out = vigil()
+        .env("VIGIL_LOG", "info,vigil::face::worker=trace")
+        .args(["run", "--no-progress", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_no_panic(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let logs = stderr(&out);
+    let searches = |full: bool| {
+        logs.lines()
+            .filter(|l| l.contains(" detect") && l.contains(&format!("full_search={full}")))
+            .count()
+    };
+    let (full, near) = (searches(true), searches(false));
+    assert!(
+        full > 0 && near > 0,
+        "{full} full searches, {near} near tracked faces"
+    );
+    let story: Vec<String> = events(&String::from_utf8_lossy(&out.stdout))
+        .iter()
+        .filter(|e| e["type"].as_str().unwrap().starts_with("face."))
+        .map(|e| format!("{} {}", e["type"], e["identity"]))
+        .collect();
+    eprintln!("{full} full searches, {near} near tracked faces: {story:?}");
+    assert_eq!(
+        story.iter().filter(|s| s.contains("\"obama\"")).count(),
+        2,
+        "{story:?}"
+    );
+    assert!(
+        story.iter().any(|s| s.starts_with("\"face.unknown\"")),
+        "{story:?}"
+    );
+    assert!(
+        story
+            .iter()
+            .all(|s| s.contains("\"obama\"") || s.starts_with("\"face.unknown\"")),
+        "{story:?}"
     );
 }

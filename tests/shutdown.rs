@@ -97,3 +97,48 @@ fn a_closed_stderr_does_not_stop_a_signal_from_working() {
     );
     assert!(status.unwrap().success(), "{status:?}");
 }
+
+/// Issue 16 item 10: the second signal exits at once, without draining: exit code 130 (the
+/// first alone drains and exits 0), while the classifier still has queued clips to score.
+#[test]
+fn a_second_signal_exits_at_once_with_130() {
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("events.jsonl");
+    let yaml = format!(
+        "streams:\n  - {{id: bunny, url: {}, loop: true}}\n{}  frames: 16\n  stride: 8\n  smoother: {{min_duration_ms: 0}}\nsinks:\n  - type: file\n    path: {}\nmetrics: {{enabled: false}}\n{}",
+        built("media/bigbuckbunny.mp4").display(),
+        action_yaml(),
+        jsonl.display(),
+        runtime_yaml()
+    );
+    let mut child = spawn_run(&write_config(dir.path(), &yaml));
+    let mut logs = log_lines(&mut child);
+    // Mid-run: the first clip has been scored, more are queued behind the slow classifier.
+    wait_for(
+        "a first scored clip",
+        std::time::Duration::from_secs(120),
+        || {
+            std::fs::read_to_string(&jsonl)
+                .unwrap_or_default()
+                .contains("action.started")
+        },
+    );
+    signal(&child, "-INT");
+    let stopping = logs
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("signal again to exit at once"));
+    assert!(stopping, "no `stopping` line after the first signal");
+    signal(&child, "-INT");
+    std::thread::spawn(move || logs.for_each(drop));
+    let mut status = None;
+    wait_for(
+        "vigil to exit after the second signal",
+        std::time::Duration::from_secs(60),
+        || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        },
+    );
+    assert_eq!(status.unwrap().code(), Some(130), "{status:?}");
+}

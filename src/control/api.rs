@@ -155,6 +155,7 @@ pub fn run(
     mut p: Prepared,
     opts: RunOptions,
     metrics: Arc<Metrics>,
+    metrics_addr: Option<SocketAddr>,
     stop: Shutdown,
 ) -> anyhow::Result<Summary> {
     let loaded = Arc::new(p.loaded.clone());
@@ -202,8 +203,7 @@ pub fn run(
         started: Instant::now(),
         stop: stop.clone(),
     });
-    metrics.ready.set(1);
-    let _metrics_server = super::serve_metrics(&loaded.config.metrics, &metrics)?;
+    super::streams_started(&metrics, &topo, metrics_addr);
     let server = serve(api, &api_cfg, metrics.clone())?;
     tracing::info!("API on http://{}/v1", server.addr);
     topo.wait();
@@ -325,13 +325,7 @@ fn router(api: Arc<Api>, max_body: usize, metrics: Arc<Metrics>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
-            get(move || async move {
-                if ready_metrics.ready.get() == 1 {
-                    (StatusCode::OK, "ready\n")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-                }
-            }),
+            get(move || crate::metrics::ready(ready_metrics.clone())),
         )
         .fallback(|| async {
             ApiError::new(

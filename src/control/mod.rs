@@ -18,21 +18,62 @@ use crate::pipeline::{self, Prepared, RunOptions, Summary};
 use crate::shutdown::Shutdown;
 use std::sync::Arc;
 
-/// `vigil run`: runs the config's streams (and those the API added before), serves the metrics
-/// (and, with an `api` section, the API) once they have started, until every stream has ended
-/// or, with the API, until `stop`.
-pub fn run(p: Prepared, mut opts: RunOptions, stop: Shutdown) -> anyhow::Result<Summary> {
-    let metrics = Arc::new(Metrics::new());
+/// `vigil run`: runs the config's streams (and those the API added before) until every stream
+/// has ended or, with the API, until `stop`. `metrics` is the one the caller's health server
+/// (see [`serve_metrics`]) answers from; the run marks it ready (see [`Readiness`]).
+///
+/// [`Readiness`]: crate::metrics::Readiness
+pub fn run(
+    p: Prepared,
+    mut opts: RunOptions,
+    metrics: Arc<Metrics>,
+    server: Option<&crate::metrics::MetricsServer>,
+    stop: Shutdown,
+) -> anyhow::Result<Summary> {
+    let addr = server.map(|s| s.addr);
     if p.loaded.config.api.is_none() {
         let m = metrics.clone();
-        let cfg = p.loaded.config.metrics.clone();
-        return pipeline::run(p, opts, metrics, stop, move |_| serve_metrics(&cfg, &m));
+        return pipeline::run(p, opts, metrics, stop, move |topo| {
+            streams_started(&m, topo, addr);
+            Ok(())
+        });
     }
     opts.serve = true;
-    api::run(p, opts, metrics, stop)
+    api::run(p, opts, metrics, addr, stop)
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` when the config asks for them.
+/// Every stream has started and its series exist: `/metrics` answers from now on, and
+/// `/readyz` once no stream is still connecting for the first time.
+pub(crate) fn streams_started(
+    metrics: &Arc<Metrics>,
+    topo: &Arc<pipeline::Topology>,
+    addr: Option<std::net::SocketAddr>,
+) {
+    // Weak: the topology holds the metrics, which must not keep the topology alive.
+    let topo = Arc::downgrade(topo);
+    metrics.readiness.started(move || {
+        let topo = topo.upgrade()?;
+        let waiting: Vec<String> = topo
+            .list()
+            .into_iter()
+            .filter(|s| !s.status.settled())
+            .map(|s| s.config.id.clone())
+            .collect();
+        (!waiting.is_empty()).then(|| {
+            format!(
+                "stream {} has not opened yet (first connection)",
+                waiting.join(", ")
+            )
+        })
+    });
+    if let Some(addr) = addr {
+        tracing::info!("metrics on http://{addr}/metrics");
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` when the config asks for them, from now on:
+/// call it before preparing, so a probe sees the process starting (`/readyz` 503 with the
+/// reason) instead of nothing listening while the models and the gallery load.
 pub fn serve_metrics(
     cfg: &crate::config::MetricsConfig,
     metrics: &Arc<Metrics>,
@@ -41,6 +82,9 @@ pub fn serve_metrics(
         return Ok(None);
     }
     let server = crate::metrics::serve(metrics.clone(), &cfg.listen)?;
-    tracing::info!("metrics on http://{}/metrics", server.addr);
+    tracing::info!(
+        "health on http://{0}/healthz, readiness on http://{0}/readyz",
+        server.addr
+    );
     Ok(Some(server))
 }

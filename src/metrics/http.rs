@@ -1,4 +1,6 @@
-//! `/metrics`, `/healthz` and `/readyz` over HTTP/1.1 with axum.
+//! `/metrics`, `/healthz` and `/readyz` over HTTP/1.1 with axum, served from the start of a
+//! run: `/healthz` always answers 200, `/readyz` 503 with the reason until ready, and `/metrics`
+//! 503 until every configured stream's series exist (so its first 200 has them all).
 
 use super::Metrics;
 use axum::http::{header, StatusCode};
@@ -73,7 +75,15 @@ pub fn serve(metrics: Arc<Metrics>, listen: &str) -> std::io::Result<MetricsServ
     })
 }
 
-async fn metrics_text(m: Arc<Metrics>) -> impl IntoResponse {
+async fn metrics_text(m: Arc<Metrics>) -> axum::response::Response {
+    if !m.readiness.serving() {
+        let why = m.readiness.not_ready().unwrap_or_default();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}; the metrics are served once the streams have started\n"),
+        )
+            .into_response();
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -81,12 +91,16 @@ async fn metrics_text(m: Arc<Metrics>) -> impl IntoResponse {
         )],
         m.render(),
     )
+        .into_response()
 }
 
-async fn ready(m: Arc<Metrics>) -> impl IntoResponse {
-    if m.ready.get() == 1 {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+/// `/readyz`: 200 `ready`, or 503 `not ready: <reason>`. Shared with the API's router.
+pub async fn ready(m: Arc<Metrics>) -> (StatusCode, String) {
+    match m.readiness.not_ready() {
+        None => (StatusCode::OK, "ready\n".into()),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
     }
 }

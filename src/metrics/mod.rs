@@ -4,8 +4,10 @@
 //! sets (stream, stage, model, type). See docs/metrics.md.
 
 mod http;
+mod ready;
 
-pub use http::{serve, MetricsServer};
+pub use http::{ready, serve, MetricsServer};
+pub use ready::Readiness;
 
 use prometheus::{
     Counter, CounterVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
@@ -99,8 +101,11 @@ pub struct Metrics {
     /// Seconds from reading a frame to its result reaching the events stage, per stage
     /// (`action`: a clip's last frame; `faces`: a sampled frame).
     capture_latency: HistogramVec,
-    /// 1 once the models are loaded and the streams opened.
-    pub ready: IntGauge,
+    /// 1 once the models are loaded and every stream has opened or is retrying; set at each
+    /// scrape from `readiness`.
+    ready: IntGauge,
+    /// What `/readyz` answers; see [`Readiness`].
+    pub readiness: Readiness,
     /// Items each stage finished, per stage.
     stage_processed: IntCounterVec,
     /// Items each stage dropped, per stage and reason.
@@ -337,6 +342,7 @@ impl Metrics {
             stream_blocked_seconds,
             capture_latency,
             ready,
+            readiness: Readiness::new(),
             stage_processed,
             stage_dropped,
             stage_seconds,
@@ -564,6 +570,8 @@ impl Metrics {
 
     /// The exposition text, as `/metrics` serves it.
     pub fn render(&self) -> String {
+        self.ready
+            .set(i64::from(self.readiness.not_ready().is_none()));
         let mut buf = String::new();
         prometheus::TextEncoder::new()
             .encode_utf8(&self.registry.gather(), &mut buf)

@@ -58,7 +58,6 @@ pub fn run<T>(
     for s in std::mem::take(&mut p.streams) {
         topo.add(s)?;
     }
-    metrics.ready.set(1);
     let _kept = started(&topo)?;
     topo.wait();
     topo.finish()

@@ -71,6 +71,17 @@ impl LiveReader {
             let waited = started.elapsed();
             let why = if waited >= Duration::from_millis(cfg.open_timeout_ms) * 9 / 10 {
                 format!("no answer within {} ms", cfg.open_timeout_ms)
+            } else if let Some(refusal) = match kind {
+                // Bounded by what is left of the open deadline, at least one second.
+                SourceKind::Network(u) => super::probe::probe(
+                    u,
+                    Duration::from_millis(cfg.open_timeout_ms)
+                        .saturating_sub(waited)
+                        .max(Duration::from_secs(1)),
+                ),
+                _ => None,
+            } {
+                refusal.reason()
             } else {
                 "refused, unreachable, or not a video stream".into()
             };

@@ -5,6 +5,7 @@
 pub mod file;
 pub mod live;
 pub mod open;
+pub mod probe;
 pub mod status;
 pub mod supervisor;
 pub use crate::url;

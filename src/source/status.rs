@@ -4,7 +4,7 @@
 
 use crate::metrics::StreamState;
 use prometheus::IntCounter;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -13,6 +13,9 @@ pub struct StreamStatus {
     /// Cancelled once the stream's last event (`stream.down`, not retrying) is written.
     pub ended: crate::shutdown::Shutdown,
     state: AtomicU8,
+    /// Its first connection attempt has ended (opened, failed and retrying, or ended): from
+    /// then on the stream no longer holds up readiness, whatever its reconnections do.
+    settled: AtomicBool,
     last: Mutex<Note>,
     /// Capture-to-result latency of the latest result, microseconds (0: none yet).
     latency_us: AtomicU64,
@@ -61,6 +64,7 @@ impl StreamStatus {
             id,
             ended: crate::shutdown::Shutdown::new(),
             state: AtomicU8::new(StreamState::Connecting.index()),
+            settled: AtomicBool::new(false),
             last: Mutex::new(Note {
                 reason: "starting",
                 detail: None,
@@ -79,6 +83,14 @@ impl StreamStatus {
 
     pub fn set_state(&self, s: StreamState) {
         self.state.store(s.index(), Ordering::Relaxed);
+        if s != StreamState::Connecting {
+            self.settled.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the first connection attempt has ended (see `settled`).
+    pub fn settled(&self) -> bool {
+        self.settled.load(Ordering::Relaxed)
     }
 
     pub fn state(&self) -> StreamState {
