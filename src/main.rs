@@ -442,6 +442,17 @@ fn main() -> ExitCode {
             };
             // Before any thread starts: the options live in the process environment.
             vigil::source::live::configure_ffmpeg(&loaded.config.live);
+            // The checks that need no model first: a config whose `metrics.listen` (or anything
+            // else) is wrong is reported as such, with exit 2, before any server starts.
+            // (`prepare` lists them with those only it finds, such as a file that does not
+            // decode, as `vigil check` does.)
+            let problems = vigil::config::validate(&loaded);
+            if !problems.is_empty() {
+                return match pipeline::prepare(loaded) {
+                    Err(all) => report(all),
+                    Ok(_) => report(Problems(problems)),
+                };
+            }
             // Health and readiness from the start: preparing can take minutes (an HNSW build
             // at a large gallery), and a probe must see a process starting, not nothing.
             let metrics = std::sync::Arc::new(vigil::metrics::Metrics::new());

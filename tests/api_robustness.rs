@@ -11,6 +11,14 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// These tests load the machine (thousands of requests, a thousand stream cycles) and one
+/// measures a frame rate: they run one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn config(dir: &Path, api_extra: &str, streams: &str) -> PathBuf {
     let yaml = format!(
         "{streams}api:\n  listen: '127.0.0.1:0'\n  state_dir: {}\n{api_extra}action: {{enabled: false}}\n{}sinks: []\nmetrics: {{listen: '127.0.0.1:0'}}\n{}",
@@ -93,6 +101,7 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
 
 #[test]
 fn thousands_of_malformed_requests_get_4xx_answers_never_a_5xx_or_a_panic() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "  max_body_bytes: 1000000\n", "");
     let (mut child, _, addr, logs) = start_api(&cfg);
@@ -201,12 +210,13 @@ fn thousands_of_malformed_requests_get_4xx_answers_never_a_5xx_or_a_panic() {
 
 #[test]
 fn idle_and_half_sent_connections_are_closed_after_the_timeout_without_slowing_the_pipeline() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let streams = format!(
         "streams:\n  - {{id: bunny, url: {}, loop: true, realtime: true, branches: []}}\n",
         built("media/bigbuckbunny.mp4").display()
     );
-    let cfg = config(dir.path(), "  idle_timeout_ms: 6000\n", &streams);
+    let cfg = config(dir.path(), "  idle_timeout_ms: 15000\n", &streams);
     let (child, metrics, addr, _) = start_api(&cfg);
     let frames = || decoded(&metrics);
     wait_for("decoding", Duration::from_secs(30), || frames() > 25.0);
@@ -226,9 +236,17 @@ fn idle_and_half_sent_connections_are_closed_after_the_timeout_without_slowing_t
         .unwrap();
     let during = rate(2.0);
     assert!(
-        opened.elapsed() < Duration::from_millis(2900),
-        "the measurement overran the timeout"
+        opened.elapsed() < Duration::from_millis(14_000),
+        "the measurement overran the idle timeout"
     );
+    // Every connection was still open throughout the measurement.
+    for s in &idle {
+        s.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 1];
+        let open = matches!(s.peek(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        assert!(open, "an idle connection closed before the timeout");
+        s.set_nonblocking(false).unwrap();
+    }
     eprintln!("decoded {before:.1} fps before, {during:.1} fps with 200 idle connections");
     assert!(
         during >= 0.8 * before,
@@ -236,23 +254,23 @@ fn idle_and_half_sent_connections_are_closed_after_the_timeout_without_slowing_t
     );
     // The API still answers meanwhile.
     assert_eq!(api(&addr, "GET", "/v1/status", None, "").0, 200);
-    // After the timeout every idle connection has been closed by vigil.
+    // After the timeout every idle connection has been closed by vigil: the read ends (end of
+    // stream, a reset, or a 408 answer and then the end), it does not time out.
     let closed = |s: &mut std::net::TcpStream| {
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut b = [0u8; 64];
-        matches!(s.read(&mut b), Ok(0) | Err(_)) || {
-            // A 408 answer, then the close.
-            let mut rest = Vec::new();
-            let _ = s.read_to_end(&mut rest);
-            true
+        s.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+        let mut rest = Vec::new();
+        match s.read_to_end(&mut rest) {
+            Ok(_) => true,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
         }
     };
-    let started = Instant::now();
     let all_closed = idle.iter_mut().all(closed) && closed(&mut slow);
-    assert!(all_closed);
     assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "connections were not closed"
+        all_closed,
+        "a connection was still open 40 s after the idle timeout"
     );
     drop(child);
 }
@@ -272,6 +290,7 @@ fn footprint(pid: u32) -> (f64, usize, usize) {
 
 #[test]
 fn a_thousand_add_and_remove_cycles_leave_memory_threads_and_open_files_flat() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     // A short file: 10 frames of 320x240.
     let clip = dir.path().join("short.mp4");

@@ -381,10 +381,13 @@ fn a_slow_classifier_drops_old_work_and_keeps_memory_and_latency_bounded() {
         below < bound,
         "p99 in ({below}, {p99}] s, over {bound:.2} s: {window:?}"
     );
-    // Unbounded queues of 720p frames would grow by ~67 MB/s. The slope over both windows
-    // (40 s, 160 samples) must stay under 0.5 MiB/s: 20 MiB over the run, where the old check
-    // allowed 256 MiB of slack and could not see a slow leak.
-    let mib_per_s = slope(&rss_points);
+    // Unbounded queues of 720p frames would grow by ~67 MB/s. The slope over the late window
+    // (25 s, 100 samples) must stay under 0.5 MiB/s, where the old check allowed 256 MiB of
+    // slack and could not see a slow leak. (The early window can still hold a step of ONNX
+    // Runtime's arenas reaching their working size; the long both-branch test below waits it
+    // out.)
+    let late_from = rss_points.len().saturating_sub(100);
+    let mib_per_s = slope(&rss_points[late_from..]);
     eprintln!(
         "rss slope {mib_per_s:.3} MiB/s over {} samples",
         rss_points.len()
@@ -872,4 +875,80 @@ fn memory_stays_flat_over_300_rtsp_reconnects() {
     );
     signal(&child, "-TERM");
     assert!(child.wait().unwrap().success());
+}
+
+/// Memory with both branches on a live camera, over two minutes after warm-up: the slope of
+/// resident memory (least squares over samples every half second) stays under 1% of the
+/// resident size per minute. The classifier is slower than real time here, so this is the
+/// steady state a camera runs in for months: every queue full, old work dropped. Warm-up is a
+/// minute: ONNX Runtime's arenas take one step of about 200 MiB in the first minute (seen at
+/// 40-60 s: 640 -> 858 MiB, flat for the two minutes after), which is growth to a working
+/// size, not a leak.
+#[test]
+fn memory_stays_flat_with_both_branches_on_a_camera_over_two_minutes() {
+    let _serial = serial();
+    let server = RtspServer::start(&[("cam", &built("media/live_720p.mp4"))], None);
+    let dir = tempfile::tempdir().unwrap();
+    let gallery = dir.path().join("gallery.json");
+    let yaml = format!(
+        "streams:\n  - {{id: cam, url: '{}'}}\n{}{}sinks: []\nmetrics: {{listen: '127.0.0.1:0'}}\n{}{}",
+        server.url("cam"),
+        action_yaml(),
+        faces_yaml(&gallery),
+        live_yaml(),
+        runtime_yaml()
+    );
+    let mut child = spawn_run(&write_config(dir.path(), &yaml));
+    let pid = child.id();
+    let addr = metrics_addr(&mut child);
+    wait_for("both branches at work", Duration::from_secs(120), || {
+        let t = scrape(&addr);
+        metric(
+            &t,
+            "vigil_clips_dropped_total{reason=\"classifier_busy\",stream=\"cam\"}",
+        ) >= 1.0
+            && metric(
+                &t,
+                "vigil_frames_sampled_total{stage=\"faces\",stream=\"cam\"}",
+            ) >= 20.0
+    });
+    // Warm-up: arenas and caches reach their working size.
+    std::thread::sleep(Duration::from_secs(60));
+    let t0 = Instant::now();
+    let mut points = Vec::new();
+    let (faces0, clips0) = {
+        let t = scrape(&addr);
+        (
+            metric(
+                &t,
+                "vigil_frames_sampled_total{stage=\"faces\",stream=\"cam\"}",
+            ),
+            metric(&t, "vigil_clips_classified_total{stream=\"cam\"}"),
+        )
+    };
+    while t0.elapsed() < Duration::from_secs(120) {
+        points.push((t0.elapsed().as_secs_f64(), rss_mib(pid)));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let t = scrape(&addr);
+    let faces = metric(
+        &t,
+        "vigil_frames_sampled_total{stage=\"faces\",stream=\"cam\"}",
+    ) - faces0;
+    let clips = metric(&t, "vigil_clips_classified_total{stream=\"cam\"}") - clips0;
+    let mib_per_min = slope(&points) * 60.0;
+    let mean = points.iter().map(|p| p.1).sum::<f64>() / points.len() as f64;
+    eprintln!(
+        "rss {mean:.0} MiB, slope {mib_per_min:.3} MiB/min over {} samples; {faces} face frames and {clips} clips in the window",
+        points.len()
+    );
+    // Both branches worked throughout the window.
+    assert!(
+        faces >= 50.0 && clips >= 10.0,
+        "{faces} face frames, {clips} clips"
+    );
+    assert!(
+        mib_per_min < 0.01 * mean,
+        "memory grows {mib_per_min:.2} MiB/min at {mean:.0} MiB"
+    );
 }
