@@ -16,17 +16,19 @@
 //! - [`annotate`]: annotated video of file streams.
 //! - [`url`]: what a stream's `url` names (file, camera, network stream) and credential redaction.
 //! - [`bench`]: the measurements behind `vigil bench`.
+//! - [`durable`]: crash-safe replacement of a file (gallery, persisted API state).
 //! - [`echo`]: how users' values are repeated in messages (cut to 200 characters).
 //!
-//! Layers, lowest first (each imports only from those before it): `echo`, `url`, `config`,
-//! `shutdown`, `metrics`, `stage`, `source`, `infer`, `event`, `annotate`, `gallery`, `action`,
-//! `face`, `pipeline`, `control`, `bench`.
+//! Layers, lowest first (each imports only from those before it): `durable`, `echo`, `url`,
+//! `config`, `shutdown`, `metrics`, `stage`, `source`, `infer`, `event`, `annotate`, `gallery`,
+//! `action`, `face`, `pipeline`, `control`, `bench`.
 
 pub mod action;
 pub mod annotate;
 pub mod bench;
 pub mod config;
 pub mod control;
+pub mod durable;
 pub mod echo;
 pub mod event;
 pub mod face;

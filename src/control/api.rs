@@ -452,13 +452,13 @@ async fn get_stream(AxState(api): AxState<Arc<Api>>, Path(id): Path<String>) -> 
 /// type is not insisted on (`curl -d` sends a form type).
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let v = serde_path_to_error_free(&mut de)?;
+    let v = deserialize_naming_field(&mut de)?;
     de.end()
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", e.to_string()))?;
     Ok(v)
 }
 
-fn serde_path_to_error_free<'de, T: serde::Deserialize<'de>>(
+fn deserialize_naming_field<'de, T: serde::Deserialize<'de>>(
     de: &mut serde_json::Deserializer<serde_json::de::SliceRead<'de>>,
 ) -> Result<T, ApiError> {
     T::deserialize(de).map_err(|e| {

@@ -109,27 +109,13 @@ impl State {
     }
 
     fn save(&self) -> Result<(), StateError> {
-        let err = |e: std::io::Error| StateError::Io {
+        crate::durable::replace(&self.path, |f| {
+            serde_json::to_writer_pretty(&mut *f, &self.file)?;
+            f.write_all(b"\n")
+        })
+        .map_err(|e| StateError::Io {
             path: self.path.clone(),
             reason: e.to_string(),
-        };
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(".streams.json.tmp-{}", std::process::id()));
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)?;
-            serde_json::to_writer_pretty(&mut f, &self.file)?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)?;
-            std::fs::File::open(dir)?.sync_all()
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            err(e)
         })
     }
 }

@@ -21,7 +21,6 @@ use crate::config::{GalleryIndexConfig, IndexKind};
 use crate::echo::echo;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -586,38 +585,14 @@ impl Gallery {
             dim: self.dim,
             people: &self.people,
         };
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = self
-            .path
-            .file_name()
-            .ok_or_else(|| err("is not a file path".into()))?;
-        let tmp = dir.join(format!(
-            "{}{}",
-            temp_prefix(&name.to_string_lossy()),
-            std::process::id()
-        ));
-        let write = || -> std::io::Result<()> {
-            let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
-            serde_json::to_writer(&mut f, &file)?;
-            f.flush()?;
-            f.get_ref().sync_all()?;
-            std::fs::rename(&tmp, &self.path)?;
-            std::fs::File::open(&dir)?.sync_all()
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            err(e.to_string())
+        crate::durable::replace(&self.path, |f| {
+            serde_json::to_writer(f, &file).map_err(std::io::Error::from)
         })
+        .map_err(|e| err(e.to_string()))
     }
 }
 
-/// `.<gallery file name>.tmp-`: what a save's temporary file is called, before the writer's pid.
-fn temp_prefix(file_name: &str) -> String {
-    format!(".{file_name}.tmp-")
-}
+use crate::durable::temp_prefix;
 
 /// Removes temporary files that saves of this gallery by processes no longer running left
 /// behind (a kill -9 during the save of a 37 MB gallery left one of its size 4 times in 15).

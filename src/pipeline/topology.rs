@@ -533,7 +533,7 @@ impl Topology {
                 let cx = cx(metrics::Stage::Decode, "src");
                 move || {
                     let _span = tracing::info_span!("stream", stream = %cx.stream().1).entered();
-                    decode.run_stage(&cx, outputs, ev_tx);
+                    crate::stage::Stage::run(decode, &cx, (), (outputs, ev_tx));
                     if active.fetch_sub(1, Ordering::SeqCst) == 1 {
                         if let Some(idle) = idle {
                             idle.cancel(Why::Exit);
@@ -677,13 +677,6 @@ impl Topology {
         summary.inference_error = (!errors.is_empty()).then(|| errors.join("; "));
         summary.clips = self.metrics.stage_processed(metrics::Stage::Classifier);
         Ok(summary)
-    }
-}
-
-impl Decode {
-    fn run_stage(self, cx: &Context, outputs: Vec<Output>, ev: Sender<EventMsg>) {
-        use crate::stage::Stage;
-        self.run(cx, (), (outputs, ev))
     }
 }
 

@@ -183,23 +183,8 @@ pub fn metrics_addr(child: &mut Child) -> String {
 
 /// A plain HTTP/1.1 GET on loopback; returns the status code and the body.
 pub fn try_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    let (head, body) = raw
-        .split_once("\r\n\r\n")
-        .ok_or(std::io::ErrorKind::InvalidData)?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or(std::io::ErrorKind::InvalidData)?;
-    Ok((code, body.to_string()))
+    let (code, _, body) = http(addr, "GET", path, &[], b"")?;
+    Ok((code, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// The log lines of a child started by [`spawn_run`].
