@@ -363,7 +363,11 @@ fn install_signals(stop: Shutdown) -> std::io::Result<()> {
                             "stopping: finishing queued work (signal again to exit at once)"
                         );
                     } else {
-                        std::process::exit(130);
+                        // `_exit`, not `exit`: exit runs the C libraries' static destructors
+                        // (ONNX Runtime, OpenCV) while inference threads still use them, which
+                        // crashed the process now and then (SIGSEGV instead of 130).
+                        // SAFETY: ends the process; nothing after it runs.
+                        unsafe { libc::_exit(130) }
                     }
                 }
             })
