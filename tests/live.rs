@@ -315,19 +315,32 @@ fn a_slow_classifier_drops_old_work_and_keeps_memory_and_latency_bounded() {
     // RSS over both windows, as (seconds since the first sample, MiB), for its slope.
     let t0 = Instant::now();
     let mut rss_points: Vec<(f64, f64)> = Vec::new();
-    let mut sample = |secs: u64| {
+    // Samples RSS for `secs` into `points`; gives back the window's highest RSS and a scrape.
+    let sample = |secs: u64, points: &mut Vec<(f64, f64)>| {
         let mut rss: Vec<f64> = Vec::new();
         let until = Instant::now() + Duration::from_secs(secs);
         while Instant::now() < until {
             let now = rss_mib(pid);
             rss.push(now);
-            rss_points.push((t0.elapsed().as_secs_f64(), now));
+            points.push((t0.elapsed().as_secs_f64(), now));
             std::thread::sleep(Duration::from_millis(250));
         }
         (rss.into_iter().fold(0.0, f64::max), scrape(&addr))
     };
-    let (rss_early, early) = sample(15);
-    let (rss_late, late) = sample(25);
+    let (rss_early, early) = sample(15, &mut rss_points);
+    let (mut rss_late, late) = sample(25, &mut rss_points);
+    // A step in RSS (ONNX Runtime's arena or glibc's heap growing once to a new working size;
+    // one CI run saw 133 MiB inside the late window) looks like growth over a window that
+    // holds it; a leak grows in every window. So a late window over the limit is measured
+    // again over the next 25 s, and the slope is judged on the newer one.
+    let late_from = rss_points.len().saturating_sub(100);
+    let mut mib_per_s = slope(&rss_points[late_from..]);
+    if mib_per_s >= 0.5 {
+        eprintln!("rss slope {mib_per_s:.3} MiB/s over the late window: measuring 25 s more");
+        let (again, _) = sample(25, &mut rss_points);
+        rss_late = again;
+        mib_per_s = slope(&rss_points[rss_points.len().saturating_sub(100)..]);
+    }
     assert!(child.try_wait().unwrap().is_none(), "vigil exited");
     signal(&child, "-TERM");
     assert!(child.wait().unwrap().success());
@@ -382,12 +395,10 @@ fn a_slow_classifier_drops_old_work_and_keeps_memory_and_latency_bounded() {
         "p99 in ({below}, {p99}] s, over {bound:.2} s: {window:?}"
     );
     // Unbounded queues of 720p frames would grow by ~67 MB/s. The slope over the late window
-    // (25 s, 100 samples) must stay under 0.5 MiB/s, where the old check allowed 256 MiB of
+    // (25 s, 100 samples, see above) must stay under 0.5 MiB/s, where the old check allowed 256 MiB of
     // slack and could not see a slow leak. (The early window can still hold a step of ONNX
     // Runtime's arenas reaching their working size; the long both-branch test below waits it
     // out.)
-    let late_from = rss_points.len().saturating_sub(100);
-    let mib_per_s = slope(&rss_points[late_from..]);
     eprintln!(
         "rss slope {mib_per_s:.3} MiB/s over {} samples",
         rss_points.len()
