@@ -17,10 +17,10 @@ cache="${VIGIL_CACHE:-$HOME/.cache/vigil}"
 say() { printf 'setup: %s\n' "$*" >&2; }
 
 # GStreamer's RTSP server (through python3-gi) is the camera the live-source tests talk to;
-# mosquitto is the broker the MQTT sink tests talk to.
+# mosquitto is the broker the MQTT sink tests talk to; chromium (headless) opens the web console.
 packages=(libopencv-dev clang libclang-dev pkg-config ffmpeg prometheus mosquitto mosquitto-clients
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-  gstreamer1.0-plugins-bad gstreamer1.0-tools)
+  gstreamer1.0-plugins-bad gstreamer1.0-tools chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

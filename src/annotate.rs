@@ -98,12 +98,37 @@ impl Notes {
 /// Draws one frame's notes at media time `t`. Faces are those of the latest examined frame at
 /// or before `t` (within `hold` seconds); the action is that of the latest clip containing `t`.
 fn draw(img: &mut Mat, n: &StreamNotes, t: f64, hold: f64) -> opencv::Result<()> {
+    let i = n.faces.partition_point(|f| f.0 <= t + 1e-6);
+    let faces = i
+        .checked_sub(1)
+        .map(|i| &n.faces[i])
+        .filter(|(ft, _)| t - ft <= hold)
+        .map_or(&[][..], |(_, faces)| faces.as_slice());
+    // Clips come in order of their start: the latest one started by `t`, if it still runs.
+    let started = n.clips.partition_point(|c| c.0 <= t + 1e-6);
+    let clip = started
+        .checked_sub(1)
+        .map(|i| &n.clips[i])
+        .filter(|c| t < c.1 + 1e-6)
+        .map(|(_, _, label, score)| (label.as_str(), *score));
+    paint(img, faces, clip, 1)
+}
+
+/// Draws face boxes (green when named, amber when unknown or undecided) with their track ids
+/// and names, and an action label with its score at the top left; lines are at least
+/// `min_thick` pixels wide.
+pub fn paint(
+    img: &mut Mat,
+    faces: &[FaceNote],
+    action: Option<(&str, f32)>,
+    min_thick: i32,
+) -> opencv::Result<()> {
     let green = Scalar::new(80.0, 220.0, 80.0, 0.0);
     let amber = Scalar::new(0.0, 190.0, 255.0, 0.0);
     let white = Scalar::new(255.0, 255.0, 255.0, 0.0);
     let black = Scalar::new(0.0, 0.0, 0.0, 0.0);
     let scale = (img.rows() as f64 / 720.0).max(0.5);
-    let thick = (2.0 * scale).round().max(1.0) as i32;
+    let thick = ((2.0 * scale).round() as i32).max(min_thick);
     let text = |img: &mut Mat, s: &str, at: Point, color: Scalar| -> opencv::Result<()> {
         let mut base = 0;
         let size = imgproc::get_text_size(
@@ -138,36 +163,25 @@ fn draw(img: &mut Mat, n: &StreamNotes, t: f64, hold: f64) -> opencv::Result<()>
             false,
         )
     };
-    let i = n.faces.partition_point(|f| f.0 <= t + 1e-6);
-    if let Some((ft, faces)) = i.checked_sub(1).map(|i| &n.faces[i]) {
-        if t - ft <= hold {
-            for f in faces {
-                let [x1, y1, x2, y2] = f.bbox.map(|v| v.round() as i32);
-                let color = if f.label == "?" || f.label == "unknown" {
-                    amber
-                } else {
-                    green
-                };
-                imgproc::rectangle(
-                    img,
-                    Rect::new(x1, y1, (x2 - x1).max(1), (y2 - y1).max(1)),
-                    color,
-                    thick,
-                    imgproc::LINE_8,
-                    0,
-                )?;
-                let label = format!("#{} {}", f.track_id, f.label);
-                text(img, &label, Point::new(x1, (y1 - 4).max(24)), color)?;
-            }
-        }
+    for f in faces {
+        let [x1, y1, x2, y2] = f.bbox.map(|v| v.round() as i32);
+        let color = if f.label == "?" || f.label == "unknown" {
+            amber
+        } else {
+            green
+        };
+        imgproc::rectangle(
+            img,
+            Rect::new(x1, y1, (x2 - x1).max(1), (y2 - y1).max(1)),
+            color,
+            thick,
+            imgproc::LINE_8,
+            0,
+        )?;
+        let label = format!("#{} {}", f.track_id, f.label);
+        text(img, &label, Point::new(x1, (y1 - 4).max(24)), color)?;
     }
-    // Clips come in order of their start: the latest one started by `t`, if it still runs.
-    let started = n.clips.partition_point(|c| c.0 <= t + 1e-6);
-    let clip = started
-        .checked_sub(1)
-        .map(|i| &n.clips[i])
-        .filter(|c| t < c.1 + 1e-6);
-    if let Some((_, _, label, score)) = clip {
+    if let Some((label, score)) = action {
         let s = format!("{label} {score:.2}");
         text(img, &s, Point::new(12, (36.0 * scale) as i32), white)?;
     }

@@ -36,6 +36,7 @@ pub mod gallery;
 pub mod infer;
 pub mod metrics;
 pub mod pipeline;
+pub mod preview;
 pub mod shutdown;
 pub mod source;
 pub mod stage;

@@ -302,21 +302,8 @@ fn a_person_enrolled_by_another_process_is_named_by_the_running_vigil_and_concur
 #[test]
 fn tokens_are_required_scoped_never_logged_and_a_public_listener_needs_them() {
     let dir = tempfile::tempdir().unwrap();
-    let make = |scope: &str| {
-        let out = vigil()
-            .args(["token", "new", "--name", scope, "--scope", scope])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let text = String::from_utf8(out.stdout).unwrap();
-        let mut lines = text.lines();
-        let token = lines.next().unwrap().to_string();
-        let line = lines.next().unwrap().to_string();
-        assert!(line.contains(&format!("scope: {scope}")) && !line.contains(&token));
-        (token, line)
-    };
-    let (write, wline) = make("write");
-    let (read, rline) = make("read");
+    let (write, wline) = new_token("write");
+    let (read, rline) = new_token("read");
     let tokens = format!("  tokens:\n{wline}\n{rline}\n").replace("    - ", "    - ");
     let cfg = api_config(dir.path(), &tokens, "");
     let (child, _, addr, logs) = start_api(&cfg);

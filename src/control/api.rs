@@ -313,8 +313,10 @@ fn router(api: Arc<Api>, max_body: usize, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/v1/streams", get(list_streams).post(add_stream))
         .route("/v1/streams/{id}", get(get_stream).delete(remove_stream))
+        .route("/v1/streams/{id}/preview", get(preview))
         .route("/v1/gallery/people", get(list_people))
         .route("/v1/gallery/people/{name}/photos", post(enrol))
+        .route("/v1/gallery/people/{name}/photos/{n}", get(chip))
         .route("/v1/gallery/people/{name}", delete(remove_person))
         .route("/v1/gallery/identify", post(identify))
         .route("/v1/gallery/verify", post(verify))
@@ -323,6 +325,7 @@ fn router(api: Arc<Api>, max_body: usize, metrics: Arc<Metrics>) -> Router {
         .route("/v1/snapshots/{event_id}", get(snapshot))
         .route("/v1/status", get(status))
         .route("/healthz", get(|| async { "ok\n" }))
+        .merge(super::console::routes())
         .route(
             "/readyz",
             get(move || crate::metrics::ready(ready_metrics.clone())),
@@ -370,8 +373,12 @@ async fn json_errors(r: Response) -> Response {
 }
 
 /// The token's holder and scope, checked before every `/v1` call.
-async fn auth(AxState(api): AxState<Arc<Api>>, req: Request, next: Next) -> Response {
+async fn auth(AxState(api): AxState<Arc<Api>>, mut req: Request, next: Next) -> Response {
     if !req.uri().path().starts_with("/v1") || api.tokens.is_empty() {
+        req.extensions_mut().insert(Caller {
+            holder: None,
+            scope: Scope::Write,
+        });
         return next.run(req).await;
     }
     let h = req.headers();
@@ -411,7 +418,20 @@ async fn auth(AxState(api): AxState<Arc<Api>>, req: Request, next: Next) -> Resp
         .into_response();
     }
     tracing::debug!(caller = name, method = %req.method(), path = %req.uri().path(), "API call");
+    let caller = Caller {
+        holder: Some(name.to_string()),
+        scope,
+    };
+    req.extensions_mut().insert(caller);
     next.run(req).await
+}
+
+/// Who made a call, for `GET /v1/status` (the console greys out what a read token cannot do).
+#[derive(Clone)]
+struct Caller {
+    /// The token's holder (none without tokens).
+    holder: Option<String>,
+    scope: Scope,
 }
 
 fn stream_json(l: &pipeline::Listed) -> Value {
@@ -445,6 +465,49 @@ async fn get_stream(AxState(api): AxState<Arc<Api>>, Path(id): Path<String>) -> 
             "not_found",
             format!("no stream `{}`", cap(&id)),
         )),
+    }
+}
+
+/// The stream's latest frame, annotated, as a JPEG. The first request after a quiet spell
+/// starts feeding the preview; it waits up to a second for a frame, then answers 503
+/// `no_frame` (a stream that is down has none).
+async fn preview(AxState(api): AxState<Arc<Api>>, Path(id): Path<String>) -> ApiResult {
+    let Some(l) = api.topo.get(&id) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no stream `{}`", cap(&id)),
+        ));
+    };
+    let preview = l.status.preview.clone();
+    let until = Instant::now() + Duration::from_secs(1);
+    loop {
+        let p = preview.clone();
+        let jpeg = blocking(move || p.jpeg()).await?.map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("cannot draw the preview: {}", e.message),
+            )
+        })?;
+        if let Some(jpeg) = jpeg {
+            return Ok((
+                [
+                    (header::CONTENT_TYPE, "image/jpeg"),
+                    (header::CACHE_CONTROL, "no-store"),
+                ],
+                jpeg.as_ref().clone(),
+            )
+                .into_response());
+        }
+        if Instant::now() >= until {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_frame",
+                format!("stream `{}` has no frame to show yet", cap(&id)),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -695,12 +758,51 @@ async fn enrol(
     body: Bytes,
 ) -> ApiResult {
     let face = face_param(&q)?;
-    let v = with_photo(&api, &headers, body, move |ops, photo| {
-        ops.enroll(&name, std::slice::from_ref(photo), face)
-    })
-    .await?;
+    let v = match q.get("event") {
+        // The face of an event's snapshot (a `face.unknown` named from the console): the
+        // largest face in it unless `face` says otherwise.
+        Some(event) => {
+            let bytes = snapshot_bytes(&api, event).await?;
+            let label = format!("the snapshot of event {}", cap(event));
+            with_ops(&api, move |ops| {
+                let photo = Photo::Bytes {
+                    label: &label,
+                    bytes: &bytes,
+                };
+                ops.enroll(&name, std::slice::from_ref(&photo), face.or(Some(0)))
+            })
+            .await?
+        }
+        None => {
+            with_photo(&api, &headers, body, move |ops, photo| {
+                ops.enroll(&name, std::slice::from_ref(photo), face)
+            })
+            .await?
+        }
+    };
     tracing::info!(person = %v["enrolled"].as_str().unwrap_or(""), "enrolled over the API");
     Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+/// The aligned chip of a person's `n`th enrolment (from 0), as a JPEG.
+async fn chip(
+    AxState(api): AxState<Arc<Api>>,
+    Path((name, n)): Path<(String, usize)>,
+) -> ApiResult {
+    let who = name.clone();
+    let chip = blocking(move || -> Result<Option<Vec<u8>>, ApiError> {
+        let ops = ops(&api)?.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(ops.chip(&name, n)?)
+    })
+    .await??;
+    match chip {
+        Some(jpeg) => Ok(([(header::CONTENT_TYPE, "image/jpeg")], jpeg).into_response()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no thumbnail for enrolment {n} of `{}`", cap(&who)),
+        )),
+    }
 }
 
 async fn remove_person(AxState(api): AxState<Arc<Api>>, Path(name): Path<String>) -> ApiResult {
@@ -907,24 +1009,32 @@ where
 }
 
 async fn snapshot(AxState(api): AxState<Arc<Api>>, Path(id): Path<String>) -> ApiResult {
-    let not_found = |m: String| ApiError::new(StatusCode::NOT_FOUND, "not_found", m);
-    let path = match recent(&api).snapshot(&id) {
-        None => {
-            return Err(not_found(format!(
-                "no event `{}` among the recent ones",
-                cap(&id)
-            )))
-        }
-        Some(None) => return Err(not_found(format!("event `{}` has no snapshot", cap(&id)))),
-        Some(Some(p)) => p,
-    };
-    let bytes = blocking(move || std::fs::read(&path))
-        .await?
-        .map_err(|e| not_found(format!("the snapshot of event `{}` is gone: {e}", cap(&id))))?;
+    let bytes = snapshot_bytes(&api, &id).await?;
     Ok(([(header::CONTENT_TYPE, "image/jpeg")], bytes).into_response())
 }
 
-async fn status(AxState(api): AxState<Arc<Api>>) -> Json<Value> {
+/// The JPEG of a recent event's snapshot.
+async fn snapshot_bytes(api: &Api, id: &str) -> Result<Vec<u8>, ApiError> {
+    let not_found = |m: String| ApiError::new(StatusCode::NOT_FOUND, "not_found", m);
+    let path = match recent(api).snapshot(id) {
+        None => {
+            return Err(not_found(format!(
+                "no event `{}` among the recent ones",
+                cap(id)
+            )))
+        }
+        Some(None) => return Err(not_found(format!("event `{}` has no snapshot", cap(id)))),
+        Some(Some(p)) => p,
+    };
+    blocking(move || std::fs::read(&path))
+        .await?
+        .map_err(|e| not_found(format!("the snapshot of event `{}` is gone: {e}", cap(id))))
+}
+
+async fn status(
+    AxState(api): AxState<Arc<Api>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Json<Value> {
     let streams = api.topo.list();
     let up = streams.iter().filter(|s| s.status.state().is_up()).count();
     let gallery = api.topo.gallery().map(|g| {
@@ -949,5 +1059,6 @@ async fn status(AxState(api): AxState<Arc<Api>>) -> Json<Value> {
         },
         "streams": {"total": streams.len(), "up": up},
         "gallery": gallery,
+        "access": {"holder": caller.holder, "scope": caller.scope},
     }))
 }

@@ -7,10 +7,13 @@
 
 use crate::config::{self, Problems};
 use crate::echo::echo;
+use crate::face::align;
 use crate::face::detector::Detection;
 use crate::face::worker::{faces_in, FaceModels};
+use crate::gallery::chips;
 use crate::gallery::image::{self, ImageError};
 use crate::gallery::{live, Gallery, GalleryError, LiveGallery};
+use opencv::core::Mat;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;
@@ -51,6 +54,9 @@ fn list_boxes(boxes: &[[f32; 4]]) -> String {
         .collect::<Vec<_>>()
         .join("; ")
 }
+
+/// A face found in a photo, with its descriptor.
+type Face = (Detection, Vec<f32>);
 
 /// Where the gallery lives for these operations.
 enum Store {
@@ -155,28 +161,35 @@ impl GalleryOps {
 
     /// Every face in the photo, largest first, with its descriptor.
     fn faces(&mut self, photo: &Photo) -> Result<Vec<(Detection, Vec<f32>)>, OpError> {
+        Ok(self.faces_and_image(photo)?.1)
+    }
+
+    /// The decoded photo, and every face in it, largest first, with its descriptor.
+    fn faces_and_image(&mut self, photo: &Photo) -> Result<(Mat, Vec<Face>), OpError> {
         let img = match photo {
             Photo::File(p) => image::load(p, self.max_pixels)?,
             Photo::Bytes { label, bytes } => image::decode(bytes, label, self.max_pixels)?,
         };
-        faces_in(&mut self.models, &img).map_err(|e| OpError::Analysis {
+        let faces = faces_in(&mut self.models, &img).map_err(|e| OpError::Analysis {
             image: photo.label(),
             reason: e.to_string(),
-        })
+        })?;
+        Ok((img, faces))
     }
 
     /// The one face to use from a photo: the only one, or the one chosen by `face` (0 is the
     /// largest) when there are several.
-    fn one_face(
+    fn one_face_and_image(
         &mut self,
         photo: &Photo,
         face: Option<usize>,
-    ) -> Result<(Detection, Vec<f32>), OpError> {
-        let mut faces = self.faces(photo)?;
+    ) -> Result<(Mat, Detection, Vec<f32>), OpError> {
+        let (img, mut faces) = self.faces_and_image(photo)?;
+        let with = |(d, e): (Detection, Vec<f32>)| (img, d, e);
         let image = photo.label();
         match (faces.len(), face) {
             (0, _) => Err(OpError::NoFace { image }),
-            (1, None) => Ok(faces.remove(0)),
+            (1, None) => Ok(with(faces.remove(0))),
             (_, None) => Err(OpError::SeveralFaces {
                 image,
                 boxes: faces.iter().map(|f| f.0.bbox.map(|v| v.round())).collect(),
@@ -187,7 +200,7 @@ impl GalleryOps {
                 asked: i,
                 found: n,
             }),
-            (_, Some(i)) => Ok(faces.swap_remove(i)),
+            (_, Some(i)) => Ok(with(faces.swap_remove(i))),
         }
     }
 
@@ -209,9 +222,46 @@ impl GalleryOps {
     }
 
     fn path(&self) -> String {
+        self.file().display().to_string()
+    }
+
+    fn file(&self) -> &Path {
         match &self.store {
-            Store::File { path, .. } => path.display().to_string(),
-            Store::Live(g) => g.path.display().to_string(),
+            Store::File { path, .. } => path,
+            Store::Live(g) => &g.path,
+        }
+    }
+
+    fn embeddings_of(&self, name: &str) -> Result<Vec<Vec<f32>>, OpError> {
+        Ok(match &self.store {
+            Store::File {
+                path, model, dim, ..
+            } => Gallery::open(path, model, *dim)?
+                .person(name)?
+                .embeddings
+                .clone(),
+            Store::Live(g) => g
+                .embeddings_of(name)?
+                .ok_or_else(|| GalleryError::Unknown {
+                    name: name.into(),
+                    path: g.path.clone(),
+                })?,
+        })
+    }
+
+    /// The aligned chip of an enrolled face, as a JPEG (`None` for an enrolment made before
+    /// chips were kept).
+    pub fn chip(&self, name: &str, n: usize) -> Result<Option<Vec<u8>>, OpError> {
+        let embeddings = self.embeddings_of(name)?;
+        let Some(e) = embeddings.get(n) else {
+            return Ok(None);
+        };
+        match std::fs::read(chips::path(self.file(), e)) {
+            Ok(b) => Ok(Some(b)),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(OpError::Other(anyhow::anyhow!(
+                "cannot read the chip of {name}: {err}"
+            ))),
         }
     }
 
@@ -223,8 +273,14 @@ impl GalleryOps {
     ) -> Result<Value, OpError> {
         crate::gallery::validate_name(name)?;
         let mut added = Vec::new();
+        let mut kept = Vec::new();
+        let size = self.models.embedder.size;
         for photo in photos {
-            let (det, desc) = self.one_face(photo, face)?;
+            let (img, det, desc) = self.one_face_and_image(photo, face)?;
+            match align::chip(&img, &det.landmarks, size as i32) {
+                Ok(chip) => kept.push((desc.clone(), chip)),
+                Err(e) => tracing::warn!("no thumbnail for {}: {}", photo.label(), e.message),
+            }
             added.push((photo.label(), det, desc));
         }
         let report: Vec<Value> = added
@@ -237,6 +293,11 @@ impl GalleryOps {
             }
             Ok(g.person(name)?.embeddings.len())
         })?;
+        for (desc, chip) in kept {
+            if let Err(e) = chips::save(self.file(), &desc, &chip, size) {
+                tracing::warn!("cannot keep the chip of {}: {e}", echo(name));
+            }
+        }
         Ok(json!({"enrolled": name, "photos": report, "embeddings": total, "gallery": self.path()}))
     }
 
@@ -260,6 +321,7 @@ impl GalleryOps {
 
     pub fn remove(&mut self, name: &str) -> Result<Value, OpError> {
         let p = self.update(|g| g.remove(name))?;
+        chips::remove(self.file(), &p.embeddings);
         Ok(json!({"removed": p.name, "embeddings": p.embeddings.len()}))
     }
 
@@ -302,20 +364,7 @@ impl GalleryOps {
         photo: &Photo,
         face: Option<usize>,
     ) -> Result<Value, OpError> {
-        let embeddings = match &self.store {
-            Store::File {
-                path, model, dim, ..
-            } => Gallery::open(path, model, *dim)?
-                .person(name)?
-                .embeddings
-                .clone(),
-            Store::Live(g) => g
-                .embeddings_of(name)?
-                .ok_or_else(|| GalleryError::Unknown {
-                    name: name.into(),
-                    path: g.path.clone(),
-                })?,
-        };
+        let embeddings = self.embeddings_of(name)?;
         let mut faces = self.faces(photo)?;
         let image = photo.label();
         if faces.is_empty() {

@@ -9,6 +9,7 @@
 //!   server, until a signal.
 
 pub mod api;
+pub mod console;
 pub mod gallery;
 pub mod state;
 pub mod token;

@@ -188,6 +188,9 @@ impl FaceStage {
         if let Some(n) = &self.notes {
             n.named(stream, d.track_id, d.identity.as_deref());
         }
+        if let Some(p) = self.names.preview(stream) {
+            p.named(d.track_id, d.identity.as_deref());
+        }
         EventMsg::Face {
             stream,
             seen: FaceSeen {
@@ -213,7 +216,11 @@ impl FaceStage {
         }
         let img = &frame.image;
         let (w, h) = (img.cols(), img.rows());
+        // The face with a margin of a third of its size on every side: a whole head, which a
+        // face detector finds again (enrolling the face of an event's snapshot).
         let [x1, y1, x2, y2] = d.bbox;
+        let (mx, my) = ((x2 - x1) / 3.0, (y2 - y1) / 3.0);
+        let [x1, y1, x2, y2] = [x1 - mx, y1 - my, x2 + mx, y2 + my];
         let (x, y) = (x1.max(0.0) as i32, y1.max(0.0) as i32);
         let rect = Rect::new(
             x,
@@ -398,9 +405,12 @@ impl Stage for FaceStage {
                         }
                     }
                 }
+                let boxes = || assigned.iter().zip(&dets).map(|(a, d)| (a.0, d.bbox));
                 if let Some(n) = &st.notes {
-                    let boxes = assigned.iter().zip(&dets).map(|(a, d)| (a.0, d.bbox));
-                    n.faces(frame.stream, frame.pts, boxes.collect());
+                    n.faces(frame.stream, frame.pts, boxes().collect());
+                }
+                if let Some(p) = st.names.watched(frame.stream) {
+                    p.faces(&frame, boxes().collect());
                 }
                 latency.observe(frame.captured.elapsed().as_secs_f64());
             }

@@ -12,6 +12,7 @@
 //! size [`ann::HnswIndex`] searches an HNSW graph that is persisted beside the file.
 
 pub mod ann;
+pub mod chips;
 pub mod image;
 pub mod live;
 

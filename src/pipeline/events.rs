@@ -203,14 +203,18 @@ fn run(st: EventsStage, cx: &Context, rx: Receiver<EventMsg>) -> Summary {
                     action_latency.observe(secs);
                     s.joined.status.latency(secs);
                 }
-                if let Some(n) = &notes {
-                    let best = probs
-                        .iter()
-                        .enumerate()
-                        .max_by(|a, b| a.1.total_cmp(b.1))
-                        .map(|(i, p)| (i, *p));
-                    if let Some((i, p)) = best {
+                let best = probs
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map(|(i, p)| (i, *p));
+                if let Some((i, p)) = best {
+                    if let Some(n) = &notes {
                         n.clip(stream, span.start, span.end, label(i), p);
+                    }
+                    let preview = &s.joined.status.preview;
+                    if preview.watched() {
+                        preview.action(&label(i), p, span.end);
                     }
                 }
                 let bar = &s.joined.progress;

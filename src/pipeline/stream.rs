@@ -49,9 +49,13 @@ impl Stage for Decode {
             };
             let _ = ev.send(msg);
         };
-        let mut on_frame = |_: &Frame| {
+        let preview = self.status.preview.clone();
+        let mut on_frame = |f: &Frame| {
             if let Some(bar) = &self.progress {
                 bar.inc(1);
+            }
+            if preview.watched() {
+                preview.frame(f);
             }
         };
         let env = Env {

@@ -439,7 +439,7 @@ impl Topology {
         face_tx: Option<Sender<FaceMsg>>,
     ) -> Result<Vec<JoinHandle<()>>, TopologyError> {
         self.metrics.init_stream(id, branches);
-        self.names.insert(slot, id.clone());
+        self.names.insert(slot, id.clone(), status.preview.clone());
         let mut plan = s.plan;
         plan.index = slot;
         let leaky = plan.leaky();

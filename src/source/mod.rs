@@ -143,17 +143,39 @@ pub trait LiveSource: Send {
     fn read(&mut self, deadline: std::time::Duration) -> Result<Mat, LostFrame>;
 }
 
-/// Stream ids by slot, for the shared stages' metric labels. The topology adds a stream's id
-/// before its first frame; the events stage removes it after the stream's last event.
+/// Stream ids (for the shared stages' metric labels) and previews by slot. The topology adds a
+/// stream's before its first frame; the events stage removes them after the stream's last event.
 #[derive(Default)]
-pub struct Names(std::sync::RwLock<std::collections::HashMap<usize, Arc<str>>>);
+pub struct Names(std::sync::RwLock<std::collections::HashMap<usize, Slot>>);
+
+/// A stream's id and preview.
+type Slot = (Arc<str>, Arc<crate::preview::Preview>);
 
 impl Names {
-    pub fn insert(&self, slot: usize, id: Arc<str>) {
+    pub fn insert(&self, slot: usize, id: Arc<str>, preview: Arc<crate::preview::Preview>) {
         self.0
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(slot, id);
+            .insert(slot, (id, preview));
+    }
+
+    /// The preview of `slot` while someone watches it.
+    pub fn watched(&self, slot: usize) -> Option<Arc<crate::preview::Preview>> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&slot)
+            .filter(|(_, p)| p.watched())
+            .map(|(_, p)| p.clone())
+    }
+
+    /// The preview of `slot`.
+    pub fn preview(&self, slot: usize) -> Option<Arc<crate::preview::Preview>> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&slot)
+            .map(|(_, p)| p.clone())
     }
 
     pub fn remove(&self, slot: usize) {
@@ -169,7 +191,7 @@ impl Names {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&slot)
-            .cloned()
+            .map(|(id, _)| id.clone())
             .unwrap_or_else(|| Arc::from(""))
     }
 }

@@ -22,6 +22,8 @@ pub struct StreamStatus {
     decoded: IntCounter,
     dropped: Vec<IntCounter>,
     rate: Mutex<Rate>,
+    /// The annotated frame for the console, fed only while watched.
+    pub preview: Arc<crate::preview::Preview>,
 }
 
 #[derive(Clone)]
@@ -78,6 +80,7 @@ impl StreamStatus {
                 frames,
                 fps: 0.0,
             }),
+            preview: Arc::new(crate::preview::Preview::new()),
         }
     }
 

@@ -653,3 +653,18 @@ pub fn start_api(
     let api = api_addr(&logs);
     (child, metrics, api, logs)
 }
+
+/// `vigil token new` for a holder named after its scope: (the token, its config line).
+pub fn new_token(scope: &str) -> (String, String) {
+    let out = vigil()
+        .args(["token", "new", "--name", scope, "--scope", scope])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    let token = lines.next().unwrap().to_string();
+    let line = lines.next().unwrap().to_string();
+    assert!(line.contains(&format!("scope: {scope}")) && !line.contains(&token));
+    (token, line)
+}
