@@ -293,6 +293,31 @@ fn the_console_shows_streams_previews_and_live_events_enrols_and_removes() {
         "[...document.querySelectorAll('#people-list .person')].some(c => c.querySelector('h3').textContent === 'Joe Biden' && c.querySelector('img.chip').naturalWidth === 150)",
     );
     let enrolled_at = js(&tab, "new Date().toISOString()");
+    // Who is this? The same photo is identified as him; verified against him it is the same.
+    let lookup = |name: &str| {
+        js(
+            &tab,
+            &format!("(document.querySelector('#lookup-name').value = {}, 1)", Value::from(name)),
+        );
+        tab.find_element("#lookup-photo")
+            .unwrap()
+            .set_input_files(&[biden.to_str().unwrap()])
+            .unwrap();
+        tab.find_element("#lookup button[type=submit]")
+            .unwrap()
+            .click()
+            .unwrap();
+        until(
+            &tab,
+            "the answer to who is this",
+            Duration::from_secs(30),
+            "document.querySelector('#lookup .result').textContent || document.querySelector('#lookup .error').textContent",
+        )
+    };
+    let who = lookup("");
+    assert!(who.as_str().unwrap().starts_with("Face 1: Joe Biden"), "{who}");
+    let same = lookup("Joe Biden");
+    assert!(same.as_str().unwrap().starts_with("Same person as Joe Biden"), "{same}");
     tab.find_element("#tabs button[data-tab=\"events\"]")
         .unwrap()
         .click()
