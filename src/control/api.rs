@@ -115,6 +115,10 @@ impl From<OpError> for ApiError {
             OpError::Gallery(GalleryError::Unknown { .. }) => {
                 ApiError::new(S::NOT_FOUND, "not_found", msg)
             }
+            OpError::NotFound(_) => ApiError::new(S::NOT_FOUND, "not_found", msg),
+            OpError::Invalid { field, .. } => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid", msg).field(field)
+            }
             _ => {
                 tracing::error!("gallery operation failed: {msg}");
                 ApiError::new(S::INTERNAL_SERVER_ERROR, "internal", msg)

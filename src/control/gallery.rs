@@ -10,7 +10,9 @@ use crate::echo::echo;
 use crate::face::detector::Detection;
 use crate::face::worker::{faces_in, FaceModels};
 use crate::gallery::image::{self, ImageError};
-use crate::gallery::{live, Gallery, GalleryError, LiveGallery};
+use crate::gallery::learned::{Corrections, Heads, Learned, Negatives};
+use crate::gallery::unknowns::Unknowns;
+use crate::gallery::{calibrate, live, Gallery, GalleryError, LiveGallery};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;
@@ -39,6 +41,13 @@ pub enum OpError {
     Gallery(#[from] GalleryError),
     #[error("{}: face analysis failed: {reason}", echo(.image))]
     Analysis { image: String, reason: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     #[error("{0:#}")]
     Other(#[from] anyhow::Error),
 }
@@ -73,6 +82,8 @@ pub struct GalleryOps {
     max_pixels: u64,
     /// How to ask for one face among several (`--face N` or `?face=N`).
     pick: &'static str,
+    /// How `tune` fits its head.
+    tune: config::TuneConfig,
 }
 
 /// Loads the config's face models and gallery for `vigil gallery`. Only the `faces`, `gallery`
@@ -110,6 +121,7 @@ pub fn open(config_path: &Path) -> Result<GalleryOps, Problems> {
         threshold: loaded.config.faces.match_threshold,
         max_pixels: loaded.config.gallery.max_image_pixels,
         pick: "--face N",
+        tune: loaded.config.faces.tune.clone(),
     })
 }
 
@@ -126,6 +138,7 @@ pub fn live(
         threshold: loaded.config.faces.match_threshold,
         max_pixels: loaded.config.gallery.max_image_pixels,
         pick: "?face=N",
+        tune: loaded.config.faces.tune.clone(),
     })
 }
 
@@ -273,7 +286,7 @@ impl GalleryOps {
                 model,
                 dim,
                 index,
-            } => Gallery::open(path, model, *dim)?.index(index)?,
+            } => Arc::new(Learned::build(&Gallery::open(path, model, *dim)?, index)?),
             Store::Live(g) => g.index().get(),
         };
         let out: Vec<Value> = faces
@@ -332,13 +345,258 @@ impl GalleryOps {
             Some(i) => faces.swap_remove(i),
             None => faces.remove(0),
         };
+        let (_, model, dim) = self.file();
+        let c = Corrections::load(&self.gallery_path(), &model, dim)?;
+        let q = c.project(&desc);
         let distance = embeddings
             .iter()
-            .map(|e| crate::face::distance(&desc, e))
+            .map(|e| crate::face::distance(&q, &c.project(e)))
             .fold(f32::INFINITY, f32::min);
-        let same = distance < self.threshold;
+        // A face nearer to one of the person's negative examples is not them.
+        let rejected = c.vetoed(name, &q, distance);
+        let same = distance < self.threshold && !rejected;
         Ok(
-            json!({"identity": name, "image": image, "box": box_json(&det), "distance": distance, "threshold": self.threshold, "same": same}),
+            json!({"identity": name, "image": image, "box": box_json(&det), "distance": distance, "threshold": self.threshold, "same": same, "negative_nearer": rejected}),
         )
+    }
+
+    /// The gallery file, its embedder's name and dimension.
+    fn file(&self) -> (std::path::PathBuf, String, usize) {
+        match &self.store {
+            Store::File {
+                path, model, dim, ..
+            } => (path.clone(), model.clone(), *dim),
+            Store::Live(g) => {
+                let (m, d) = g.model();
+                (g.path.clone(), m.to_string(), d)
+            }
+        }
+    }
+
+    fn gallery_path(&self) -> std::path::PathBuf {
+        self.file().0
+    }
+
+    fn read(&self) -> Result<Gallery, GalleryError> {
+        let (path, model, dim) = self.file();
+        Gallery::open(&path, &model, dim)
+    }
+
+    /// After a change to a file beside the gallery: a running vigil uses it from its next
+    /// decision (another process's watcher sees the file change).
+    fn corrections_changed(&self) -> Result<(), OpError> {
+        if let Store::Live(g) = &self.store {
+            g.reload()?;
+        }
+        Ok(())
+    }
+
+    /// Genuine and impostor distances from the gallery's people (and the faces of unknown
+    /// groups, each group taken as one person), the threshold at `far`, and the rates at the
+    /// configured threshold.
+    pub fn calibrate(&self, far: f64) -> Result<Value, OpError> {
+        if !(far > 0.0 && far < 1.0) {
+            return Err(OpError::Invalid {
+                field: "far",
+                message: format!("the false-accept rate must be between 0 and 1, not {far}"),
+            });
+        }
+        let g = self.read()?;
+        let (path, model, dim) = self.file();
+        let groups = Unknowns::load(&path, &model, dim)?;
+        let mut labels = Vec::new();
+        let mut embeddings: Vec<&[f32]> = Vec::new();
+        for (i, p) in g.people.iter().enumerate() {
+            for e in &p.embeddings {
+                labels.push(i);
+                embeddings.push(e);
+            }
+        }
+        let mut grouped = 0;
+        for (i, grp) in groups.groups.iter().enumerate() {
+            for e in grp.embeddings() {
+                labels.push(g.people.len() + i);
+                embeddings.push(e);
+                grouped += 1;
+            }
+        }
+        let (genuine, impostor) = calibrate::pairs(&labels, &embeddings);
+        let c = calibrate::calibrate(&genuine, &impostor, far, self.threshold);
+        let mut v = serde_json::to_value(&c).map_err(anyhow::Error::from)?;
+        v["gallery"] = json!(path.display().to_string());
+        v["people"] = json!(g.people.len());
+        v["embeddings"] = json!(g.embeddings());
+        v["unknown_group_embeddings"] = json!(grouped);
+        Ok(v)
+    }
+
+    /// The groups of unknown faces: those of the running vigil, or of the file.
+    pub fn unknowns(&self) -> Result<Value, OpError> {
+        let (path, model, dim) = self.file();
+        let groups = match &self.store {
+            Store::Live(g) if g.unknowns().is_some() => {
+                g.unknowns().map(|u| u.list()).unwrap_or_default()
+            }
+            _ => Unknowns::load(&path, &model, dim)?
+                .groups
+                .iter()
+                .map(|g| g.info())
+                .collect(),
+        };
+        Ok(json!({
+            "file": crate::gallery::unknowns::path(&path).display().to_string(),
+            "groups": groups,
+        }))
+    }
+
+    /// Enrols the faces of unknown group `id` under `name` and retires the group.
+    pub fn name_unknown(&mut self, id: &str, name: &str) -> Result<Value, OpError> {
+        crate::gallery::validate_name(name)?;
+        let (path, model, dim) = self.file();
+        let live = match &self.store {
+            Store::Live(g) => g.unknowns().cloned(),
+            Store::File { .. } => None,
+        };
+        let group = match &live {
+            Some(u) => u.get(id),
+            None => Unknowns::load(&path, &model, dim)?
+                .groups
+                .into_iter()
+                .find(|g| g.id == id),
+        }
+        .ok_or_else(|| {
+            OpError::NotFound(format!(
+                "no unknown group `{}` (see `vigil gallery unknowns`)",
+                echo(id)
+            ))
+        })?;
+        let added: Vec<(Vec<f32>, String)> = group
+            .tracks
+            .iter()
+            .flat_map(|t| {
+                t.embeddings.iter().map(move |e| {
+                    (
+                        e.clone(),
+                        format!("unknown {id}: stream {} track {}", t.stream, t.track_id),
+                    )
+                })
+            })
+            .collect();
+        let count = added.len();
+        let total = self.update(|g| {
+            for (e, source) in added {
+                g.enroll(name, e, source)?;
+            }
+            Ok(g.person(name)?.embeddings.len())
+        })?;
+        match &live {
+            Some(u) => {
+                u.retire(id);
+            }
+            None => {
+                let _lock = live::FileLock::take(&path)?;
+                let mut u = Unknowns::load(&path, &model, dim)?;
+                u.retire(id);
+                u.save(&path, &model, dim)?;
+            }
+        }
+        Ok(
+            json!({"id": id, "enrolled": name, "added": count, "embeddings": total, "gallery": path.display().to_string()}),
+        )
+    }
+
+    /// Fits a projection head and adopts it if held-out verification improves.
+    pub fn tune(&mut self) -> Result<Value, OpError> {
+        let (path, model, dim) = self.file();
+        let (outcome, version) = {
+            let _lock = live::FileLock::take(&path)?;
+            let g = Gallery::open(&path, &model, dim)?;
+            let negatives = Negatives::load(&path, &model, dim)?;
+            let unknowns = Unknowns::load(&path, &model, dim)?;
+            let mut heads = Heads::load(&path, &model, dim)?;
+            let outcome = crate::gallery::tune::tune(&g, &negatives, &unknowns, &self.tune);
+            let version = match &outcome.head {
+                Some(h) => {
+                    let v = heads.adopt(h.clone());
+                    heads.save(&path, &model, dim)?;
+                    Some(v)
+                }
+                None => None,
+            };
+            (outcome, version)
+        };
+        self.corrections_changed()?;
+        let f = &outcome.figures;
+        let summary = match (version, f) {
+            (Some(v), Some(f)) => format!(
+                "head version {v} adopted: held-out true-accept rate {:.3} -> {:.3} at a false-accept rate of {} ({} genuine, {} impostor pairs); `vigil gallery tune --rollback` undoes it",
+                f.heldout_tar_raw, f.heldout_tar_head, f.far, f.heldout_genuine, f.heldout_impostor
+            ),
+            _ => format!("no head adopted: {}", outcome.reason),
+        };
+        Ok(json!({
+            "adopted": version.is_some(),
+            "version": version,
+            "reason": outcome.reason,
+            "figures": outcome.figures,
+            "file": crate::gallery::learned::head_path(&path).display().to_string(),
+            "summary": summary,
+        }))
+    }
+
+    /// Restores the head state before the last tune (or rollback).
+    pub fn rollback(&mut self) -> Result<Value, OpError> {
+        let (path, model, dim) = self.file();
+        let active = {
+            let _lock = live::FileLock::take(&path)?;
+            let mut heads = Heads::load(&path, &model, dim)?;
+            let active = heads.rollback().map_err(|m| OpError::Invalid {
+                field: "rollback",
+                message: m,
+            })?;
+            heads.save(&path, &model, dim)?;
+            active
+        };
+        self.corrections_changed()?;
+        let summary = match active {
+            Some(v) => format!("head version {v} is in use again"),
+            None => "the raw embeddings are in use again (no head)".to_string(),
+        };
+        Ok(json!({"active": active, "summary": summary}))
+    }
+
+    /// Records the (only, or chosen) face of the photo as not being `name`.
+    pub fn reject(
+        &mut self,
+        name: &str,
+        photo: &Photo,
+        face: Option<usize>,
+    ) -> Result<Value, OpError> {
+        let (det, desc) = self.one_face(photo, face)?;
+        self.reject_embedding(name, desc, photo.label(), Some(box_json(&det)))
+    }
+
+    /// Records `embedding` as not being `name`, who must be enrolled.
+    pub fn reject_embedding(
+        &mut self,
+        name: &str,
+        embedding: Vec<f32>,
+        source: String,
+        bbox: Option<Value>,
+    ) -> Result<Value, OpError> {
+        let (path, model, dim) = self.file();
+        let count = {
+            let _lock = live::FileLock::take(&path)?;
+            Gallery::open(&path, &model, dim)?.person(name)?;
+            let mut n = Negatives::load(&path, &model, dim)?;
+            let count = n.add(name, embedding, source.clone());
+            n.save(&path, &model, dim)?;
+            count
+        };
+        self.corrections_changed()?;
+        Ok(json!({
+            "rejected": name, "image": source, "box": bbox, "negatives": count,
+            "file": crate::gallery::learned::negatives_path(&path).display().to_string(),
+        }))
     }
 }

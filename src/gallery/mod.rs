@@ -12,8 +12,14 @@
 //! size [`ann::HnswIndex`] searches an HNSW graph that is persisted beside the file.
 
 pub mod ann;
+pub mod calibrate;
 pub mod image;
+pub mod learned;
 pub mod live;
+pub mod side;
+pub mod triplet;
+pub mod tune;
+pub mod unknowns;
 
 pub use live::{LiveGallery, SharedIndex};
 
@@ -57,6 +63,9 @@ pub enum GalleryError {
     Unknown { name: String, path: PathBuf },
     #[error("gallery {path} is {size} bytes; at most {MAX_GALLERY_BYTES} are read (it was left untouched)")]
     TooLarge { path: PathBuf, size: u64 },
+    /// A file beside the gallery (negatives, unknown groups, tuned heads) cannot be read.
+    #[error("{path} is damaged ({reason}); it was left untouched and the gallery was not changed: repair it, or move it away to start that part afresh")]
+    Damaged { path: PathBuf, reason: String },
 }
 
 /// One enrolled person.
@@ -141,7 +150,7 @@ mod bounded {
 
 /// Embeddings on disk: written as base64 of little-endian f32 (version 2), read from that or
 /// from arrays of numbers (version 1).
-mod embeddings {
+pub(crate) mod embeddings {
     use base64::Engine;
     use serde::de::{self, SeqAccess, Visitor};
     use serde::ser::SerializeSeq;

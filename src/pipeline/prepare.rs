@@ -136,6 +136,22 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Problems> {
                         return Err(Problems(problems));
                     }
                 };
+                if c.faces.unknowns.enabled {
+                    let store = crate::gallery::unknowns::UnknownStore::open(
+                        &gallery.path,
+                        &gallery.model,
+                        gallery.dim,
+                        &c.faces.unknowns,
+                        c.faces.match_threshold,
+                    );
+                    match store {
+                        Ok(s) => live.attach_unknowns(Arc::new(s)),
+                        Err(e) => {
+                            problems.push(loaded.problem("gallery.path", e.to_string()));
+                            return Err(Problems(problems));
+                        }
+                    }
+                }
                 if gallery.people.is_empty() {
                     tracing::warn!(
                         "the gallery {} is empty: every face will be reported as unknown (enrol with `vigil gallery enroll`)",
