@@ -12,6 +12,8 @@
 //! - Blocking work (face analysis, probing a file, stopping a stream) runs on tokio's blocking
 //!   pool.
 
+mod learn;
+
 use super::gallery::{GalleryOps, OpError, Photo};
 use super::state::State;
 use super::token::Tokens;
@@ -326,6 +328,7 @@ fn router(api: Arc<Api>, max_body: usize, metrics: Arc<Metrics>) -> Router {
         .route("/v1/events/stream", get(event_stream))
         .route("/v1/snapshots/{event_id}", get(snapshot))
         .route("/v1/status", get(status))
+        .merge(learn::routes())
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
