@@ -107,16 +107,20 @@ pub fn calibrate(genuine: &[f32], impostor: &[f32], far: f64, configured: f32) -
     let threshold = threshold_at_far(impostor, far);
     let frr = |t: f32| (!genuine.is_empty()).then(|| 1.0 - below(genuine, t));
     let mut warnings = Vec::new();
-    if genuine.len() < MIN_GENUINE {
+    if genuine.is_empty() {
+        warnings.push("no genuine pairs (two photos of one person): the false-reject rate cannot be estimated; enrol a second photo of some people".to_string());
+    } else if genuine.len() < MIN_GENUINE {
         warnings.push(format!(
             "only {} genuine pair(s) (two photos of one person): the false-reject rate is a guess below {MIN_GENUINE}; enrol a second or third photo of more people",
             genuine.len()
         ));
     }
     let needed = (3.0 / far).ceil() as usize;
-    if impostor.len() < needed {
+    if impostor.is_empty() {
+        warnings.push("no impostor pairs (photos of two different people): no threshold can be set; enrol a second person".to_string());
+    } else if impostor.len() < needed {
         warnings.push(format!(
-            "only {} impostor pair(s) (photos of two people): a false-accept rate of {far} needs about {needed}; the threshold is then just below the closest pair of different people seen, and the real rate may be up to {:.3}",
+            "only {} impostor pair(s) (photos of two people): a false-accept rate of {far} needs about {needed}; the threshold is then the distance of the closest two different people seen, and the real rate may be as high as {:.3}",
             impostor.len(),
             (3.0 / impostor.len().max(1) as f64).min(1.0)
         ));

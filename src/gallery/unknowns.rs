@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 const FORMAT: &str = "vigil-unknowns";
 /// Retired ids remembered (named groups), so a save by a running vigil does not revive them.
 const MAX_RETIRED: usize = 1024;
+/// Embeddings of one track nearer than this to one kept already are the same picture.
+const DUPLICATE: f32 = 0.01;
 /// Least time between two saves by a running vigil; the rest is written at its end.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 
@@ -160,13 +162,24 @@ impl Unknowns {
         if let Some(snap) = s.snapshot {
             g.snapshot = Some(snap.to_string());
         }
+        // A still picture gives the same embedding frame after frame: one copy is kept, so
+        // calibration does not count a photo against itself as two faces.
+        let mut kept: Vec<Vec<f32>> = Vec::new();
+        for e in s.embeddings {
+            if kept
+                .iter()
+                .all(|k| crate::face::distance(k, e) >= DUPLICATE)
+            {
+                kept.push(e.clone());
+            }
+        }
         g.tracks.push(TrackFaces {
             stream: s.stream.to_string(),
             track_id: s.track_id,
             run: s.run.to_string(),
             first: s.first,
             last: s.last,
-            embeddings: s.embeddings.to_vec(),
+            embeddings: kept,
         });
         while g.tracks.len() > cfg.tracks_per_group.max(1) {
             g.tracks.remove(0);
