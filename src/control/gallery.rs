@@ -508,22 +508,29 @@ impl GalleryOps {
     /// Fits a projection head and adopts it if held-out verification improves.
     pub fn tune(&mut self) -> Result<Value, OpError> {
         let (path, model, dim) = self.file();
-        let (outcome, version) = {
+        // Read under the lock; trained without it (enrolments go on meanwhile).
+        let (g, negatives, unknowns) = {
             let _lock = live::FileLock::take(&path)?;
-            let g = Gallery::open(&path, &model, dim)?;
-            let negatives = Negatives::load(&path, &model, dim)?;
-            let unknowns = Unknowns::load(&path, &model, dim)?;
-            let mut heads = Heads::load(&path, &model, dim)?;
-            let outcome = crate::gallery::tune::tune(&g, &negatives, &unknowns, &self.tune);
-            let version = match &outcome.head {
-                Some(h) => {
-                    let v = heads.adopt(h.clone());
-                    heads.save(&path, &model, dim)?;
-                    Some(v)
-                }
-                None => None,
-            };
-            (outcome, version)
+            (
+                Gallery::open(&path, &model, dim)?,
+                Negatives::load(&path, &model, dim)?,
+                Unknowns::load(&path, &model, dim)?,
+            )
+        };
+        let outcome = crate::gallery::tune::tune(&g, &negatives, &unknowns, &self.tune);
+        let version = match &outcome.head {
+            Some(h) => {
+                let _lock = live::FileLock::take(&path)?;
+                let mut heads = Heads::load(&path, &model, dim)?;
+                let v = heads.adopt(h.clone());
+                heads.save(&path, &model, dim)?;
+                Some(v)
+            }
+            None => {
+                // A damaged heads file is said now, not at the next adoption.
+                Heads::load(&path, &model, dim)?;
+                None
+            }
         };
         self.corrections_changed()?;
         let f = &outcome.figures;

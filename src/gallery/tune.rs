@@ -21,6 +21,11 @@ use super::unknowns::Unknowns;
 use super::Gallery;
 use crate::config::TuneConfig;
 
+/// Most enrolled embeddings trained and judged on (people are sampled above that).
+pub const MAX_PERSON_EMBEDDINGS: usize = 1500;
+/// Most embeddings of unknown groups' tracks trained on.
+pub const MAX_TRACK_EMBEDDINGS: usize = 300;
+
 /// What one embedding is, for the relations.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
@@ -86,11 +91,23 @@ pub fn tune(g: &Gallery, negatives: &Negatives, unknowns: &Unknowns, cfg: &TuneC
         figures,
         reason,
     };
-    // The split.
+    // The split, over a deterministic sample of people when the gallery is large (each step
+    // costs the square of the embeddings it trains on).
     let mut rng = SplitMix(0x5eed_7a11);
+    let mut people: Vec<usize> = (0..g.people.len()).collect();
+    for k in (1..people.len()).rev() {
+        people.swap(k, (rng.next() % (k as u64 + 1)) as usize);
+    }
+    let mut total = 0;
+    people.retain(|&i| {
+        total += g.people[i].embeddings.len();
+        total <= MAX_PERSON_EMBEDDINGS
+    });
+    people.sort_unstable();
     let mut heldout: Vec<(usize, Vec<f32>)> = Vec::new();
     let mut kept: Vec<(usize, Vec<f32>)> = Vec::new();
-    for (i, p) in g.people.iter().enumerate() {
+    for &i in &people {
+        let p = &g.people[i];
         let mut order: Vec<usize> = (0..p.embeddings.len()).collect();
         for k in (1..order.len()).rev() {
             order.swap(k, (rng.next() % (k as u64 + 1)) as usize);

@@ -132,7 +132,14 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Problems> {
                 let live = match live {
                     Ok(g) => g,
                     Err(e) => {
-                        problems.push(loaded.problem("gallery.index", format!("{e:#}")));
+                        // A file beside the gallery (negatives, head) is the gallery's; an
+                        // index that cannot be built is the index's.
+                        let field = if e.downcast_ref::<crate::gallery::GalleryError>().is_some() {
+                            "gallery.path"
+                        } else {
+                            "gallery.index"
+                        };
+                        problems.push(loaded.problem(field, format!("{e:#}")));
                         return Err(Problems(problems));
                     }
                 };
