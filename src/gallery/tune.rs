@@ -139,71 +139,8 @@ pub fn tune(g: &Gallery, negatives: &Negatives, unknowns: &Unknowns, cfg: &TuneC
         );
     }
 
-    // Training embeddings and what they are.
-    let mut x: Vec<Vec<f32>> = Vec::new();
-    let mut kinds: Vec<Kind> = Vec::new();
-    for (l, e) in &kept {
-        x.push(e.clone());
-        kinds.push(Kind::Person(*l));
-    }
-    for n in &negatives.people {
-        if let Some(i) = g.people.iter().position(|p| p.name == n.name) {
-            for e in &n.embeddings {
-                x.push(e.clone());
-                kinds.push(Kind::Rejected(i));
-            }
-        }
-    }
-    let tracks: Vec<(usize, usize, &super::unknowns::TrackFaces)> = unknowns
-        .groups
-        .iter()
-        .enumerate()
-        .flat_map(|(gi, grp)| {
-            grp.tracks
-                .iter()
-                .enumerate()
-                .map(move |(ti, t)| (gi, ti, t))
-        })
-        .collect();
-    for &(gi, ti, t) in &tracks {
-        for e in &t.embeddings {
-            x.push(e.clone());
-            kinds.push(Kind::Track(gi, ti));
-        }
-    }
-    let track = |gi: usize, ti: usize| {
-        tracks
-            .iter()
-            .find(|(a, b, _)| *a == gi && *b == ti)
-            .map(|t| t.2)
-    };
+    let (x, rel) = training_set(g, &kept, negatives, unknowns);
     let n = x.len();
-    let mut rel = Relations {
-        pos: vec![vec![]; n],
-        neg: vec![vec![]; n],
-    };
-    for a in 0..n {
-        for b in 0..n {
-            if a == b {
-                continue;
-            }
-            use Kind::*;
-            match (kinds[a], kinds[b]) {
-                (Person(p), Person(q)) if p == q => rel.pos[a].push(b),
-                (Person(_), Person(_)) => rel.neg[a].push(b),
-                (Person(p), Rejected(q)) | (Rejected(q), Person(p)) if p == q => rel.neg[a].push(b),
-                (Track(g1, t1), Track(g2, t2)) if (g1, t1) == (g2, t2) => rel.pos[a].push(b),
-                (Track(g1, t1), Track(g2, t2)) => {
-                    if let (Some(s), Some(t)) = (track(g1, t1), track(g2, t2)) {
-                        if overlaps(s, t) {
-                            rel.neg[a].push(b);
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
     if rel.triplets() == 0 {
         return refuse(
             "no training triplets: a person with two photos and someone else are needed".into(),
@@ -277,5 +214,183 @@ pub fn tune(g: &Gallery, negatives: &Negatives, unknowns: &Unknowns, cfg: &TuneC
         }),
         figures: Some(figures),
         reason: "held-out verification improved".into(),
+    }
+}
+
+/// The training embeddings and their positives and negatives: the kept (not held-out) faces
+/// of enrolled people, the photos rejected as one of them, and the faces of unknown groups'
+/// tracks (the most recently seen groups first, up to [`MAX_TRACK_EMBEDDINGS`]).
+fn training_set(
+    g: &Gallery,
+    kept: &[(usize, Vec<f32>)],
+    negatives: &Negatives,
+    unknowns: &Unknowns,
+) -> (Vec<Vec<f32>>, Relations) {
+    let mut x: Vec<Vec<f32>> = Vec::new();
+    let mut kinds: Vec<Kind> = Vec::new();
+    for (l, e) in kept {
+        x.push(e.clone());
+        kinds.push(Kind::Person(*l));
+    }
+    for n in &negatives.people {
+        if let Some(i) = g.people.iter().position(|p| p.name == n.name) {
+            for e in &n.embeddings {
+                x.push(e.clone());
+                kinds.push(Kind::Rejected(i));
+            }
+        }
+    }
+    let mut tracks: Vec<(usize, usize, &super::unknowns::TrackFaces)> = unknowns
+        .groups
+        .iter()
+        .enumerate()
+        .rev()
+        .flat_map(|(gi, grp)| {
+            grp.tracks
+                .iter()
+                .enumerate()
+                .map(move |(ti, t)| (gi, ti, t))
+        })
+        .collect();
+    let mut total = 0;
+    tracks.retain(|t| {
+        total += t.2.embeddings.len();
+        total <= MAX_TRACK_EMBEDDINGS
+    });
+    for &(gi, ti, t) in &tracks {
+        for e in &t.embeddings {
+            x.push(e.clone());
+            kinds.push(Kind::Track(gi, ti));
+        }
+    }
+    let track = |gi: usize, ti: usize| {
+        tracks
+            .iter()
+            .find(|(a, b, _)| *a == gi && *b == ti)
+            .map(|t| t.2)
+    };
+    let n = x.len();
+    let mut rel = Relations {
+        pos: vec![vec![]; n],
+        neg: vec![vec![]; n],
+    };
+    for a in 0..n {
+        for b in 0..n {
+            if a == b {
+                continue;
+            }
+            use Kind::*;
+            match (kinds[a], kinds[b]) {
+                (Person(p), Person(q)) if p == q => rel.pos[a].push(b),
+                (Person(_), Person(_)) => rel.neg[a].push(b),
+                (Person(p), Rejected(q)) | (Rejected(q), Person(p)) if p == q => rel.neg[a].push(b),
+                (Track(g1, t1), Track(g2, t2)) if (g1, t1) == (g2, t2) => rel.pos[a].push(b),
+                (Track(g1, t1), Track(g2, t2)) => {
+                    if let (Some(s), Some(t)) = (track(g1, t1), track(g2, t2)) {
+                        if overlaps(s, t) {
+                            rel.neg[a].push(b);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    (x, rel)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gallery::unknowns::{Group, TrackFaces};
+
+    fn track(id: u64, run: &str, first: f64, last: f64, e: Vec<Vec<f32>>) -> TrackFaces {
+        TrackFaces {
+            stream: "cam".into(),
+            track_id: id,
+            run: run.into(),
+            first,
+            last,
+            embeddings: e,
+        }
+    }
+
+    #[test]
+    fn rejections_are_negatives_of_their_person_and_co_visible_tracks_of_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut g = Gallery::open(&dir.path().join("g.json"), "m", 2).unwrap();
+        g.enroll("ada", vec![0.0, 0.0], "a".into()).unwrap();
+        g.enroll("ada", vec![0.1, 0.0], "a2".into()).unwrap();
+        g.enroll("bob", vec![1.0, 0.0], "b".into()).unwrap();
+        let kept: Vec<(usize, Vec<f32>)> = vec![
+            (0, vec![0.0, 0.0]),
+            (0, vec![0.1, 0.0]),
+            (1, vec![1.0, 0.0]),
+        ];
+        let mut negatives = Negatives::default();
+        negatives.add("ada", vec![0.2, 0.2], "not ada".into());
+        negatives.add("nobody", vec![0.3, 0.3], "ignored".into());
+        let group = |id: &str, tracks: Vec<TrackFaces>| Group {
+            id: id.into(),
+            count: 1,
+            first_seen: String::new(),
+            last_seen: String::new(),
+            streams: vec![],
+            snapshot: None,
+            tracks,
+        };
+        let unknowns = Unknowns {
+            next_id: 3,
+            retired: vec![],
+            groups: vec![
+                // Tracks 1 and 2 were on screen together in run r; track 3 was later.
+                group(
+                    "u1",
+                    vec![track(
+                        1,
+                        "r",
+                        0.0,
+                        5.0,
+                        vec![vec![5.0, 0.0], vec![5.1, 0.0]],
+                    )],
+                ),
+                group(
+                    "u2",
+                    vec![
+                        track(2, "r", 4.0, 6.0, vec![vec![9.0, 0.0]]),
+                        track(3, "r", 8.0, 9.0, vec![vec![9.1, 0.0]]),
+                    ],
+                ),
+            ],
+        };
+        let (x, rel) = training_set(&g, &kept, &negatives, &unknowns);
+        // 3 enrolled, 1 rejection (of someone enrolled), 4 track faces, newest group first.
+        assert_eq!(x.len(), 8);
+        let at = |v: &[f32]| x.iter().position(|e| e.as_slice() == v).unwrap();
+        let (ada, ada2, bob, not_ada) = (
+            at(&[0.0, 0.0]),
+            at(&[0.1, 0.0]),
+            at(&[1.0, 0.0]),
+            at(&[0.2, 0.2]),
+        );
+        assert_eq!(rel.pos[ada], [ada2]);
+        assert!(rel.neg[ada].contains(&bob) && rel.neg[ada].contains(&not_ada));
+        assert!(
+            !rel.neg[bob].contains(&not_ada),
+            "a rejection of Ada says nothing of Bob"
+        );
+        let (t1a, t1b, t2, t3) = (
+            at(&[5.0, 0.0]),
+            at(&[5.1, 0.0]),
+            at(&[9.0, 0.0]),
+            at(&[9.1, 0.0]),
+        );
+        assert_eq!(rel.pos[t1a], [t1b], "one track, one person");
+        assert_eq!(rel.neg[t1a], [t2], "seen together with track 2 only");
+        assert!(
+            rel.pos[t2].is_empty() && rel.pos[t3].is_empty(),
+            "one face each"
+        );
+        assert!(rel.neg[t3].is_empty(), "track 3 met no one");
     }
 }

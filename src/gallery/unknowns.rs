@@ -252,7 +252,6 @@ impl UnknownStore {
     }
 
     /// Groups a track that ended unknown; its group's id.
-    #[allow(clippy::too_many_arguments)]
     pub fn assign(
         &self,
         stream: &str,
