@@ -336,4 +336,22 @@ mod tests {
         assert_eq!(found[0].name, "Ada");
         assert!(!live.refresh().unwrap(), "nothing changed since");
     }
+
+    #[test]
+    fn a_rejection_made_by_another_process_is_applied_by_a_running_gallery() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.json");
+        update_file(&path, "m", 2, |g| {
+            g.enroll("Ada", vec![0.0, 0.0], "a".into())
+        })
+        .unwrap();
+        let live = LiveGallery::open(&path, "m", 2, &GalleryIndexConfig::default()).unwrap();
+        assert_eq!(live.index().get().search(&[0.3, 0.0], 1)[0].name, "Ada");
+        let mut n = super::super::learned::Negatives::default();
+        n.add("Ada", vec![0.35, 0.0], "not ada".into());
+        n.save(&path, "m", 2).unwrap();
+        assert!(live.refresh().unwrap(), "the negatives file changed");
+        assert!(live.index().get().search(&[0.3, 0.0], 1).is_empty());
+        assert_eq!(live.index().get().search(&[0.05, 0.0], 1)[0].name, "Ada");
+    }
 }

@@ -10,6 +10,11 @@
 //!
 //! Search goes through [`Index`]: [`ExactIndex`] scans every embedding; above a configurable
 //! size [`ann::HnswIndex`] searches an HNSW graph that is persisted beside the file.
+//!
+//! What the gallery learns from its user (docs/faces.md) lives in files beside it ([`side`]):
+//! [`calibrate`] measures the threshold on the gallery's own faces; [`unknowns`] groups unknown
+//! faces per person; [`learned`] applies negative examples and the tuned head at search time;
+//! [`tune`] fits that head with the batch-all triplet loss of [`triplet`].
 
 pub mod ann;
 pub mod calibrate;
