@@ -748,4 +748,22 @@ fn the_api_lists_and_names_unknown_groups_calibrates_and_takes_rejections() {
         r#"{"event": "no-such-event"}"#,
     );
     assert_eq!(code, 404, "{v}");
+    // And from the snapshot of a face event: the face is found again in the tight crop.
+    let (_, events) = api(&addr, "GET", "/v1/events?limit=100", None, "");
+    let unknown = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "face.unknown" && e["snapshot"].is_string())
+        .expect("a face event with a snapshot")
+        .clone();
+    let (code, v) = api(
+        &addr,
+        "POST",
+        "/v1/gallery/people/First%20Person/rejections",
+        None,
+        &json!({"event": unknown["id"]}).to_string(),
+    );
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(v["negatives"], 2, "{v}");
 }

@@ -109,7 +109,7 @@ async fn reject(
         })?;
         let label = format!("the snapshot of event {}", b.event);
         with_ops(&api, move |ops| {
-            let photo = Photo::Bytes {
+            let photo = Photo::Crop {
                 label: &label,
                 bytes: &bytes,
             };
