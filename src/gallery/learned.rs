@@ -284,8 +284,12 @@ impl Learned {
                         sources: vec![],
                     })
                     .collect();
+                // Its HNSW index (when one is used) is kept apart from the raw one, in
+                // `<gallery>.head<N>.index/`, so switching heads never rebuilds the other.
+                let mut name = g.path.file_name().unwrap_or_default().to_os_string();
+                name.push(format!(".head{}", h.version));
                 let projected = Gallery {
-                    path: g.path.clone(),
+                    path: g.path.with_file_name(name),
                     model: g.model.clone(),
                     dim: h.matrix.len(),
                     people,
