@@ -5,7 +5,8 @@
 //! - [`action`]: sampler, clip preprocessing and windows, the batching classifier, the smoother.
 //! - [`infer`]: ONNX Runtime loading, sessions on a chosen execution provider, tensor contracts.
 //! - [`face`]: MTCNN detection, five-point alignment, the embedder, per-stream tracks.
-//! - [`gallery`]: the one-shot gallery: enrolment, persistence, verify and identify.
+//! - [`gallery`]: the one-shot gallery: enrolment, persistence, verify and identify; what it
+//!   learns from the user (calibration, unknown-face groups, negatives, a triplet-loss head).
 //! - [`event`]: the event schema and the sinks (stdout, JSONL file).
 //! - [`metrics`]: the Prometheus registry and the `/metrics`, `/healthz`, `/readyz` endpoints.
 //! - [`pipeline`]: preparation (what `vigil check` verifies), the runtime topology that adds

@@ -141,6 +141,50 @@ enum GalleryCmd {
         face: Option<usize>,
         image: PathBuf,
     },
+    /// Distances between the gallery's faces: the threshold for a false-accept rate, and the
+    /// rates at `faces.match_threshold` (docs/faces.md).
+    Calibrate {
+        #[command(flatten)]
+        g: GalleryArgs,
+        /// Target false-accept rate.
+        #[arg(long, default_value_t = 0.001)]
+        far: f64,
+    },
+    /// Record that the face in the photo is not NAME: a face nearer to it than to NAME's own
+    /// photos is never named NAME.
+    Reject {
+        #[command(flatten)]
+        g: GalleryArgs,
+        #[arg(long)]
+        name: String,
+        /// Which face to take from a photo with several, largest first from 0.
+        #[arg(long)]
+        face: Option<usize>,
+        image: PathBuf,
+    },
+    /// List the groups of unknown faces (one per unseen person, as far as vigil can tell).
+    Unknowns {
+        #[command(flatten)]
+        g: GalleryArgs,
+    },
+    /// Enrol an unknown group's faces under NAME (new or enrolled); later events use the name.
+    NameUnknown {
+        #[command(flatten)]
+        g: GalleryArgs,
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// Fit a projection head on the gallery's embeddings with batch-all triplet loss; it is
+    /// used only if held-out verification improves.
+    Tune {
+        #[command(flatten)]
+        g: GalleryArgs,
+        /// Go back to the state before the last tune (or rollback).
+        #[arg(long)]
+        rollback: bool,
+    },
 }
 
 /// Exit code of `gallery verify` when the face is someone else.
@@ -153,7 +197,12 @@ fn gallery(cmd: GalleryCmd) -> ExitCode {
         | GalleryCmd::List { g }
         | GalleryCmd::Remove { g, .. }
         | GalleryCmd::Identify { g, .. }
-        | GalleryCmd::Verify { g, .. } => g,
+        | GalleryCmd::Verify { g, .. }
+        | GalleryCmd::Calibrate { g, .. }
+        | GalleryCmd::Reject { g, .. }
+        | GalleryCmd::Unknowns { g }
+        | GalleryCmd::NameUnknown { g, .. }
+        | GalleryCmd::Tune { g, .. } => g,
     };
     let json = g.json;
     let mut s = match ops::open(&g.config) {
@@ -176,6 +225,19 @@ fn gallery(cmd: GalleryCmd) -> ExitCode {
         GalleryCmd::Verify {
             name, face, image, ..
         } => s.verify(name, &Photo::File(image), *face),
+        GalleryCmd::Calibrate { far, .. } => s.calibrate(*far),
+        GalleryCmd::Reject {
+            name, face, image, ..
+        } => s.reject(name, &Photo::File(image), *face),
+        GalleryCmd::Unknowns { .. } => s.unknowns(),
+        GalleryCmd::NameUnknown { id, name, .. } => s.name_unknown(id, name),
+        GalleryCmd::Tune { rollback, .. } => {
+            if *rollback {
+                s.rollback()
+            } else {
+                s.tune()
+            }
+        }
     };
     let v = match result {
         Ok(v) => v,
@@ -247,6 +309,75 @@ fn print_gallery_text(cmd: &GalleryCmd, v: &serde_json::Value) {
                 f(&v["threshold"])
             );
         }
+        GalleryCmd::Calibrate { .. } => print_calibration(v),
+        GalleryCmd::Reject { .. } => println!(
+            "{} is not {} ({} negative example(s) in {})",
+            v["image"].as_str().unwrap_or(""),
+            v["rejected"],
+            v["negatives"],
+            v["file"].as_str().unwrap_or("")
+        ),
+        GalleryCmd::Unknowns { .. } => {
+            let groups = v["groups"].as_array().cloned().unwrap_or_default();
+            if groups.is_empty() {
+                println!("no unknown faces grouped yet");
+            }
+            for g in groups {
+                println!(
+                    "{}\t{} track(s)\tfirst {}\tlast {}\tstreams {}\t{}",
+                    g["id"].as_str().unwrap_or(""),
+                    g["count"],
+                    g["first_seen"].as_str().unwrap_or(""),
+                    g["last_seen"].as_str().unwrap_or(""),
+                    g["streams"],
+                    g["snapshot"].as_str().unwrap_or("-")
+                );
+            }
+        }
+        GalleryCmd::NameUnknown { .. } => println!(
+            "group {} enrolled as {} ({} embedding(s) added, {} in total)",
+            v["id"], v["enrolled"], v["added"], v["embeddings"]
+        ),
+        GalleryCmd::Tune { .. } => println!("{}", v["summary"].as_str().unwrap_or("")),
+    }
+}
+
+fn print_calibration(v: &serde_json::Value) {
+    let f = |x: &serde_json::Value| x.as_f64().map_or("-".into(), |d| format!("{d:.3}"));
+    let pct = |x: &serde_json::Value| {
+        x.as_f64()
+            .map_or("-".into(), |d| format!("{:.2}%", d * 100.0))
+    };
+    println!(
+        "{} people, {} embeddings ({} from unknown groups)",
+        v["people"], v["embeddings"], v["unknown_group_embeddings"]
+    );
+    for kind in ["genuine", "impostor"] {
+        let s = &v[kind];
+        println!(
+            "{kind:>9} pairs: {:>6}   min {}  5% {}  median {}  95% {}  max {}",
+            s["pairs"],
+            f(&s["min"]),
+            f(&s["p5"]),
+            f(&s["median"]),
+            f(&s["p95"]),
+            f(&s["max"])
+        );
+    }
+    println!(
+        "threshold for a false-accept rate of {}: {} (false rejects there: {})",
+        v["target_far"],
+        f(&v["threshold"]),
+        pct(&v["frr_at_threshold"])
+    );
+    println!(
+        "at the configured match_threshold {}: false accepts {}, false rejects {}",
+        f(&v["configured_threshold"]),
+        pct(&v["far_at_configured"]),
+        pct(&v["frr_at_configured"])
+    );
+    for w in v["warnings"].as_array().into_iter().flatten() {
+        println!("warning: {}", w.as_str().unwrap_or(""));
     }
 }
 

@@ -297,7 +297,10 @@ fn the_console_shows_streams_previews_and_live_events_enrols_and_removes() {
     let lookup = |name: &str| {
         js(
             &tab,
-            &format!("(document.querySelector('#lookup-name').value = {}, 1)", Value::from(name)),
+            &format!(
+                "(document.querySelector('#lookup-name').value = {}, 1)",
+                Value::from(name)
+            ),
         );
         tab.find_element("#lookup-photo")
             .unwrap()
@@ -315,9 +318,17 @@ fn the_console_shows_streams_previews_and_live_events_enrols_and_removes() {
         )
     };
     let who = lookup("");
-    assert!(who.as_str().unwrap().starts_with("Face 1: Joe Biden"), "{who}");
+    assert!(
+        who.as_str().unwrap().starts_with("Face 1: Joe Biden"),
+        "{who}"
+    );
     let same = lookup("Joe Biden");
-    assert!(same.as_str().unwrap().starts_with("Same person as Joe Biden"), "{same}");
+    assert!(
+        same.as_str()
+            .unwrap()
+            .starts_with("Same person as Joe Biden"),
+        "{same}"
+    );
     tab.find_element("#tabs button[data-tab=\"events\"]")
         .unwrap()
         .click()

@@ -494,6 +494,67 @@ pub struct FacesConfig {
     pub tracker: TrackerConfig,
     /// Folder for a JPEG of each reported face; its path goes in the event. Default: none.
     pub snapshots: Option<PathBuf>,
+    /// Grouping of unknown faces (`unknown_id` in `face.unknown`).
+    pub unknowns: UnknownsConfig,
+    /// `vigil gallery tune`: the projection head fitted with batch-all triplet loss.
+    pub tune: TuneConfig,
+}
+
+/// Unknown faces grouped by person, beside the gallery in `<gallery>.unknowns.json`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct UnknownsConfig {
+    /// Group unknown faces and give each `face.unknown` an `unknown_id`. Default true.
+    pub enabled: bool,
+    /// Most groups kept; the least recently seen is evicted first. Default 500.
+    pub max_groups: usize,
+    /// Tracks whose embeddings a group keeps (the latest). Default 8.
+    pub tracks_per_group: usize,
+}
+
+impl Default for UnknownsConfig {
+    fn default() -> Self {
+        UnknownsConfig {
+            enabled: true,
+            max_groups: 500,
+            tracks_per_group: 8,
+        }
+    }
+}
+
+/// How `vigil gallery tune` fits its projection head.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct TuneConfig {
+    /// Triplet margin, in the distance used (plain or squared). Default 0.2.
+    pub margin: f32,
+    /// Squared Euclidean distances in the loss instead of plain ones. Default false.
+    pub squared: bool,
+    /// Values the head puts out (the embedder's dimension or fewer). Default 128.
+    pub out_dim: usize,
+    /// Full-batch gradient steps (Adam). Default 300.
+    pub steps: usize,
+    /// Adam step size. Default 0.005.
+    pub learning_rate: f32,
+    /// Share of each person's embeddings held out to judge the head (at least one of each
+    /// person with two or more). Default 0.3.
+    pub holdout: f64,
+    /// False-accept rate the held-out true-accept rates are compared at. Default 0.001.
+    pub far: f64,
+}
+
+impl Default for TuneConfig {
+    fn default() -> Self {
+        TuneConfig {
+            margin: 0.2,
+            squared: false,
+            out_dim: 128,
+            steps: 300,
+            learning_rate: 0.005,
+            holdout: 0.3,
+            far: 0.001,
+        }
+    }
 }
 
 impl Default for FacesConfig {
@@ -507,6 +568,8 @@ impl Default for FacesConfig {
             match_threshold: 0.6,
             tracker: TrackerConfig::default(),
             snapshots: None,
+            unknowns: UnknownsConfig::default(),
+            tune: TuneConfig::default(),
         }
     }
 }

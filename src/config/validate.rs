@@ -415,6 +415,55 @@ pub fn validate_faces(l: &Loaded) -> Vec<Problem> {
             format!("must be a positive distance, got {}", f.match_threshold),
         );
     }
+    if f.unknowns.max_groups == 0 || f.unknowns.max_groups > 100_000 {
+        p(
+            "faces.unknowns.max_groups",
+            format!("must be 1..=100000, got {}", f.unknowns.max_groups),
+        );
+    }
+    if f.unknowns.tracks_per_group == 0 || f.unknowns.tracks_per_group > 64 {
+        p(
+            "faces.unknowns.tracks_per_group",
+            format!("must be 1..=64, got {}", f.unknowns.tracks_per_group),
+        );
+    }
+    let tu = &f.tune;
+    if !(tu.margin > 0.0 && tu.margin.is_finite()) {
+        p(
+            "faces.tune.margin",
+            format!("must be a positive distance, got {}", tu.margin),
+        );
+    }
+    if tu.out_dim == 0 || tu.out_dim > 4096 {
+        p(
+            "faces.tune.out_dim",
+            format!("must be 1..=4096, got {}", tu.out_dim),
+        );
+    }
+    if tu.steps == 0 || tu.steps > 100_000 {
+        p(
+            "faces.tune.steps",
+            format!("must be 1..=100000, got {}", tu.steps),
+        );
+    }
+    if !(tu.learning_rate > 0.0 && tu.learning_rate <= 1.0) {
+        p(
+            "faces.tune.learning_rate",
+            format!("must be in (0, 1], got {}", tu.learning_rate),
+        );
+    }
+    if !(tu.holdout > 0.0 && tu.holdout < 1.0) {
+        p(
+            "faces.tune.holdout",
+            format!("must be in (0, 1), got {}", tu.holdout),
+        );
+    }
+    if !(tu.far > 0.0 && tu.far < 1.0) {
+        p(
+            "faces.tune.far",
+            format!("must be in (0, 1), got {}", tu.far),
+        );
+    }
     let t = &f.tracker;
     if !(0.0..=1.0).contains(&t.iou_threshold) || t.iou_threshold == 0.0 {
         p(

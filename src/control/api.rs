@@ -12,6 +12,8 @@
 //! - Blocking work (face analysis, probing a file, stopping a stream) runs on tokio's blocking
 //!   pool.
 
+mod learn;
+
 use super::gallery::{GalleryOps, OpError, Photo};
 use super::state::State;
 use super::token::Tokens;
@@ -114,6 +116,10 @@ impl From<OpError> for ApiError {
             }
             OpError::Gallery(GalleryError::Unknown { .. }) => {
                 ApiError::new(S::NOT_FOUND, "not_found", msg)
+            }
+            OpError::NotFound(_) => ApiError::new(S::NOT_FOUND, "not_found", msg),
+            OpError::Invalid { field, .. } => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid", msg).field(field)
             }
             _ => {
                 tracing::error!("gallery operation failed: {msg}");
@@ -324,6 +330,7 @@ fn router(api: Arc<Api>, max_body: usize, metrics: Arc<Metrics>) -> Router {
         .route("/v1/events/stream", get(event_stream))
         .route("/v1/snapshots/{event_id}", get(snapshot))
         .route("/v1/status", get(status))
+        .merge(learn::routes())
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(super::console::routes())
         .route(

@@ -12,7 +12,9 @@ use crate::face::detector::Detection;
 use crate::face::worker::{faces_in, FaceModels};
 use crate::gallery::chips;
 use crate::gallery::image::{self, ImageError};
-use crate::gallery::{live, Gallery, GalleryError, LiveGallery};
+use crate::gallery::learned::{Corrections, Heads, Learned, Negatives};
+use crate::gallery::unknowns::Unknowns;
+use crate::gallery::{calibrate, live, Gallery, GalleryError, LiveGallery};
 use opencv::core::Mat;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -42,6 +44,13 @@ pub enum OpError {
     Gallery(#[from] GalleryError),
     #[error("{}: face analysis failed: {reason}", echo(.image))]
     Analysis { image: String, reason: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     #[error("{0:#}")]
     Other(#[from] anyhow::Error),
 }
@@ -79,6 +88,8 @@ pub struct GalleryOps {
     max_pixels: u64,
     /// How to ask for one face among several (`--face N` or `?face=N`).
     pick: &'static str,
+    /// How `tune` fits its head.
+    tune: config::TuneConfig,
 }
 
 /// Loads the config's face models and gallery for `vigil gallery`. Only the `faces`, `gallery`
@@ -116,6 +127,7 @@ pub fn open(config_path: &Path) -> Result<GalleryOps, Problems> {
         threshold: loaded.config.faces.match_threshold,
         max_pixels: loaded.config.gallery.max_image_pixels,
         pick: "--face N",
+        tune: loaded.config.faces.tune.clone(),
     })
 }
 
@@ -132,7 +144,26 @@ pub fn live(
         threshold: loaded.config.faces.match_threshold,
         max_pixels: loaded.config.gallery.max_image_pixels,
         pick: "?face=N",
+        tune: loaded.config.faces.tune.clone(),
     })
+}
+
+/// `img` with a grey border of half its size on every side.
+fn framed(img: &opencv::core::Mat) -> opencv::Result<opencv::core::Mat> {
+    use opencv::prelude::*;
+    let (w, h) = (img.cols() / 2, img.rows() / 2);
+    let mut out = opencv::core::Mat::default();
+    opencv::core::copy_make_border(
+        img,
+        &mut out,
+        h,
+        h,
+        w,
+        w,
+        opencv::core::BORDER_CONSTANT,
+        opencv::core::Scalar::all(127.0),
+    )?;
+    Ok(out)
 }
 
 fn box_json(d: &Detection) -> Value {
@@ -142,14 +173,23 @@ fn box_json(d: &Detection) -> Value {
 /// A photo given to an operation: a file (CLI) or bytes (API), with how to name it.
 pub enum Photo<'a> {
     File(&'a Path),
-    Bytes { label: &'a str, bytes: &'a [u8] },
+    Bytes {
+        label: &'a str,
+        bytes: &'a [u8],
+    },
+    /// A face snapshot: cut tight around the face, so it is framed with a border before the
+    /// detector looks (MTCNN rarely finds a face that fills the whole picture).
+    Crop {
+        label: &'a str,
+        bytes: &'a [u8],
+    },
 }
 
 impl Photo<'_> {
     fn label(&self) -> String {
         match self {
             Photo::File(p) => p.display().to_string(),
-            Photo::Bytes { label, .. } => label.to_string(),
+            Photo::Bytes { label, .. } | Photo::Crop { label, .. } => label.to_string(),
         }
     }
 }
@@ -169,6 +209,11 @@ impl GalleryOps {
         let img = match photo {
             Photo::File(p) => image::load(p, self.max_pixels)?,
             Photo::Bytes { label, bytes } => image::decode(bytes, label, self.max_pixels)?,
+            Photo::Crop { label, bytes } => framed(&image::decode(bytes, label, self.max_pixels)?)
+                .map_err(|e| OpError::Analysis {
+                    image: label.to_string(),
+                    reason: e.to_string(),
+                })?,
         };
         let faces = faces_in(&mut self.models, &img).map_err(|e| OpError::Analysis {
             image: photo.label(),
@@ -222,14 +267,7 @@ impl GalleryOps {
     }
 
     fn path(&self) -> String {
-        self.file().display().to_string()
-    }
-
-    fn file(&self) -> &Path {
-        match &self.store {
-            Store::File { path, .. } => path,
-            Store::Live(g) => &g.path,
-        }
+        self.gallery_path().display().to_string()
     }
 
     fn embeddings_of(&self, name: &str) -> Result<Vec<Vec<f32>>, OpError> {
@@ -256,7 +294,7 @@ impl GalleryOps {
         let Some(e) = embeddings.get(n) else {
             return Ok(None);
         };
-        match std::fs::read(chips::path(self.file(), e)) {
+        match std::fs::read(chips::path(&self.gallery_path(), e)) {
             Ok(b) => Ok(Some(b)),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(err) => Err(OpError::Other(anyhow::anyhow!(
@@ -294,7 +332,7 @@ impl GalleryOps {
             Ok(g.person(name)?.embeddings.len())
         })?;
         for (desc, chip) in kept {
-            if let Err(e) = chips::save(self.file(), &desc, &chip, size) {
+            if let Err(e) = chips::save(&self.gallery_path(), &desc, &chip, size) {
                 tracing::warn!("cannot keep the chip of {}: {e}", echo(name));
             }
         }
@@ -321,7 +359,7 @@ impl GalleryOps {
 
     pub fn remove(&mut self, name: &str) -> Result<Value, OpError> {
         let p = self.update(|g| g.remove(name))?;
-        chips::remove(self.file(), &p.embeddings);
+        chips::remove(&self.gallery_path(), &p.embeddings);
         Ok(json!({"removed": p.name, "embeddings": p.embeddings.len()}))
     }
 
@@ -335,7 +373,7 @@ impl GalleryOps {
                 model,
                 dim,
                 index,
-            } => Gallery::open(path, model, *dim)?.index(index)?,
+            } => Arc::new(Learned::build(&Gallery::open(path, model, *dim)?, index)?),
             Store::Live(g) => g.index().get(),
         };
         let out: Vec<Value> = faces
@@ -381,13 +419,265 @@ impl GalleryOps {
             Some(i) => faces.swap_remove(i),
             None => faces.remove(0),
         };
+        let (_, model, dim) = self.file();
+        let c = Corrections::load(&self.gallery_path(), &model, dim)?;
+        let q = c.project(&desc);
         let distance = embeddings
             .iter()
-            .map(|e| crate::face::distance(&desc, e))
+            .map(|e| crate::face::distance(&q, &c.project(e)))
             .fold(f32::INFINITY, f32::min);
-        let same = distance < self.threshold;
+        // A face nearer to one of the person's negative examples is not them.
+        let rejected = c.vetoed(name, &q, distance);
+        let same = distance < self.threshold && !rejected;
         Ok(
-            json!({"identity": name, "image": image, "box": box_json(&det), "distance": distance, "threshold": self.threshold, "same": same}),
+            json!({"identity": name, "image": image, "box": box_json(&det), "distance": distance, "threshold": self.threshold, "same": same, "negative_nearer": rejected}),
         )
+    }
+
+    /// The gallery file, its embedder's name and dimension.
+    fn file(&self) -> (std::path::PathBuf, String, usize) {
+        match &self.store {
+            Store::File {
+                path, model, dim, ..
+            } => (path.clone(), model.clone(), *dim),
+            Store::Live(g) => {
+                let (m, d) = g.model();
+                (g.path.clone(), m.to_string(), d)
+            }
+        }
+    }
+
+    fn gallery_path(&self) -> std::path::PathBuf {
+        self.file().0
+    }
+
+    fn read(&self) -> Result<Gallery, GalleryError> {
+        let (path, model, dim) = self.file();
+        Gallery::open(&path, &model, dim)
+    }
+
+    /// After a change to a file beside the gallery: a running vigil uses it from its next
+    /// decision (another process's watcher sees the file change).
+    fn corrections_changed(&self) -> Result<(), OpError> {
+        if let Store::Live(g) = &self.store {
+            g.reload()?;
+        }
+        Ok(())
+    }
+
+    /// Genuine and impostor distances from the gallery's people (and the faces of unknown
+    /// groups, each group taken as one person), the threshold at `far`, and the rates at the
+    /// configured threshold.
+    pub fn calibrate(&self, far: f64) -> Result<Value, OpError> {
+        if !(far > 0.0 && far < 1.0) {
+            return Err(OpError::Invalid {
+                field: "far",
+                message: format!("the false-accept rate must be between 0 and 1, not {far}"),
+            });
+        }
+        let g = self.read()?;
+        let (path, model, dim) = self.file();
+        let groups = Unknowns::load(&path, &model, dim)?;
+        let mut labels = Vec::new();
+        let mut embeddings: Vec<&[f32]> = Vec::new();
+        for (i, p) in g.people.iter().enumerate() {
+            for e in &p.embeddings {
+                labels.push(i);
+                embeddings.push(e);
+            }
+        }
+        let mut grouped = 0;
+        for (i, grp) in groups.groups.iter().enumerate() {
+            for e in grp.embeddings() {
+                labels.push(g.people.len() + i);
+                embeddings.push(e);
+                grouped += 1;
+            }
+        }
+        let (genuine, impostor) = calibrate::pairs(&labels, &embeddings);
+        let c = calibrate::calibrate(&genuine, &impostor, far, self.threshold);
+        let mut v = serde_json::to_value(&c).map_err(anyhow::Error::from)?;
+        v["gallery"] = json!(path.display().to_string());
+        v["people"] = json!(g.people.len());
+        v["embeddings"] = json!(g.embeddings());
+        v["unknown_group_embeddings"] = json!(grouped);
+        Ok(v)
+    }
+
+    /// The groups of unknown faces: those of the running vigil, or of the file.
+    pub fn unknowns(&self) -> Result<Value, OpError> {
+        let (path, model, dim) = self.file();
+        let groups = match &self.store {
+            Store::Live(g) if g.unknowns().is_some() => {
+                g.unknowns().map(|u| u.list()).unwrap_or_default()
+            }
+            _ => Unknowns::load(&path, &model, dim)?
+                .groups
+                .iter()
+                .map(|g| g.info())
+                .collect(),
+        };
+        Ok(json!({
+            "file": crate::gallery::unknowns::path(&path).display().to_string(),
+            "groups": groups,
+        }))
+    }
+
+    /// Enrols the faces of unknown group `id` under `name` and retires the group.
+    pub fn name_unknown(&mut self, id: &str, name: &str) -> Result<Value, OpError> {
+        crate::gallery::validate_name(name)?;
+        let (path, model, dim) = self.file();
+        let live = match &self.store {
+            Store::Live(g) => g.unknowns().cloned(),
+            Store::File { .. } => None,
+        };
+        let group = match &live {
+            Some(u) => u.get(id),
+            None => Unknowns::load(&path, &model, dim)?
+                .groups
+                .into_iter()
+                .find(|g| g.id == id),
+        }
+        .ok_or_else(|| {
+            OpError::NotFound(format!(
+                "no unknown group `{}` (see `vigil gallery unknowns`)",
+                echo(id)
+            ))
+        })?;
+        let added: Vec<(Vec<f32>, String)> = group
+            .tracks
+            .iter()
+            .flat_map(|t| {
+                t.embeddings.iter().map(move |e| {
+                    (
+                        e.clone(),
+                        format!("unknown {id}: stream {} track {}", t.stream, t.track_id),
+                    )
+                })
+            })
+            .collect();
+        let count = added.len();
+        let total = self.update(|g| {
+            for (e, source) in added {
+                g.enroll(name, e, source)?;
+            }
+            Ok(g.person(name)?.embeddings.len())
+        })?;
+        match &live {
+            Some(u) => {
+                u.retire(id);
+            }
+            None => {
+                let _lock = live::FileLock::take(&path)?;
+                let mut u = Unknowns::load(&path, &model, dim)?;
+                u.retire(id);
+                u.save(&path, &model, dim)?;
+            }
+        }
+        Ok(
+            json!({"id": id, "enrolled": name, "added": count, "embeddings": total, "gallery": path.display().to_string()}),
+        )
+    }
+
+    /// Fits a projection head and adopts it if held-out verification improves.
+    pub fn tune(&mut self) -> Result<Value, OpError> {
+        let (path, model, dim) = self.file();
+        // Read under the lock; trained without it (enrolments go on meanwhile).
+        let (g, negatives, unknowns) = {
+            let _lock = live::FileLock::take(&path)?;
+            (
+                Gallery::open(&path, &model, dim)?,
+                Negatives::load(&path, &model, dim)?,
+                Unknowns::load(&path, &model, dim)?,
+            )
+        };
+        let outcome = crate::gallery::tune::tune(&g, &negatives, &unknowns, &self.tune);
+        let version = match &outcome.head {
+            Some(h) => {
+                let _lock = live::FileLock::take(&path)?;
+                let mut heads = Heads::load(&path, &model, dim)?;
+                let v = heads.adopt(h.clone());
+                heads.save(&path, &model, dim)?;
+                Some(v)
+            }
+            None => {
+                // A damaged heads file is said now, not at the next adoption.
+                Heads::load(&path, &model, dim)?;
+                None
+            }
+        };
+        self.corrections_changed()?;
+        let f = &outcome.figures;
+        let summary = match (version, f) {
+            (Some(v), Some(f)) => format!(
+                "head version {v} adopted: held-out true-accept rate {:.3} -> {:.3} at a false-accept rate of {} ({} genuine, {} impostor pairs); `vigil gallery tune --rollback` undoes it",
+                f.heldout_tar_raw, f.heldout_tar_head, f.far, f.heldout_genuine, f.heldout_impostor
+            ),
+            _ => format!("no head adopted: {}", outcome.reason),
+        };
+        Ok(json!({
+            "adopted": version.is_some(),
+            "version": version,
+            "reason": outcome.reason,
+            "figures": outcome.figures,
+            "file": crate::gallery::learned::head_path(&path).display().to_string(),
+            "summary": summary,
+        }))
+    }
+
+    /// Restores the head state before the last tune (or rollback).
+    pub fn rollback(&mut self) -> Result<Value, OpError> {
+        let (path, model, dim) = self.file();
+        let active = {
+            let _lock = live::FileLock::take(&path)?;
+            let mut heads = Heads::load(&path, &model, dim)?;
+            let active = heads.rollback().map_err(|m| OpError::Invalid {
+                field: "rollback",
+                message: m,
+            })?;
+            heads.save(&path, &model, dim)?;
+            active
+        };
+        self.corrections_changed()?;
+        let summary = match active {
+            Some(v) => format!("head version {v} is in use again"),
+            None => "the raw embeddings are in use again (no head)".to_string(),
+        };
+        Ok(json!({"active": active, "summary": summary}))
+    }
+
+    /// Records the (only, or chosen) face of the photo as not being `name`.
+    pub fn reject(
+        &mut self,
+        name: &str,
+        photo: &Photo,
+        face: Option<usize>,
+    ) -> Result<Value, OpError> {
+        let (_, det, desc) = self.one_face_and_image(photo, face)?;
+        self.reject_embedding(name, desc, photo.label(), Some(box_json(&det)))
+    }
+
+    /// Records `embedding` as not being `name`, who must be enrolled.
+    pub fn reject_embedding(
+        &mut self,
+        name: &str,
+        embedding: Vec<f32>,
+        source: String,
+        bbox: Option<Value>,
+    ) -> Result<Value, OpError> {
+        let (path, model, dim) = self.file();
+        let count = {
+            let _lock = live::FileLock::take(&path)?;
+            Gallery::open(&path, &model, dim)?.person(name)?;
+            let mut n = Negatives::load(&path, &model, dim)?;
+            let count = n.add(name, embedding, source.clone());
+            n.save(&path, &model, dim)?;
+            count
+        };
+        self.corrections_changed()?;
+        Ok(json!({
+            "rejected": name, "image": source, "box": bbox, "negatives": count,
+            "file": crate::gallery::learned::negatives_path(&path).display().to_string(),
+        }))
     }
 }

@@ -1,7 +1,9 @@
 //! The control plane: what changes a running vigil and what the CLI shares with it.
 //!
-//! - [`gallery`]: enrol, remove, identify and verify, for `vigil gallery` and the API alike.
-//! - [`api`]: the HTTP API under `/v1` (axum), with bearer tokens.
+//! - [`gallery`]: enrol, remove, identify and verify, calibrate, reject, unknown groups and
+//!   tune, for `vigil gallery` and the API alike.
+//! - [`api`]: the HTTP API under `/v1` (axum), with bearer tokens; `api/learn.rs` holds the
+//!   routes of what the gallery learns (calibration, unknowns, rejections).
 //! - [`state`]: streams added and removed over the API, persisted crash-safely in
 //!   `api.state_dir` so they survive a restart (the config file is never rewritten).
 //! - [`token`]: API tokens: making them, and checking them in constant time.

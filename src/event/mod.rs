@@ -112,6 +112,10 @@ pub enum Payload {
         /// JPEG of the face, when `faces.snapshots` is set.
         #[serde(skip_serializing_if = "Option::is_none")]
         snapshot: Option<String>,
+        /// `face.unknown`: the group of unknown faces this track joined (one per unseen
+        /// person, shared across tracks, cameras and runs).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        unknown_id: Option<String>,
     },
     Stream {
         reason: String,

@@ -36,6 +36,10 @@ pub struct FaceSeen {
     pub crop: Option<Mat>,
     /// When the frame the decision came from was read.
     pub captured: Option<std::time::Instant>,
+    /// The track's latest embeddings, to group an unknown face.
+    pub embeddings: Vec<Vec<f32>>,
+    /// When the track was first seen (media seconds).
+    pub first_seen: f64,
 }
 
 /// Into the events stage.

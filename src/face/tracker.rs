@@ -37,6 +37,10 @@ pub struct Decision {
     pub media_time: f64,
     /// Index of the detection in the frame that led to this decision (for snapshots).
     pub detection: Option<usize>,
+    /// The track's latest embeddings (at most `embeds_per_track`), for grouping unknown faces.
+    pub embeddings: Vec<Vec<f32>>,
+    /// When the track was first seen (media seconds).
+    pub first_seen: f64,
 }
 
 #[derive(Debug)]
@@ -50,6 +54,9 @@ struct Track {
     /// The nearest matches of the latest `decide_after` embeddings: decisions follow the face
     /// as it is now, so a different person in the same place is noticed.
     recent: VecDeque<Vec<Match>>,
+    /// The latest embeddings themselves.
+    descs: VecDeque<Vec<f32>>,
+    first_seen: f64,
     reported: Option<Option<String>>,
 }
 
@@ -115,6 +122,8 @@ impl Tracker {
                         embeds: 0,
                         last_embed: f64::NEG_INFINITY,
                         recent: VecDeque::new(),
+                        descs: VecDeque::new(),
+                        first_seen: t,
                         reported: None,
                     });
                     self.next_id += 1;
@@ -132,17 +141,24 @@ impl Tracker {
         (out, closed)
     }
 
-    /// Records one embedding's nearest matches for `track_id`; returns a decision when the
-    /// track reports for the first time or changes its mind.
+    /// Records one embedding and its nearest matches for `track_id`; returns a decision when
+    /// the track reports for the first time or changes its mind.
     pub fn matched(
         &mut self,
         track_id: u64,
+        desc: &[f32],
         matches: &[Match],
         detection: usize,
         t: f64,
     ) -> Option<Decision> {
         let p = self.p.clone();
         let tr = self.tracks.iter_mut().find(|tr| tr.id == track_id)?;
+        if !desc.is_empty() {
+            tr.descs.push_back(desc.to_vec());
+            while tr.descs.len() > p.embeds_per_track.max(1) {
+                tr.descs.pop_front();
+            }
+        }
         tr.embeds += 1;
         tr.last_embed = t;
         tr.recent.push_back(matches.to_vec());
@@ -215,6 +231,8 @@ fn decide(tr: &Track, p: &TrackerParams, t: f64, detection: Option<usize>) -> De
         bbox: tr.bbox,
         media_time: t,
         detection,
+        embeddings: tr.descs.iter().cloned().collect(),
+        first_seen: tr.first_seen,
     }
 }
 
@@ -257,7 +275,13 @@ mod tests {
             assert!(closed.is_empty());
             assert_eq!(assigned[0].0, 1, "frame {i} stays on track 1");
             if assigned[0].1 {
-                decisions.extend(tr.matched(1, &[m("ada", 0.4), m("bob", 0.8)], 0, i as f64 * 0.1));
+                decisions.extend(tr.matched(
+                    1,
+                    &[],
+                    &[m("ada", 0.4), m("bob", 0.8)],
+                    0,
+                    i as f64 * 0.1,
+                ));
             }
         }
         assert_eq!(decisions.len(), 1, "{decisions:?}");
@@ -274,7 +298,7 @@ mod tests {
             let (a, _) = tr.observe(i as f64 * 0.04, &[det(0.0)]);
             if a[0].1 {
                 embeds += 1;
-                tr.matched(a[0].0, &[m("ada", 0.9)], 0, 0.0);
+                tr.matched(a[0].0, &[], &[m("ada", 0.9)], 0, 0.0);
             }
         }
         assert_eq!(embeds, 3);
@@ -288,23 +312,25 @@ mod tests {
         });
         tr.observe(0.0, &[det(0.0)]);
         assert_eq!(
-            tr.matched(1, &[m("ada", 0.7)], 0, 0.0),
+            tr.matched(1, &[], &[m("ada", 0.7)], 0, 0.0),
             None,
             "waits for two embeddings"
         );
         let first = tr
-            .matched(1, &[m("ada", 0.65)], 0, 0.1)
+            .matched(1, &[], &[m("ada", 0.65)], 0, 0.1)
             .expect("decides after two");
         assert_eq!(
             first.identity, None,
             "0.65 is above the 0.6 threshold: unknown"
         );
         assert_eq!(
-            tr.matched(1, &[m("ada", 0.62)], 0, 0.2),
+            tr.matched(1, &[], &[m("ada", 0.62)], 0, 0.2),
             None,
             "still unknown: no new event"
         );
-        let second = tr.matched(1, &[m("ada", 0.41)], 0, 0.3).expect("now known");
+        let second = tr
+            .matched(1, &[], &[m("ada", 0.41)], 0, 0.3)
+            .expect("now known");
         assert_eq!(second.identity.as_deref(), Some("ada"));
     }
 
@@ -313,7 +339,7 @@ mod tests {
         let mut tr = Tracker::new(params());
         let (a, _) = tr.observe(0.0, &[det(0.0), det(500.0)]);
         assert_eq!((a[0].0, a[1].0), (1, 2));
-        tr.matched(2, &[m("bob", 0.3)], 1, 0.0);
+        tr.matched(2, &[], &[m("bob", 0.3)], 1, 0.0);
         let (_, closed) = tr.observe(2.0, &[det(0.0)]);
         assert_eq!(closed.len(), 1, "track 2 was gone for 2 s");
         assert_eq!(
@@ -343,7 +369,7 @@ mod tests {
                 } else {
                     [m("bob", 0.35), m("ada", 0.9)]
                 };
-                decisions.extend(tr.matched(a[0].0, &seen, 0, t));
+                decisions.extend(tr.matched(a[0].0, &[], &seen, 0, t));
             }
         }
         let names: Vec<Option<&str>> = decisions.iter().map(|d| d.identity.as_deref()).collect();
@@ -363,17 +389,17 @@ mod tests {
         };
         let mut tr = Tracker::new(p);
         tr.observe(0.0, &[det(0.0)]);
-        assert!(tr.matched(1, &[m("ada", 0.4)], 0, 0.0).is_none());
+        assert!(tr.matched(1, &[], &[m("ada", 0.4)], 0, 0.0).is_none());
         assert_eq!(
-            tr.matched(1, &[m("ada", 0.4)], 0, 0.1)
+            tr.matched(1, &[], &[m("ada", 0.4)], 0, 0.1)
                 .unwrap()
                 .identity
                 .as_deref(),
             Some("ada")
         );
-        assert!(tr.matched(1, &[m("ada", 0.8)], 0, 0.2).is_none());
+        assert!(tr.matched(1, &[], &[m("ada", 0.8)], 0, 0.2).is_none());
         assert!(
-            tr.matched(1, &[m("ada", 0.8)], 0, 0.3).is_none(),
+            tr.matched(1, &[], &[m("ada", 0.8)], 0, 0.3).is_none(),
             "a profile view is not news"
         );
     }

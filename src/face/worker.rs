@@ -205,6 +205,8 @@ impl FaceStage {
                 media_time: d.media_time,
                 crop,
                 captured: None,
+                embeddings: d.embeddings.clone(),
+                first_seen: d.first_seen,
             },
         }
     }
@@ -394,7 +396,10 @@ impl Stage for FaceStage {
                     let Some(ps) = streams.get_mut(&frame.stream) else {
                         continue;
                     };
-                    if let Some(d) = ps.tracker.matched(assigned[i].0, &matches, i, frame.pts) {
+                    if let Some(d) =
+                        ps.tracker
+                            .matched(assigned[i].0, &desc, &matches, i, frame.pts)
+                    {
                         let crop = st.crop(&frame, &d);
                         let mut m = st.seen(frame.stream, &d, crop);
                         if let EventMsg::Face { seen, .. } = &mut m {

@@ -41,29 +41,41 @@ impl SharedIndex {
     }
 }
 
-/// How a gallery file looked when last read: a change to any of these is a change of the file.
+/// How a file looked when last read: a change to any of these is a change of the file.
 #[derive(Debug, Clone, PartialEq)]
-struct Stamp {
+struct FileStamp {
     len: u64,
     modified: Option<SystemTime>,
     inode: u64,
 }
 
-fn stamp(path: &Path) -> Option<Stamp> {
+fn file_stamp(path: &Path) -> Option<FileStamp> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
-    Some(Stamp {
+    Some(FileStamp {
         len: m.len(),
         modified: m.modified().ok(),
         inode: m.ino(),
     })
 }
 
-/// Holds `<gallery>.lock` exclusively while alive.
-struct FileLock(std::fs::File);
+/// The gallery file and the corrections searched with it (negatives, the tuned head).
+type Stamp = [Option<FileStamp>; 3];
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    Some([
+        file_stamp(path),
+        file_stamp(&super::learned::negatives_path(path)),
+        file_stamp(&super::learned::head_path(path)),
+    ])
+}
+
+/// Holds `<gallery>.lock` exclusively while alive: every change of the gallery or of a file
+/// beside it is made under it.
+pub struct FileLock(std::fs::File);
 
 impl FileLock {
-    fn take(gallery: &Path) -> Result<FileLock, GalleryError> {
+    pub fn take(gallery: &Path) -> Result<FileLock, GalleryError> {
         let path = lock_path(gallery);
         let err = |e: std::io::Error| GalleryError::File {
             path: path.clone(),
@@ -125,6 +137,8 @@ pub struct LiveGallery {
     index: Arc<SharedIndex>,
     people: RwLock<Arc<Vec<PersonInfo>>>,
     seen: Mutex<Option<Stamp>>,
+    /// The groups of unknown faces, when grouping is on.
+    unknowns: std::sync::OnceLock<Arc<super::unknowns::UnknownStore>>,
 }
 
 fn listing(g: &Gallery) -> Arc<Vec<PersonInfo>> {
@@ -150,7 +164,7 @@ impl LiveGallery {
     ) -> anyhow::Result<LiveGallery> {
         let seen = stamp(path);
         let g = Gallery::open(path, model, dim)?;
-        let index = g.index(cfg)?;
+        let index: Arc<dyn Index> = Arc::new(super::learned::Learned::build(&g, cfg)?);
         Ok(LiveGallery {
             path: path.to_path_buf(),
             model: model.into(),
@@ -159,7 +173,17 @@ impl LiveGallery {
             index: Arc::new(SharedIndex::new(index)),
             people: RwLock::new(listing(&g)),
             seen: Mutex::new(seen),
+            unknowns: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Groups unknown faces into `store` (once).
+    pub fn attach_unknowns(&self, store: Arc<super::unknowns::UnknownStore>) {
+        let _ = self.unknowns.set(store);
+    }
+
+    pub fn unknowns(&self) -> Option<&Arc<super::unknowns::UnknownStore>> {
+        self.unknowns.get()
     }
 
     /// The index the face worker searches.
@@ -193,8 +217,30 @@ impl LiveGallery {
         Ok(r)
     }
 
+    /// The gallery file as it is now.
+    pub fn read(&self) -> Result<Gallery, GalleryError> {
+        Gallery::open(&self.path, &self.model, self.dim)
+    }
+
+    /// The embedder's name and dimension the gallery was made with.
+    pub fn model(&self) -> (&str, usize) {
+        (&self.model, self.dim)
+    }
+
+    /// Reads the corrections again after a change made in this process.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let g = {
+            let _lock = FileLock::take(&self.path)?;
+            self.read()?
+        };
+        self.install(&g)?;
+        *seen = stamp(&self.path);
+        Ok(())
+    }
+
     fn install(&self, g: &Gallery) -> anyhow::Result<()> {
-        let ix = g.index(&self.cfg)?;
+        let ix: Arc<dyn Index> = Arc::new(super::learned::Learned::build(g, &self.cfg)?);
         self.index.set(ix);
         *self.people.write().unwrap_or_else(|p| p.into_inner()) = listing(g);
         Ok(())
@@ -289,5 +335,23 @@ mod tests {
         let found = live.index().get().search(&[1.0; 4], 1);
         assert_eq!(found[0].name, "Ada");
         assert!(!live.refresh().unwrap(), "nothing changed since");
+    }
+
+    #[test]
+    fn a_rejection_made_by_another_process_is_applied_by_a_running_gallery() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.json");
+        update_file(&path, "m", 2, |g| {
+            g.enroll("Ada", vec![0.0, 0.0], "a".into())
+        })
+        .unwrap();
+        let live = LiveGallery::open(&path, "m", 2, &GalleryIndexConfig::default()).unwrap();
+        assert_eq!(live.index().get().search(&[0.3, 0.0], 1)[0].name, "Ada");
+        let mut n = super::super::learned::Negatives::default();
+        n.add("Ada", vec![0.35, 0.0], "not ada".into());
+        n.save(&path, "m", 2).unwrap();
+        assert!(live.refresh().unwrap(), "the negatives file changed");
+        assert!(live.index().get().search(&[0.3, 0.0], 1).is_empty());
+        assert_eq!(live.index().get().search(&[0.05, 0.0], 1)[0].name, "Ada");
     }
 }

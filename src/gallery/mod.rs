@@ -10,11 +10,22 @@
 //!
 //! Search goes through [`Index`]: [`ExactIndex`] scans every embedding; above a configurable
 //! size [`ann::HnswIndex`] searches an HNSW graph that is persisted beside the file.
+//!
+//! What the gallery learns from its user (docs/faces.md) lives in files beside it ([`side`]):
+//! [`calibrate`] measures the threshold on the gallery's own faces; [`unknowns`] groups unknown
+//! faces per person; [`learned`] applies negative examples and the tuned head at search time;
+//! [`tune`] fits that head with the batch-all triplet loss of [`triplet`].
 
 pub mod ann;
+pub mod calibrate;
 pub mod chips;
 pub mod image;
+pub mod learned;
 pub mod live;
+pub mod side;
+pub mod triplet;
+pub mod tune;
+pub mod unknowns;
 
 pub use live::{LiveGallery, SharedIndex};
 
@@ -58,6 +69,9 @@ pub enum GalleryError {
     Unknown { name: String, path: PathBuf },
     #[error("gallery {path} is {size} bytes; at most {MAX_GALLERY_BYTES} are read (it was left untouched)")]
     TooLarge { path: PathBuf, size: u64 },
+    /// A file beside the gallery (negatives, unknown groups, tuned heads) cannot be read.
+    #[error("{path} is damaged ({reason}); it was left untouched and the gallery was not changed: repair it, or move it away to start that part afresh")]
+    Damaged { path: PathBuf, reason: String },
 }
 
 /// One enrolled person.
@@ -142,7 +156,7 @@ mod bounded {
 
 /// Embeddings on disk: written as base64 of little-endian f32 (version 2), read from that or
 /// from arrays of numbers (version 1).
-mod embeddings {
+pub(crate) mod embeddings {
     use base64::Engine;
     use serde::de::{self, SeqAccess, Visitor};
     use serde::ser::SerializeSeq;

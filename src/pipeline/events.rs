@@ -10,6 +10,7 @@ use crate::annotate::Notes;
 use crate::config::SmootherConfig;
 use crate::event::recent::Recent;
 use crate::event::{snapshot, Event, EventMsg, EventType, FaceSeen, Joined, Payload, Sink, Span};
+use crate::gallery::unknowns::UnknownStore;
 use crate::metrics::{self, Branch, Metrics};
 use crate::source::{EndReason, Names, StreamEnd};
 use crate::stage::{Context, Stage};
@@ -34,6 +35,8 @@ pub struct EventsStage {
     /// The API's view of recent events.
     pub recent: Option<Arc<Recent>>,
     pub names: Arc<Names>,
+    /// Groups unknown faces (`unknown_id`).
+    pub unknowns: Option<Arc<UnknownStore>>,
 }
 
 impl Stage for EventsStage {
@@ -95,6 +98,7 @@ fn run(st: EventsStage, cx: &Context, rx: Receiver<EventMsg>) -> Summary {
         face_snapshots,
         recent,
         names,
+        unknowns,
     } = st;
     let metrics = &cx.metrics;
     let mut streams: HashMap<usize, PerStream> = HashMap::new();
@@ -233,7 +237,12 @@ fn run(st: EventsStage, cx: &Context, rx: Receiver<EventMsg>) -> Summary {
                 if let Some(c) = seen.captured {
                     s.joined.status.latency(c.elapsed().as_secs_f64());
                 }
-                w.emit(face_event(&s.joined.name, seen, &face_snapshots));
+                w.emit(face_event(
+                    &s.joined.name,
+                    seen,
+                    &face_snapshots,
+                    unknowns.as_deref(),
+                ));
                 None
             }
             EventMsg::End(end) => {
@@ -261,6 +270,9 @@ fn run(st: EventsStage, cx: &Context, rx: Receiver<EventMsg>) -> Summary {
             }
         }
         cx.meter.done(started);
+    }
+    if let Some(u) = &unknowns {
+        u.flush();
     }
     for s in &mut w.sinks {
         if let Err(err) = s.close() {
@@ -373,7 +385,12 @@ fn write_snapshot(dir: &std::path::Path, stem: &str, image: &Mat) -> Option<Stri
     }
 }
 
-fn face_event(stream: &str, seen: FaceSeen, dir: &Option<PathBuf>) -> Event {
+fn face_event(
+    stream: &str,
+    seen: FaceSeen,
+    dir: &Option<PathBuf>,
+    unknowns: Option<&UnknownStore>,
+) -> Event {
     let FaceSeen {
         identity,
         distance,
@@ -383,6 +400,8 @@ fn face_event(stream: &str, seen: FaceSeen, dir: &Option<PathBuf>) -> Event {
         media_time,
         crop,
         captured: _,
+        embeddings,
+        first_seen,
     } = seen;
     let snapshot = match (dir, crop) {
         (Some(dir), Some(crop)) => write_snapshot(
@@ -397,6 +416,17 @@ fn face_event(stream: &str, seen: FaceSeen, dir: &Option<PathBuf>) -> Event {
     } else {
         EventType::FaceUnknown
     };
+    let unknown_id = match (&identity, unknowns) {
+        (None, Some(u)) => u.assign(
+            stream,
+            track_id,
+            first_seen,
+            media_time,
+            &embeddings,
+            snapshot.as_deref(),
+        ),
+        _ => None,
+    };
     Event::new(
         kind,
         stream,
@@ -408,6 +438,7 @@ fn face_event(stream: &str, seen: FaceSeen, dir: &Option<PathBuf>) -> Event {
             track_id,
             bbox,
             snapshot,
+            unknown_id,
         },
     )
 }

@@ -132,10 +132,33 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Problems> {
                 let live = match live {
                     Ok(g) => g,
                     Err(e) => {
-                        problems.push(loaded.problem("gallery.index", format!("{e:#}")));
+                        // A file beside the gallery (negatives, head) is the gallery's; an
+                        // index that cannot be built is the index's.
+                        let field = if e.downcast_ref::<crate::gallery::GalleryError>().is_some() {
+                            "gallery.path"
+                        } else {
+                            "gallery.index"
+                        };
+                        problems.push(loaded.problem(field, format!("{e:#}")));
                         return Err(Problems(problems));
                     }
                 };
+                if c.faces.unknowns.enabled {
+                    let store = crate::gallery::unknowns::UnknownStore::open(
+                        &gallery.path,
+                        &gallery.model,
+                        gallery.dim,
+                        &c.faces.unknowns,
+                        c.faces.match_threshold,
+                    );
+                    match store {
+                        Ok(s) => live.attach_unknowns(Arc::new(s)),
+                        Err(e) => {
+                            problems.push(loaded.problem("gallery.path", e.to_string()));
+                            return Err(Problems(problems));
+                        }
+                    }
+                }
                 if gallery.people.is_empty() {
                     tracing::warn!(
                         "the gallery {} is empty: every face will be reported as unknown (enrol with `vigil gallery enroll`)",

@@ -184,6 +184,7 @@ impl Topology {
             face_snapshots: cfg.faces.snapshots.as_ref().map(|d| p.loaded.resolve(d)),
             recent: recent.clone(),
             names: names.clone(),
+            unknowns: p.faces.as_ref().and_then(|f| f.gallery.unknowns().cloned()),
         };
         let shared_cx =
             |stage, name: &str| Context::new(stage, name.into(), None, &metrics, stop.clone());

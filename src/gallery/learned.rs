@@ -1,0 +1,401 @@
+//! What the user taught the gallery, applied where faces are searched:
+//!
+//! - negative examples (`vigil gallery reject --name NAME IMAGE`), in
+//!   `<gallery>.negatives.json`: a face nearer to one of NAME's negatives than to NAME's own
+//!   embeddings is never named NAME;
+//! - the tuned projection head (`vigil gallery tune`), in `<gallery>.head.json` with its earlier
+//!   versions and figures: when one is active, the query and every gallery embedding are
+//!   projected before distances are taken. The gallery keeps the raw embeddings, so a rollback
+//!   (or a refused tune) loses nothing.
+//!
+//! [`Learned`] wraps the gallery's [`Index`] with both, so the face worker, `identify` and the
+//! API all get them from one place.
+
+use super::side;
+use super::{Gallery, GalleryError, Index, Match, Person};
+use crate::config::GalleryIndexConfig;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Negatives kept per person; the oldest go first.
+pub const MAX_NEGATIVES_PER_PERSON: usize = 256;
+/// Head versions kept; the oldest go first.
+pub const MAX_HEAD_VERSIONS: usize = 8;
+
+const NEGATIVES: &str = "vigil-negatives";
+const HEAD: &str = "vigil-head";
+
+/// `<gallery>.negatives.json`.
+pub fn negatives_path(gallery: &Path) -> PathBuf {
+    side::path(gallery, "negatives")
+}
+
+/// `<gallery>.head.json`.
+pub fn head_path(gallery: &Path) -> PathBuf {
+    side::path(gallery, "head")
+}
+
+/// Faces that are not a given person.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Negatives {
+    pub people: Vec<Person>,
+}
+
+impl Negatives {
+    pub fn load(gallery: &Path, model: &str, dim: usize) -> Result<Negatives, GalleryError> {
+        let n: Option<Negatives> = side::read(
+            &negatives_path(gallery),
+            NEGATIVES,
+            model,
+            dim,
+            |n: &Negatives| {
+                for p in &n.people {
+                    side::check_embeddings(
+                        &format!("the negatives of {:?}", crate::echo::echo(&p.name)),
+                        dim,
+                        &p.embeddings,
+                    )?;
+                }
+                Ok(())
+            },
+        )?;
+        Ok(n.unwrap_or_default())
+    }
+
+    pub fn save(&self, gallery: &Path, model: &str, dim: usize) -> Result<(), GalleryError> {
+        side::write(&negatives_path(gallery), NEGATIVES, model, dim, self)
+    }
+
+    /// Adds a negative example of `name`; returns how many that person has now.
+    pub fn add(&mut self, name: &str, embedding: Vec<f32>, source: String) -> usize {
+        let p = match self.people.iter_mut().position(|p| p.name == name) {
+            Some(i) => &mut self.people[i],
+            None => {
+                self.people.push(Person {
+                    name: name.into(),
+                    embeddings: vec![],
+                    sources: vec![],
+                });
+                self.people.last_mut().expect("just pushed")
+            }
+        };
+        p.embeddings.push(embedding);
+        p.sources.push(source);
+        if p.embeddings.len() > MAX_NEGATIVES_PER_PERSON {
+            p.embeddings.remove(0);
+            p.sources.remove(0);
+        }
+        p.embeddings.len()
+    }
+
+    pub fn of(&self, name: &str) -> &[Vec<f32>] {
+        self.people
+            .iter()
+            .find(|p| p.name == name)
+            .map_or(&[], |p| p.embeddings.as_slice())
+    }
+}
+
+/// The figures a head was judged by.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Figures {
+    /// The false-accept rate the true-accept rates are measured at.
+    pub far: f64,
+    /// Held-out true-accept rate with the raw embeddings, and with the head.
+    pub heldout_tar_raw: f64,
+    pub heldout_tar_head: f64,
+    /// Held-out pairs measured.
+    pub heldout_genuine: usize,
+    pub heldout_impostor: usize,
+    /// Training: embeddings, triplets with a positive loss at the start and at the end, loss
+    /// at the start and at the end.
+    pub train_embeddings: usize,
+    pub positive_triplets_before: usize,
+    pub positive_triplets_after: usize,
+    pub loss_before: f64,
+    pub loss_after: f64,
+}
+
+/// One trained head: `y = W x`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeadVersion {
+    pub version: u32,
+    pub created: String,
+    pub margin: f32,
+    pub squared: bool,
+    /// `W`, one row per output value.
+    #[serde(with = "super::embeddings")]
+    pub matrix: Vec<Vec<f32>>,
+    pub figures: Figures,
+}
+
+impl HeadVersion {
+    pub fn project(&self, x: &[f32]) -> Vec<f32> {
+        self.matrix
+            .iter()
+            .map(|row| row.iter().zip(x).map(|(w, v)| w * v).sum())
+            .collect()
+    }
+}
+
+/// The heads file: every kept version, which one is active (none: raw embeddings), and the
+/// states before, for `--rollback`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Heads {
+    pub active: Option<u32>,
+    /// Earlier values of `active`, latest last.
+    pub history: Vec<Option<u32>>,
+    pub versions: Vec<HeadVersion>,
+}
+
+impl Heads {
+    pub fn load(gallery: &Path, model: &str, dim: usize) -> Result<Heads, GalleryError> {
+        let h: Option<Heads> = side::read(&head_path(gallery), HEAD, model, dim, |h: &Heads| {
+            for v in &h.versions {
+                let out = v.matrix.len();
+                if out == 0 || out > dim * 4 {
+                    return Err(format!("head version {} has {out} rows", v.version));
+                }
+                side::check_embeddings(&format!("head version {}", v.version), dim, &v.matrix)?;
+            }
+            if let Some(a) = h.active {
+                if !h.versions.iter().any(|v| v.version == a) {
+                    return Err(format!("the active head version {a} is not in the file"));
+                }
+            }
+            Ok(())
+        })?;
+        Ok(h.unwrap_or_default())
+    }
+
+    pub fn save(&self, gallery: &Path, model: &str, dim: usize) -> Result<(), GalleryError> {
+        side::write(&head_path(gallery), HEAD, model, dim, self)
+    }
+
+    pub fn current(&self) -> Option<&HeadVersion> {
+        let a = self.active?;
+        self.versions.iter().find(|v| v.version == a)
+    }
+
+    /// Adds `v` as a new version and makes it the active one.
+    pub fn adopt(&mut self, mut v: HeadVersion) -> u32 {
+        let n = self.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
+        v.version = n;
+        self.versions.push(v);
+        self.history.push(self.active);
+        self.active = Some(n);
+        while self.versions.len() > MAX_HEAD_VERSIONS {
+            let gone = self.versions.remove(0).version;
+            for h in &mut self.history {
+                if *h == Some(gone) {
+                    *h = None;
+                }
+            }
+        }
+        if self.history.len() > 4 * MAX_HEAD_VERSIONS {
+            self.history.remove(0);
+        }
+        n
+    }
+
+    /// Goes back to the state before the last adoption (or rollback's undo); the state now, or
+    /// `Err` when there is nothing to go back to.
+    pub fn rollback(&mut self) -> Result<Option<u32>, String> {
+        let prev = self
+            .history
+            .pop()
+            .ok_or("nothing to roll back: no head was ever adopted")?;
+        self.active = prev;
+        Ok(prev)
+    }
+}
+
+/// The negatives and the active head of one gallery, ready to apply.
+pub struct Corrections {
+    head: Option<HeadVersion>,
+    /// Each person's negatives, projected when a head is active.
+    negatives: HashMap<String, Vec<Vec<f32>>>,
+}
+
+impl Corrections {
+    /// Reads `<gallery>.negatives.json` and `<gallery>.head.json` (absent: no corrections).
+    pub fn load(gallery: &Path, model: &str, dim: usize) -> Result<Corrections, GalleryError> {
+        let negatives = Negatives::load(gallery, model, dim)?;
+        let head = Heads::load(gallery, model, dim)?.current().cloned();
+        let negatives = negatives
+            .people
+            .into_iter()
+            .filter(|p| !p.embeddings.is_empty())
+            .map(|p| {
+                let e = match &head {
+                    Some(h) => p.embeddings.iter().map(|e| h.project(e)).collect(),
+                    None => p.embeddings,
+                };
+                (p.name, e)
+            })
+            .collect();
+        Ok(Corrections { head, negatives })
+    }
+
+    /// An embedding as the index sees it.
+    pub fn project<'a>(&self, q: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
+        match &self.head {
+            Some(h) => h.project(q).into(),
+            None => q.into(),
+        }
+    }
+
+    /// Whether a (projected) face at `distance` from `name` is nearer to one of `name`'s
+    /// negatives, and so must not be named `name`.
+    pub fn vetoed(&self, name: &str, projected: &[f32], distance: f32) -> bool {
+        self.negatives.get(name).is_some_and(|negs| {
+            negs.iter()
+                .any(|n| crate::face::distance(projected, n) < distance)
+        })
+    }
+
+    pub fn head_version(&self) -> Option<u32> {
+        self.head.as_ref().map(|h| h.version)
+    }
+}
+
+/// The gallery's index with the user's corrections applied.
+pub struct Learned {
+    inner: Arc<dyn Index>,
+    pub corrections: Corrections,
+}
+
+impl Learned {
+    /// Loads the negatives and the head beside `g` and builds the index over the (projected)
+    /// embeddings.
+    pub fn build(g: &Gallery, cfg: &GalleryIndexConfig) -> anyhow::Result<Learned> {
+        let corrections = Corrections::load(&g.path, &g.model, g.dim)?;
+        let inner = match &corrections.head {
+            None => g.index(cfg)?,
+            Some(h) => {
+                let people: Vec<Person> = g
+                    .people
+                    .iter()
+                    .map(|p| Person {
+                        name: p.name.clone(),
+                        embeddings: p.embeddings.iter().map(|e| h.project(e)).collect(),
+                        sources: vec![],
+                    })
+                    .collect();
+                // Its HNSW index (when one is used) is kept apart from the raw one, in
+                // `<gallery>.head<N>.index/`, so switching heads never rebuilds the other.
+                let mut name = g.path.file_name().unwrap_or_default().to_os_string();
+                name.push(format!(".head{}", h.version));
+                let projected = Gallery {
+                    path: g.path.with_file_name(name),
+                    model: g.model.clone(),
+                    dim: h.matrix.len(),
+                    people,
+                    by_name: HashMap::new(),
+                };
+                projected.index(cfg)?
+            }
+        };
+        Ok(Learned { inner, corrections })
+    }
+
+    pub fn head_version(&self) -> Option<u32> {
+        self.corrections.head_version()
+    }
+}
+
+impl Index for Learned {
+    fn search(&self, query: &[f32], k: usize) -> Vec<Match> {
+        let c = &self.corrections;
+        let q = c.project(query);
+        if c.negatives.is_empty() {
+            return self.inner.search(&q, k);
+        }
+        // Each vetoed person leaves room for the next one.
+        let mut found = self.inner.search(&q, k + c.negatives.len().min(64));
+        found.retain(|m| !c.vetoed(&m.name, &q, m.distance));
+        found.truncate(k);
+        found
+    }
+
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gallery(dir: &Path) -> Gallery {
+        let mut g = Gallery::open(&dir.join("g.json"), "m", 2).unwrap();
+        g.enroll("Ada", vec![0.0, 0.0], "a".into()).unwrap();
+        g.enroll("Bob", vec![1.0, 0.0], "b".into()).unwrap();
+        g.save().unwrap();
+        g
+    }
+
+    #[test]
+    fn a_face_nearer_a_negative_of_ada_is_never_named_ada() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = gallery(dir.path());
+        let cfg = GalleryIndexConfig::default();
+        let q = [0.3, 0.3];
+        let before = Learned::build(&g, &cfg).unwrap().search(&q, 2);
+        assert_eq!(before[0].name, "Ada");
+        let mut n = Negatives::default();
+        n.add("Ada", vec![0.35, 0.35], "wrong.jpg".into());
+        n.save(&g.path, "m", 2).unwrap();
+        let after = Learned::build(&g, &cfg).unwrap().search(&q, 2);
+        assert_eq!(after.len(), 1, "{after:?}");
+        assert_eq!(after[0].name, "Bob", "Ada vetoed, Bob next");
+        // A face nearer to Ada than to her negative is still Ada.
+        let near = Learned::build(&g, &cfg).unwrap().search(&[0.05, 0.0], 1);
+        assert_eq!(near[0].name, "Ada");
+    }
+
+    #[test]
+    fn an_active_head_projects_queries_and_gallery_and_rollback_restores_raw() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = gallery(dir.path());
+        let cfg = GalleryIndexConfig::default();
+        let mut h = Heads::default();
+        let figures = Figures {
+            far: 0.001,
+            heldout_tar_raw: 0.5,
+            heldout_tar_head: 0.9,
+            heldout_genuine: 1,
+            heldout_impostor: 1,
+            train_embeddings: 2,
+            positive_triplets_before: 1,
+            positive_triplets_after: 0,
+            loss_before: 1.0,
+            loss_after: 0.0,
+        };
+        // Keeps only the second value: Ada (0,0) and Bob (1,0) become one point.
+        let v = HeadVersion {
+            version: 0,
+            created: "now".into(),
+            margin: 0.2,
+            squared: false,
+            matrix: vec![vec![0.0, 1.0]],
+            figures,
+        };
+        assert_eq!(h.adopt(v), 1);
+        h.save(&g.path, "m", 2).unwrap();
+        let l = Learned::build(&g, &cfg).unwrap();
+        assert_eq!(l.head_version(), Some(1));
+        let m = l.search(&[1.0, 0.0], 2);
+        assert_eq!(m[0].distance, 0.0);
+        assert_eq!(m[1].distance, 0.0, "both project to 0: {m:?}");
+        let mut h = Heads::load(&g.path, "m", 2).unwrap();
+        assert_eq!(h.rollback(), Ok(None));
+        assert!(h.rollback().is_err());
+        h.save(&g.path, "m", 2).unwrap();
+        let l = Learned::build(&g, &cfg).unwrap();
+        assert_eq!(l.head_version(), None);
+        assert_eq!(l.search(&[1.0, 0.0], 1)[0].name, "Bob");
+    }
+}
