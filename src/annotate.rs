@@ -3,24 +3,16 @@
 //! once the run has ended, every file stream is decoded again and written to `DIR/<id>.mp4`
 //! with its boxes, track ids, names, and the action label and score of the clip in progress.
 
+use crate::draw::paint;
+pub use crate::draw::FaceNote;
 use crate::source::file::FileReader;
 use crate::source::FrameReader;
-use opencv::core::{Mat, Point, Rect, Scalar, Size};
-use opencv::imgproc;
+use opencv::core::{Mat, Size};
 use opencv::prelude::*;
 use opencv::videoio::{self, VideoWriter};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-
-/// A face box as drawn.
-#[derive(Debug, Clone)]
-pub struct FaceNote {
-    pub track_id: u64,
-    pub bbox: [f32; 4],
-    /// The name decided for the track so far: a person, `unknown`, or `?` (undecided).
-    pub label: String,
-}
 
 #[derive(Default)]
 struct StreamNotes {
@@ -112,80 +104,6 @@ fn draw(img: &mut Mat, n: &StreamNotes, t: f64, hold: f64) -> opencv::Result<()>
         .filter(|c| t < c.1 + 1e-6)
         .map(|(_, _, label, score)| (label.as_str(), *score));
     paint(img, faces, clip, 1)
-}
-
-/// Draws face boxes (green when named, amber when unknown or undecided) with their track ids
-/// and names, and an action label with its score at the top left; lines are at least
-/// `min_thick` pixels wide.
-pub fn paint(
-    img: &mut Mat,
-    faces: &[FaceNote],
-    action: Option<(&str, f32)>,
-    min_thick: i32,
-) -> opencv::Result<()> {
-    let green = Scalar::new(80.0, 220.0, 80.0, 0.0);
-    let amber = Scalar::new(0.0, 190.0, 255.0, 0.0);
-    let white = Scalar::new(255.0, 255.0, 255.0, 0.0);
-    let black = Scalar::new(0.0, 0.0, 0.0, 0.0);
-    let scale = (img.rows() as f64 / 720.0).max(0.5);
-    let thick = ((2.0 * scale).round() as i32).max(min_thick);
-    let text = |img: &mut Mat, s: &str, at: Point, color: Scalar| -> opencv::Result<()> {
-        let mut base = 0;
-        let size = imgproc::get_text_size(
-            s,
-            imgproc::FONT_HERSHEY_SIMPLEX,
-            0.7 * scale,
-            thick,
-            &mut base,
-        )?;
-        imgproc::rectangle(
-            img,
-            Rect::new(
-                at.x,
-                at.y - size.height - 6,
-                size.width + 8,
-                size.height + 10,
-            ),
-            color,
-            -1,
-            imgproc::LINE_8,
-            0,
-        )?;
-        imgproc::put_text(
-            img,
-            s,
-            Point::new(at.x + 4, at.y),
-            imgproc::FONT_HERSHEY_SIMPLEX,
-            0.7 * scale,
-            black,
-            thick,
-            imgproc::LINE_AA,
-            false,
-        )
-    };
-    for f in faces {
-        let [x1, y1, x2, y2] = f.bbox.map(|v| v.round() as i32);
-        let color = if f.label == "?" || f.label == "unknown" {
-            amber
-        } else {
-            green
-        };
-        imgproc::rectangle(
-            img,
-            Rect::new(x1, y1, (x2 - x1).max(1), (y2 - y1).max(1)),
-            color,
-            thick,
-            imgproc::LINE_8,
-            0,
-        )?;
-        let label = format!("#{} {}", f.track_id, f.label);
-        text(img, &label, Point::new(x1, (y1 - 4).max(24)), color)?;
-    }
-    if let Some((label, score)) = action {
-        let s = format!("{label} {score:.2}");
-        text(img, &s, Point::new(12, (36.0 * scale) as i32), white)?;
-    }
-    Ok(())
 }
 
 /// Writes `out` from `file` with the stream's notes drawn on every frame; returns the frames

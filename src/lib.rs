@@ -29,6 +29,7 @@ pub mod annotate;
 pub mod bench;
 pub mod config;
 pub mod control;
+pub mod draw;
 pub mod durable;
 pub mod echo;
 pub mod event;

@@ -8,8 +8,7 @@
 //! where an MJPEG stream would encode every frame it sends for each connection. Several
 //! viewers of one frame share its encoding.
 
-use crate::annotate::{paint, FaceNote};
-use crate::source::Frame;
+use crate::draw::{paint, FaceNote};
 use opencv::core::{Mat, Size, Vector};
 use opencv::imgproc;
 use opencv::prelude::*;
@@ -79,17 +78,17 @@ impl Preview {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A decoded frame (kept by reference: nothing is copied).
-    pub fn frame(&self, f: &Frame) {
+    /// A decoded frame at media time `pts` (kept by reference: nothing is copied).
+    pub fn frame(&self, pts: f64, image: &Arc<Mat>) {
         let mut i = self.lock();
-        i.frame = Some((f.pts, f.image.clone()));
+        i.frame = Some((pts, image.clone()));
         i.version += 1;
     }
 
     /// The tracked face boxes of an examined frame.
-    pub fn faces(&self, f: &Frame, boxes: Vec<TrackBox>) {
+    pub fn faces(&self, pts: f64, image: &Arc<Mat>, boxes: Vec<TrackBox>) {
         let mut i = self.lock();
-        i.faces = Some((Instant::now(), f.pts, f.image.clone(), boxes));
+        i.faces = Some((Instant::now(), pts, image.clone(), boxes));
         i.version += 1;
     }
 
@@ -190,17 +189,8 @@ mod tests {
     use super::*;
     use opencv::core::{Scalar, CV_8UC3};
 
-    fn frame(pts: f64, gray: f64) -> Frame {
-        Frame {
-            stream: 0,
-            seq: 0,
-            pts,
-            epoch: 0,
-            captured: Instant::now(),
-            image: Arc::new(
-                Mat::new_rows_cols_with_default(720, 960, CV_8UC3, Scalar::all(gray)).unwrap(),
-            ),
-        }
+    fn gray(rows: i32, cols: i32, level: f64) -> Arc<Mat> {
+        Arc::new(Mat::new_rows_cols_with_default(rows, cols, CV_8UC3, Scalar::all(level)).unwrap())
     }
 
     fn decode(jpeg: &[u8]) -> Mat {
@@ -215,9 +205,13 @@ mod tests {
         // Nothing is kept before anyone asks: the first request finds no frame.
         assert!(p.jpeg().unwrap().is_none());
         assert!(p.watched());
-        p.frame(&frame(10.0, 40.0));
+        p.frame(10.0, &gray(720, 960, 40.0));
         p.named(7, Some("Ada"));
-        p.faces(&frame(9.8, 40.0), vec![(7, [200.0, 150.0, 500.0, 450.0])]);
+        p.faces(
+            9.8,
+            &gray(720, 960, 40.0),
+            vec![(7, [200.0, 150.0, 500.0, 450.0])],
+        );
         let jpeg = p.jpeg().unwrap().expect("a frame");
         let img = decode(&jpeg);
         // Scaled to 640 wide, the box with it (200..500 becomes 133..333).
@@ -233,7 +227,7 @@ mod tests {
         assert!(Arc::ptr_eq(&jpeg, &p.jpeg().unwrap().unwrap()));
         // Without a fresh examined frame, the newest decoded frame shows, with no box.
         p.lock().faces.as_mut().unwrap().0 -= FACE_HOLD * 2;
-        p.frame(&frame(20.0, 40.0));
+        p.frame(20.0, &gray(720, 960, 40.0));
         let img = decode(&p.jpeg().unwrap().unwrap());
         let edge = *img.at_2d::<opencv::core::Vec3b>(200, 133).unwrap();
         assert!(
@@ -246,11 +240,7 @@ mod tests {
     fn wide_frames_are_scaled_down() {
         let p = Preview::new();
         let _ = p.jpeg();
-        let mut f = frame(0.0, 90.0);
-        f.image = Arc::new(
-            Mat::new_rows_cols_with_default(1080, 1920, CV_8UC3, Scalar::all(90.0)).unwrap(),
-        );
-        p.frame(&f);
+        p.frame(0.0, &gray(1080, 1920, 90.0));
         let img = decode(&p.jpeg().unwrap().unwrap());
         assert_eq!((img.cols(), img.rows()), (640, 360));
     }

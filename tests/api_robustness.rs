@@ -336,8 +336,22 @@ fn a_thousand_add_and_remove_cycles_leave_memory_threads_and_open_files_flat() {
     for _ in 20..100 {
         cycle(&cam_body, "cam", true);
     }
-    let (rss3, threads3, fds3) = footprint(pid);
+    let (mut rss3, threads3, fds3) = footprint(pid);
     eprintln!("camera, after 20 cycles: {rss2:.1} MiB, {threads2} threads, {fds2} fds; after 100: {rss3:.1} MiB, {threads3} threads, {fds3} fds");
+    // The first camera connections take RSS up one step (FFmpeg's RTSP machinery, the face
+    // worker's arenas reaching 720p working size), usually within the first 20 cycles; once in
+    // CI it came later (354.9 -> 377.1 MiB where this machine reads 372.9 -> 371.9). A step
+    // happens once, a leak on every cycle: over the limit, 80 more cycles are measured from
+    // the new level and judged instead.
+    let mut rss2 = rss2;
+    if rss3 > rss2 * 1.05 {
+        for _ in 100..180 {
+            cycle(&cam_body, "cam", true);
+        }
+        let (rss4, _, _) = footprint(pid);
+        eprintln!("camera, after 180 cycles: {rss4:.1} MiB (judged from {rss3:.1} MiB)");
+        (rss2, rss3) = (rss3, rss4);
+    }
     assert!(rss1 <= rss0 * 1.05, "files: RSS {rss0:.1} -> {rss1:.1} MiB");
     assert!(
         threads1 <= threads0 && fds1 <= fds0,

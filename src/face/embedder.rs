@@ -99,12 +99,3 @@ impl Embedder {
         Ok(d.chunks_exact(self.dim).map(<[f32]>::to_vec).collect())
     }
 }
-
-/// Euclidean distance.
-pub fn distance(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y) * (x - y))
-        .sum::<f32>()
-        .sqrt()
-}

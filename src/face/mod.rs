@@ -10,4 +10,4 @@ pub mod sampler;
 pub mod tracker;
 pub mod worker;
 
-pub use embedder::distance;
+pub use crate::gallery::distance;

@@ -415,7 +415,7 @@ impl Stage for FaceStage {
                     n.faces(frame.stream, frame.pts, boxes().collect());
                 }
                 if let Some(p) = st.names.watched(frame.stream) {
-                    p.faces(&frame, boxes().collect());
+                    p.faces(frame.pts, &frame.image, boxes().collect());
                 }
                 latency.observe(frame.captured.elapsed().as_secs_f64());
             }

@@ -21,7 +21,7 @@ pub fn pairs(labels: &[usize], embeddings: &[&[f32]]) -> (Vec<f32>, Vec<f32>) {
     let (mut genuine, mut impostor) = (Vec::new(), Vec::new());
     for i in 0..embeddings.len() {
         for j in i + 1..embeddings.len() {
-            let d = crate::face::distance(embeddings[i], embeddings[j]);
+            let d = super::distance(embeddings[i], embeddings[j]);
             if labels[i] == labels[j] {
                 genuine.push(d);
             } else {

@@ -252,7 +252,7 @@ impl Corrections {
     pub fn vetoed(&self, name: &str, projected: &[f32], distance: f32) -> bool {
         self.negatives.get(name).is_some_and(|negs| {
             negs.iter()
-                .any(|n| crate::face::distance(projected, n) < distance)
+                .any(|n| super::distance(projected, n) < distance)
         })
     }
 

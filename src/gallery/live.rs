@@ -9,6 +9,7 @@
 //!   and within half a second of a change another process made to the file (its size, time and
 //!   inode are polled; the face worker never waits for a rebuild).
 
+pub use super::lock::FileLock;
 use super::{Gallery, GalleryError, Index};
 use crate::config::GalleryIndexConfig;
 use crate::shutdown::Shutdown;
@@ -68,41 +69,6 @@ fn stamp(path: &Path) -> Option<Stamp> {
         file_stamp(&super::learned::negatives_path(path)),
         file_stamp(&super::learned::head_path(path)),
     ])
-}
-
-/// Holds `<gallery>.lock` exclusively while alive: every change of the gallery or of a file
-/// beside it is made under it.
-pub struct FileLock(std::fs::File);
-
-impl FileLock {
-    pub fn take(gallery: &Path) -> Result<FileLock, GalleryError> {
-        let path = lock_path(gallery);
-        let err = |e: std::io::Error| GalleryError::File {
-            path: path.clone(),
-            reason: format!("cannot lock the gallery: {e}"),
-        };
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(err)?;
-        f.lock().map_err(err)?;
-        Ok(FileLock(f))
-    }
-}
-
-impl Drop for FileLock {
-    fn drop(&mut self) {
-        let _ = self.0.unlock();
-    }
-}
-
-/// `<gallery>.lock`, beside the gallery file.
-pub fn lock_path(gallery: &Path) -> PathBuf {
-    let mut name = gallery.file_name().unwrap_or_default().to_os_string();
-    name.push(".lock");
-    gallery.with_file_name(name)
 }
 
 /// Opens the gallery at `path` under its lock, applies `change`, and saves it; a failed change

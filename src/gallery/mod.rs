@@ -22,6 +22,7 @@ pub mod chips;
 pub mod image;
 pub mod learned;
 pub mod live;
+pub mod lock;
 pub mod side;
 pub mod triplet;
 pub mod tune;
@@ -72,6 +73,15 @@ pub enum GalleryError {
     /// A file beside the gallery (negatives, unknown groups, tuned heads) cannot be read.
     #[error("{path} is damaged ({reason}); it was left untouched and the gallery was not changed: repair it, or move it away to start that part afresh")]
     Damaged { path: PathBuf, reason: String },
+}
+
+/// Euclidean distance between two descriptors: the gallery's metric.
+pub fn distance(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum::<f32>()
+        .sqrt()
 }
 
 /// One enrolled person.

@@ -69,7 +69,7 @@ fn verification(
     for (lq, q) in queries {
         let q = f(q);
         for (lg, e) in &g {
-            let d = crate::face::distance(&q, e);
+            let d = super::distance(&q, e);
             if lq == lg {
                 genuine.push(d);
             } else {

@@ -10,7 +10,7 @@
 //! damaged. Naming a group (`vigil gallery name-unknown`) enrols its embeddings and retires its
 //! id, so a running vigil that saves its groups later does not bring it back.
 
-use super::live::FileLock;
+use super::lock::FileLock;
 use super::{side, GalleryError};
 use crate::config::UnknownsConfig;
 use serde::{Deserialize, Serialize};
@@ -70,7 +70,7 @@ impl Group {
         let mut best = f32::INFINITY;
         for g in self.embeddings() {
             for f in faces {
-                best = best.min(crate::face::distance(f, g));
+                best = best.min(super::distance(f, g));
             }
         }
         best
@@ -166,10 +166,7 @@ impl Unknowns {
         // calibration does not count a photo against itself as two faces.
         let mut kept: Vec<Vec<f32>> = Vec::new();
         for e in s.embeddings {
-            if kept
-                .iter()
-                .all(|k| crate::face::distance(k, e) >= DUPLICATE)
-            {
+            if kept.iter().all(|k| super::distance(k, e) >= DUPLICATE) {
                 kept.push(e.clone());
             }
         }

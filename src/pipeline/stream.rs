@@ -55,7 +55,7 @@ impl Stage for Decode {
                 bar.inc(1);
             }
             if preview.watched() {
-                preview.frame(f);
+                preview.frame(f.pts, &f.image);
             }
         };
         let env = Env {
