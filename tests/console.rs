@@ -355,7 +355,8 @@ fn the_console_shows_streams_previews_and_live_events_enrols_and_removes() {
         Duration::from_secs(30),
         "document.querySelector('#unknown-list form.unknown')",
     );
-    // New unknown faces keep arriving above it: the card is held by its event id, its name
+    // One card per unknown group: naming it names the group. New unknown faces keep arriving
+    // above it: the card is held by its event id, its name
     // set and its form submitted through its own button from the page, rather than keys and a
     // click at coordinates that move.
     let id = js(
@@ -418,6 +419,30 @@ fn the_console_shows_streams_previews_and_live_events_enrols_and_removes() {
         "{people}"
     );
 
+    // The page named the face's group; the API also enrols straight from an event's snapshot.
+    let (_, recent) = api(&addr, "GET", "/v1/events?limit=1000", None, "");
+    let sighting = recent["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|e| e["type"] == "face.unknown" && e["snapshot"].is_string())
+        .expect("an unknown face with a snapshot")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, v) = api(
+        &addr,
+        "POST",
+        &format!("/v1/gallery/people/From%20Snapshot/photos?event={sighting}"),
+        None,
+        "",
+    );
+    assert_eq!(
+        (code, v["enrolled"].as_str()),
+        (201, Some("From Snapshot")),
+        "{v}"
+    );
     // An event that is not among the recent ones, and an enrolment with no chip, are 404s.
     let (code, err) = api(
         &addr,

@@ -516,13 +516,20 @@ async function lookup(ev) {
 
 // ---- unknown faces ----
 
-// Newest first; a card already shown is left as it is (a name being typed stays).
+// Newest first, one card per unknown person (group) where the events say which: the group's
+// newest sighting. A card already shown is left as it is (a name being typed stays).
 function renderUnknown() {
   const list = $('#unknown-list');
   const wanted = [];
+  const groups = new Set();
   for (let i = state.events.length - 1; i >= 0 && wanted.length < 60; i--) {
     const ev = state.events[i];
-    if (ev.type === 'face.unknown' && ev.snapshot) wanted.push(ev);
+    if (ev.type !== 'face.unknown' || !ev.snapshot) continue;
+    if (ev.unknown_id) {
+      if (groups.has(ev.unknown_id)) continue;
+      groups.add(ev.unknown_id);
+    }
+    wanted.push(ev);
   }
   const keep = new Set(wanted.map((ev) => ev.id));
   for (const c of [...list.children]) if (!keep.has(c.dataset.id)) c.remove();
@@ -539,9 +546,11 @@ function unknownCard(ev) {
   const id = 'name-' + ev.id;
   const button = el('button', { type: 'submit', class: 'write' }, 'Enrol');
   lockWrite(button);
+  const seen = state.events.filter((e) => ev.unknown_id && e.unknown_id === ev.unknown_id).length;
   const form = el('form', { class: 'card unknown', 'data-id': ev.id },
     thumbnail(ev, 'Unknown face on ' + ev.stream),
-    el('p', { class: 'note' }, `${ev.stream}, ${new Date(ev.wall_time).toLocaleTimeString()}`),
+    el('p', { class: 'note' }, (ev.unknown_id ? `Unknown ${ev.unknown_id}, seen ${seen} time(s); last ` : '') +
+      `${ev.stream}, ${new Date(ev.wall_time).toLocaleTimeString()}`),
     el('label', { for: id }, 'This is'),
     el('input', { id, name: 'name', list: 'people-names', required: true, maxlength: 128 }),
     button,
@@ -551,8 +560,14 @@ function unknownCard(ev) {
     e.preventDefault();
     const name = form.elements.name.value.trim();
     try {
-      const r = await json(`/v1/gallery/people/${encodeURIComponent(name)}/photos?event=` +
-        encodeURIComponent(ev.id), { method: 'POST' });
+      // A group is named whole (every face kept of that person, and later sightings are
+      // named); a face without a group is enrolled from its snapshot.
+      const r = ev.unknown_id
+        ? await json(`/v1/unknowns/${encodeURIComponent(ev.unknown_id)}/name`, {
+          method: 'POST', body: JSON.stringify({ name }),
+          headers: { 'Content-Type': 'application/json' } })
+        : await json(`/v1/gallery/people/${encodeURIComponent(name)}/photos?event=` +
+          encodeURIComponent(ev.id), { method: 'POST' });
       say(form, `Enrolled as ${r.enrolled}.`, true);
       refreshPeople().catch(() => {});
     } catch (err) {
