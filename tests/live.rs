@@ -925,39 +925,52 @@ fn memory_stays_flat_with_both_branches_on_a_camera_over_two_minutes() {
     });
     // Warm-up: arenas and caches reach their working size.
     std::thread::sleep(Duration::from_secs(60));
-    let t0 = Instant::now();
-    let mut points = Vec::new();
-    let (faces0, clips0) = {
+    // Two minutes of RSS with both branches at work: (slope MiB/min, mean MiB).
+    let window = || {
+        let t0 = Instant::now();
+        let mut points = Vec::new();
+        let (faces0, clips0) = {
+            let t = scrape(&addr);
+            (
+                metric(
+                    &t,
+                    "vigil_frames_sampled_total{stage=\"faces\",stream=\"cam\"}",
+                ),
+                metric(&t, "vigil_clips_classified_total{stream=\"cam\"}"),
+            )
+        };
+        while t0.elapsed() < Duration::from_secs(120) {
+            points.push((t0.elapsed().as_secs_f64(), rss_mib(pid)));
+            std::thread::sleep(Duration::from_millis(500));
+        }
         let t = scrape(&addr);
-        (
-            metric(
-                &t,
-                "vigil_frames_sampled_total{stage=\"faces\",stream=\"cam\"}",
-            ),
-            metric(&t, "vigil_clips_classified_total{stream=\"cam\"}"),
-        )
+        let faces = metric(
+            &t,
+            "vigil_frames_sampled_total{stage=\"faces\",stream=\"cam\"}",
+        ) - faces0;
+        let clips = metric(&t, "vigil_clips_classified_total{stream=\"cam\"}") - clips0;
+        let mib_per_min = slope(&points) * 60.0;
+        let mean = points.iter().map(|p| p.1).sum::<f64>() / points.len() as f64;
+        eprintln!(
+            "rss {mean:.0} MiB, slope {mib_per_min:.3} MiB/min over {} samples; {faces} face frames and {clips} clips in the window",
+            points.len()
+        );
+        // Both branches worked throughout the window.
+        assert!(
+            faces >= 50.0 && clips >= 10.0,
+            "{faces} face frames, {clips} clips"
+        );
+        (mib_per_min, mean)
     };
-    while t0.elapsed() < Duration::from_secs(120) {
-        points.push((t0.elapsed().as_secs_f64(), rss_mib(pid)));
-        std::thread::sleep(Duration::from_millis(500));
+    let (mut mib_per_min, mut mean) = window();
+    // The one-time step of about 200 MiB (ONNX Runtime's arenas reaching their working size)
+    // usually comes in the first minute, but once in CI it fell inside the window (46 MiB/min
+    // at 806 MiB). A step happens once, a leak in every window: over the limit, the next two
+    // minutes are measured and judged instead.
+    if mib_per_min >= 0.01 * mean {
+        eprintln!("over the limit: measuring the next two minutes");
+        (mib_per_min, mean) = window();
     }
-    let t = scrape(&addr);
-    let faces = metric(
-        &t,
-        "vigil_frames_sampled_total{stage=\"faces\",stream=\"cam\"}",
-    ) - faces0;
-    let clips = metric(&t, "vigil_clips_classified_total{stream=\"cam\"}") - clips0;
-    let mib_per_min = slope(&points) * 60.0;
-    let mean = points.iter().map(|p| p.1).sum::<f64>() / points.len() as f64;
-    eprintln!(
-        "rss {mean:.0} MiB, slope {mib_per_min:.3} MiB/min over {} samples; {faces} face frames and {clips} clips in the window",
-        points.len()
-    );
-    // Both branches worked throughout the window.
-    assert!(
-        faces >= 50.0 && clips >= 10.0,
-        "{faces} face frames, {clips} clips"
-    );
     assert!(
         mib_per_min < 0.01 * mean,
         "memory grows {mib_per_min:.2} MiB/min at {mean:.0} MiB"
