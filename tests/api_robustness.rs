@@ -342,14 +342,18 @@ fn a_thousand_add_and_remove_cycles_leave_memory_threads_and_open_files_flat() {
     // worker's arenas reaching 720p working size), usually within the first 20 cycles; once in
     // CI it came later (354.9 -> 377.1 MiB where this machine reads 372.9 -> 371.9). A step
     // happens once, a leak on every cycle: over the limit, 80 more cycles are measured from
-    // the new level and judged instead.
+    // the new level and judged instead (twice at most).
     let mut rss2 = rss2;
-    if rss3 > rss2 * 1.05 {
-        for _ in 100..180 {
+    for round in 0..2 {
+        if rss3 <= rss2 * 1.05 {
+            break;
+        }
+        for _ in 0..80 {
             cycle(&cam_body, "cam", true);
         }
         let (rss4, _, _) = footprint(pid);
-        eprintln!("camera, after 180 cycles: {rss4:.1} MiB (judged from {rss3:.1} MiB)");
+        let n = 180 + 80 * round;
+        eprintln!("camera, after {n} cycles: {rss4:.1} MiB (judged from {rss3:.1} MiB)");
         (rss2, rss3) = (rss3, rss4);
     }
     assert!(rss1 <= rss0 * 1.05, "files: RSS {rss0:.1} -> {rss1:.1} MiB");

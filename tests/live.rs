@@ -330,13 +330,17 @@ fn a_slow_classifier_drops_old_work_and_keeps_memory_and_latency_bounded() {
     let (rss_early, early) = sample(15, &mut rss_points);
     let (mut rss_late, late) = sample(25, &mut rss_points);
     // A step in RSS (ONNX Runtime's arena or glibc's heap growing once to a new working size;
-    // one CI run saw 133 MiB inside the late window) looks like growth over a window that
-    // holds it; a leak grows in every window. So a late window over the limit is measured
-    // again over the next 25 s, and the slope is judged on the newer one.
+    // CI runs saw 133 MiB inside the late window, and once about 200 MiB ramping over two
+    // windows) looks like growth over a window that holds it; a leak grows in every window.
+    // So while the latest 25 s are over the limit, up to four more windows of 25 s are
+    // measured, and the slope is judged on the newest.
     let late_from = rss_points.len().saturating_sub(100);
     let mut mib_per_s = slope(&rss_points[late_from..]);
-    if mib_per_s >= 0.5 {
-        eprintln!("rss slope {mib_per_s:.3} MiB/s over the late window: measuring 25 s more");
+    for _ in 0..4 {
+        if mib_per_s < 0.5 {
+            break;
+        }
+        eprintln!("rss slope {mib_per_s:.3} MiB/s over the latest window: measuring 25 s more");
         let (again, _) = sample(25, &mut rss_points);
         rss_late = again;
         mib_per_s = slope(&rss_points[rss_points.len().saturating_sub(100)..]);
@@ -966,8 +970,11 @@ fn memory_stays_flat_with_both_branches_on_a_camera_over_two_minutes() {
     // The one-time step of about 200 MiB (ONNX Runtime's arenas reaching their working size)
     // usually comes in the first minute, but once in CI it fell inside the window (46 MiB/min
     // at 806 MiB). A step happens once, a leak in every window: over the limit, the next two
-    // minutes are measured and judged instead.
-    if mib_per_min >= 0.01 * mean {
+    // minutes are measured and judged instead (twice at most).
+    for _ in 0..2 {
+        if mib_per_min < 0.01 * mean {
+            break;
+        }
         eprintln!("over the limit: measuring the next two minutes");
         (mib_per_min, mean) = window();
     }
