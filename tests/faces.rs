@@ -23,30 +23,6 @@ fn faces_config(dir: &Path, stream: &Path, extra: &str) -> PathBuf {
     write_config(dir, &yaml)
 }
 
-fn gallery(config: &Path, args: &[&str]) -> Output {
-    let out = vigil()
-        .arg("gallery")
-        .arg(args[0])
-        .arg("--config")
-        .arg(config)
-        .arg("--json")
-        .args(&args[1..])
-        .output()
-        .unwrap();
-    assert_no_panic(&out);
-    out
-}
-
-fn ok_json(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status.code(),
-        stderr(out)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn photo(name: &str) -> String {
     built(&format!("media/faces/{name}")).display().to_string()
 }

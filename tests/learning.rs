@@ -148,30 +148,6 @@ fn config(dir: &Path, stream: Option<&Path>, extra: &str) -> PathBuf {
     write_config(dir, &yaml)
 }
 
-fn gallery(config: &Path, args: &[&str]) -> Output {
-    let out = vigil()
-        .arg("gallery")
-        .arg(args[0])
-        .arg("--config")
-        .arg(config)
-        .arg("--json")
-        .args(&args[1..])
-        .output()
-        .unwrap();
-    assert_no_panic(&out);
-    out
-}
-
-fn ok_json(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status.code(),
-        stderr(out)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn photo(name: &str) -> PathBuf {
     built(&format!("media/faces/{name}"))
 }

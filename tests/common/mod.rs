@@ -668,3 +668,29 @@ pub fn new_token(scope: &str) -> (String, String) {
     assert!(line.contains(&format!("scope: {scope}")) && !line.contains(&token));
     (token, line)
 }
+
+/// `vigil gallery VERB --config CONFIG --json ARGS...` (no panic allowed).
+pub fn gallery(config: &Path, args: &[&str]) -> Output {
+    let out = vigil()
+        .arg("gallery")
+        .arg(args[0])
+        .arg("--config")
+        .arg(config)
+        .arg("--json")
+        .args(&args[1..])
+        .output()
+        .unwrap();
+    assert_no_panic(&out);
+    out
+}
+
+/// The JSON printed by a command that succeeded.
+pub fn ok_json(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        stderr(out)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
