@@ -349,8 +349,8 @@ fn print_calibration(v: &serde_json::Value) {
             .map_or("-".into(), |d| format!("{:.2}%", d * 100.0))
     };
     println!(
-        "{} people, {} embeddings ({} from unknown groups)",
-        v["people"], v["embeddings"], v["unknown_group_embeddings"]
+        "{} people, {} embeddings; {} faces of named tracks, {} of unknown groups",
+        v["people"], v["embeddings"], v["named_track_embeddings"], v["unknown_group_embeddings"]
     );
     for kind in ["genuine", "impostor"] {
         let s = &v[kind];

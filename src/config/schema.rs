@@ -496,8 +496,30 @@ pub struct FacesConfig {
     pub snapshots: Option<PathBuf>,
     /// Grouping of unknown faces (`unknown_id` in `face.unknown`).
     pub unknowns: UnknownsConfig,
+    /// Faces of named tracks kept for `vigil gallery calibrate`.
+    pub calibration: CalibrationConfig,
     /// `vigil gallery tune`: the projection head fitted with batch-all triplet loss.
     pub tune: TuneConfig,
+}
+
+/// Faces of the latest tracks named per person, beside the gallery in `<gallery>.tracks.json`:
+/// genuine pairs for `vigil gallery calibrate` when people have one photo each.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct CalibrationConfig {
+    /// Latest named tracks kept per person (0 keeps none). Default 4.
+    pub tracks_per_person: usize,
+    /// Most people whose tracks are kept; the least recently seen go first. Default 1000.
+    pub max_people: usize,
+}
+
+impl Default for CalibrationConfig {
+    fn default() -> Self {
+        CalibrationConfig {
+            tracks_per_person: 4,
+            max_people: 1000,
+        }
+    }
 }
 
 /// Unknown faces grouped by person, beside the gallery in `<gallery>.unknowns.json`.
@@ -569,6 +591,7 @@ impl Default for FacesConfig {
             tracker: TrackerConfig::default(),
             snapshots: None,
             unknowns: UnknownsConfig::default(),
+            calibration: CalibrationConfig::default(),
             tune: TuneConfig::default(),
         }
     }

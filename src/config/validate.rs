@@ -427,6 +427,18 @@ pub fn validate_faces(l: &Loaded) -> Vec<Problem> {
             format!("must be 1..=64, got {}", f.unknowns.tracks_per_group),
         );
     }
+    if f.calibration.tracks_per_person > 64 {
+        p(
+            "faces.calibration.tracks_per_person",
+            format!("must be 0..=64, got {}", f.calibration.tracks_per_person),
+        );
+    }
+    if f.calibration.max_people == 0 || f.calibration.max_people > 1_000_000 {
+        p(
+            "faces.calibration.max_people",
+            format!("must be 1..=1000000, got {}", f.calibration.max_people),
+        );
+    }
     let tu = &f.tune;
     if !(tu.margin > 0.0 && tu.margin.is_finite()) {
         p(

@@ -13,6 +13,7 @@ use crate::face::worker::{faces_in, FaceModels};
 use crate::gallery::chips;
 use crate::gallery::image::{self, ImageError};
 use crate::gallery::learned::{Corrections, Heads, Learned, Negatives};
+use crate::gallery::named::NamedTracks;
 use crate::gallery::unknowns::Unknowns;
 use crate::gallery::{calibrate, live, Gallery, GalleryError, LiveGallery};
 use opencv::core::Mat;
@@ -465,9 +466,9 @@ impl GalleryOps {
         Ok(())
     }
 
-    /// Genuine and impostor distances from the gallery's people (and the faces of unknown
-    /// groups, each group taken as one person), the threshold at `far`, and the rates at the
-    /// configured threshold.
+    /// Genuine and impostor distances from the gallery's people (with the kept faces of tracks
+    /// named as them, and the faces of unknown groups, each group taken as one person), the
+    /// threshold at `far`, and the rates at the configured threshold.
     pub fn calibrate(&self, far: f64) -> Result<Value, OpError> {
         if !(far > 0.0 && far < 1.0) {
             return Err(OpError::Invalid {
@@ -486,6 +487,16 @@ impl GalleryOps {
                 embeddings.push(e);
             }
         }
+        // Faces of tracks a running vigil named, as more faces of their person.
+        let named = NamedTracks::load(&path, &model, dim)?;
+        let mut from_tracks = 0;
+        for (i, p) in g.people.iter().enumerate() {
+            for e in named.faces(&p.name) {
+                labels.push(i);
+                embeddings.push(e);
+                from_tracks += 1;
+            }
+        }
         let mut grouped = 0;
         for (i, grp) in groups.groups.iter().enumerate() {
             for e in grp.embeddings() {
@@ -501,6 +512,7 @@ impl GalleryOps {
         v["people"] = json!(g.people.len());
         v["embeddings"] = json!(g.embeddings());
         v["unknown_group_embeddings"] = json!(grouped);
+        v["named_track_embeddings"] = json!(from_tracks);
         Ok(v)
     }
 

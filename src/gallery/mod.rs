@@ -23,6 +23,7 @@ pub mod image;
 pub mod learned;
 pub mod live;
 pub mod lock;
+pub mod named;
 pub mod side;
 pub mod triplet;
 pub mod tune;

@@ -1,6 +1,7 @@
 //! Files that live beside the gallery and hold what vigil learned from its user: the negative
-//! examples (`<gallery>.negatives.json`), the unknown-face groups (`<gallery>.unknowns.json`)
-//! and the tuned projection heads (`<gallery>.head.json`).
+//! examples (`<gallery>.negatives.json`), the unknown-face groups (`<gallery>.unknowns.json`),
+//! the faces of named tracks (`<gallery>.tracks.json`) and the tuned projection heads
+//! (`<gallery>.head.json`).
 //!
 //! Each is one JSON object with a format tag, a version, and the embedder's name and dimension
 //! (a file made by another embedder is refused, as the gallery is); each is written through

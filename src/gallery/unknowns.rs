@@ -3,16 +3,18 @@
 //!
 //! Grouping is incremental: a track that ends unknown joins the group holding the embedding
 //! nearest to one of its own, when that distance is below `faces.match_threshold` (the test a
-//! gallery match passes, so a named group is later named the same way), and opens a new group
-//! otherwise. Groups live in `<gallery>.unknowns.json` beside the gallery: bounded
+//! gallery match passes, so a named group is later named the same way) and none of the group's
+//! tracks was in view at the same time (two faces in one frame are two people), and opens a
+//! new group otherwise. Groups live in `<gallery>.unknowns.json` beside the gallery: bounded
 //! (`faces.unknowns.max_groups`, the least recently seen evicted first; a few tracks per group,
 //! the oldest dropped), written crash-safely under the gallery's lock, and refused by name when
 //! damaged. Naming a group (`vigil gallery name-unknown`) enrols its embeddings and retires its
 //! id, so a running vigil that saves its groups later does not bring it back.
 
 use super::lock::FileLock;
+use super::named::NamedTracks;
 use super::{side, GalleryError};
-use crate::config::UnknownsConfig;
+use crate::config::{CalibrationConfig, UnknownsConfig};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -25,10 +27,30 @@ const MAX_RETIRED: usize = 1024;
 const DUPLICATE: f32 = 0.01;
 /// Least time between two saves by a running vigil; the rest is written at its end.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
+/// The same for the faces of named tracks (a larger file, needed only by calibration).
+const SAVE_NAMED_EVERY: Duration = Duration::from_secs(30);
 
 /// `<gallery>.unknowns.json`.
 pub fn path(gallery: &Path) -> PathBuf {
     side::path(gallery, "unknowns")
+}
+
+/// `embeddings` without near copies. A still picture gives the same embedding frame after
+/// frame: one copy is kept, so calibration does not count a photo against itself as two faces.
+/// The same across tracks: a picture seen again (a still camera, a file run twice) is not a
+/// second face of its person, so `embeddings` near one of `had` are left out too.
+pub fn distinct<'a>(
+    embeddings: &[Vec<f32>],
+    had: impl Iterator<Item = &'a Vec<f32>> + Clone,
+) -> Vec<Vec<f32>> {
+    let mut kept: Vec<Vec<f32>> = Vec::new();
+    for e in embeddings {
+        let new = |k: &Vec<f32>| super::distance(k, e) >= DUPLICATE;
+        if kept.iter().all(new) && had.clone().all(new) {
+            kept.push(e.clone());
+        }
+    }
+    kept
 }
 
 /// One track's faces in a group.
@@ -61,7 +83,7 @@ pub struct Group {
 }
 
 impl Group {
-    pub fn embeddings(&self) -> impl Iterator<Item = &Vec<f32>> {
+    pub fn embeddings(&self) -> impl Iterator<Item = &Vec<f32>> + Clone {
         self.tracks.iter().flat_map(|t| &t.embeddings)
     }
 
@@ -74,6 +96,19 @@ impl Group {
             }
         }
         best
+    }
+
+    /// Whether one of the group's tracks was in view with `s` (the same run and stream, their
+    /// times overlapping, another track): two faces in one frame are two people, however near
+    /// their embeddings (small, blurred faces of a crowd can all be).
+    fn seen_beside(&self, s: &Seen) -> bool {
+        self.tracks.iter().any(|t| {
+            t.run == s.run
+                && t.stream == s.stream
+                && t.track_id != s.track_id
+                && t.first <= s.last
+                && s.first <= t.last
+        })
     }
 
     /// As listed: everything but the embeddings.
@@ -135,6 +170,7 @@ impl Unknowns {
             .groups
             .iter()
             .enumerate()
+            .filter(|(_, g)| !g.seen_beside(s))
             .map(|(i, g)| (i, g.distance(s.embeddings)))
             .filter(|(_, d)| *d < threshold)
             .min_by(|a, b| a.1.total_cmp(&b.1))
@@ -162,22 +198,17 @@ impl Unknowns {
         if let Some(snap) = s.snapshot {
             g.snapshot = Some(snap.to_string());
         }
-        // A still picture gives the same embedding frame after frame: one copy is kept, so
-        // calibration does not count a photo against itself as two faces.
-        let mut kept: Vec<Vec<f32>> = Vec::new();
-        for e in s.embeddings {
-            if kept.iter().all(|k| super::distance(k, e) >= DUPLICATE) {
-                kept.push(e.clone());
-            }
+        let kept = distinct(s.embeddings, g.embeddings());
+        if !kept.is_empty() {
+            g.tracks.push(TrackFaces {
+                stream: s.stream.to_string(),
+                track_id: s.track_id,
+                run: s.run.to_string(),
+                first: s.first,
+                last: s.last,
+                embeddings: kept,
+            });
         }
-        g.tracks.push(TrackFaces {
-            stream: s.stream.to_string(),
-            track_id: s.track_id,
-            run: s.run.to_string(),
-            first: s.first,
-            last: s.last,
-            embeddings: kept,
-        });
         while g.tracks.len() > cfg.tracks_per_group.max(1) {
             g.tracks.remove(0);
         }
@@ -201,12 +232,14 @@ impl Unknowns {
 }
 
 /// The groups of a running vigil: assigned in memory, saved at most every second and at the
-/// end, each save merged with what `name-unknown` retired on disk meanwhile.
+/// end, each save merged with what `name-unknown` retired on disk meanwhile. It also keeps the
+/// faces of named tracks ([`super::named`]), saved at most every 30 s and at the end.
 pub struct UnknownStore {
     gallery: PathBuf,
     model: String,
     dim: usize,
     cfg: UnknownsConfig,
+    calibration: CalibrationConfig,
     threshold: f32,
     /// Names this run in the groups file.
     run: String,
@@ -217,29 +250,38 @@ struct State {
     u: Unknowns,
     dirty: bool,
     saved: Option<Instant>,
+    named: NamedTracks,
+    named_dirty: bool,
+    named_saved: Option<Instant>,
 }
 
 impl UnknownStore {
-    /// Reads the groups beside `gallery` (a damaged file is an error).
+    /// Reads the groups and named tracks beside `gallery` (a damaged file is an error).
     pub fn open(
         gallery: &Path,
         model: &str,
         dim: usize,
         cfg: &UnknownsConfig,
+        calibration: &CalibrationConfig,
         threshold: f32,
     ) -> Result<UnknownStore, GalleryError> {
         let u = Unknowns::load(gallery, model, dim)?;
+        let named = NamedTracks::load(gallery, model, dim)?;
         Ok(UnknownStore {
             gallery: gallery.to_path_buf(),
             model: model.into(),
             dim,
             cfg: cfg.clone(),
+            calibration: calibration.clone(),
             threshold,
             run: uuid::Uuid::now_v7().to_string(),
             state: Mutex::new(State {
                 u,
                 dirty: false,
                 saved: None,
+                named,
+                named_dirty: false,
+                named_saved: Some(Instant::now()),
             }),
         })
     }
@@ -258,7 +300,7 @@ impl UnknownStore {
         embeddings: &[Vec<f32>],
         snapshot: Option<&str>,
     ) -> Option<String> {
-        if embeddings.is_empty() {
+        if embeddings.is_empty() || !self.cfg.enabled {
             return None;
         }
         let mut st = self.state();
@@ -279,11 +321,56 @@ impl UnknownStore {
         Some(id)
     }
 
+    /// Keeps the faces of a track named `name` (for calibration).
+    pub fn keep_named(
+        &self,
+        name: &str,
+        stream: &str,
+        track_id: u64,
+        first: f64,
+        last: f64,
+        embeddings: &[Vec<f32>],
+    ) {
+        if embeddings.is_empty() || self.calibration.tracks_per_person == 0 {
+            return;
+        }
+        let t = TrackFaces {
+            stream: stream.to_string(),
+            track_id,
+            run: self.run.clone(),
+            first,
+            last,
+            embeddings: embeddings.to_vec(),
+        };
+        let mut st = self.state();
+        st.named.keep(name, t, &self.calibration);
+        st.named_dirty = true;
+        if st
+            .named_saved
+            .is_none_or(|t| t.elapsed() >= SAVE_NAMED_EVERY)
+        {
+            self.save_named(&mut st);
+        }
+    }
+
     /// Writes what is not saved yet.
     pub fn flush(&self) {
         let mut st = self.state();
         if st.dirty {
             self.save(&mut st);
+        }
+        if st.named_dirty {
+            self.save_named(&mut st);
+        }
+    }
+
+    fn save_named(&self, st: &mut State) {
+        let result = FileLock::take(&self.gallery)
+            .and_then(|_lock| st.named.save(&self.gallery, &self.model, self.dim));
+        st.named_saved = Some(Instant::now());
+        match result {
+            Ok(()) => st.named_dirty = false,
+            Err(e) => tracing::warn!("cannot save the faces of named tracks: {e}; kept in memory"),
         }
     }
 
@@ -336,8 +423,9 @@ mod tests {
             stream: "cam",
             track_id: track,
             run: "r",
-            first: 0.0,
-            last: 1.0,
+            // Each track in view for a second of its own.
+            first: track as f64 * 10.0,
+            last: track as f64 * 10.0 + 1.0,
             embeddings: e,
             snapshot: None,
         }
@@ -354,6 +442,35 @@ mod tests {
         assert_eq!(a, a2, "one of its faces is near the group");
         assert_eq!(u.groups.len(), 2);
         assert_eq!(u.groups[1].count, 2, "the last seen is last");
+    }
+
+    #[test]
+    fn a_track_never_joins_a_group_that_was_in_view_with_it() {
+        let cfg = UnknownsConfig::default();
+        let mut u = Unknowns::default();
+        fn at<'a>(e: &'a [Vec<f32>], track: u64, first: f64, last: f64, run: &'a str) -> Seen<'a> {
+            Seen {
+                first,
+                last,
+                run,
+                ..seen(e, track)
+            }
+        }
+        let (e, near) = (vec![vec![0.0, 0.0]], vec![vec![0.1, 0.0]]);
+        let (e, near) = (e.as_slice(), near.as_slice());
+        let a = u.assign(&at(e, 1, 7.6, 7.6, "r"), 0.6, &cfg);
+        // Near in embedding, but on screen with track 1: another person.
+        let b = u.assign(&at(near, 2, 7.6, 7.6, "r"), 0.6, &cfg);
+        assert_ne!(a, b);
+        // Track 1 again (its identity re-checked later): its own group.
+        assert_eq!(u.assign(&at(e, 1, 7.6, 9.0, "r"), 0.6, &cfg), a);
+        // Later in the same run, or at the same media time in another run: may be the same.
+        let later = u.assign(&at(e, 3, 12.0, 13.0, "r"), 0.6, &cfg);
+        let other_run = u.assign(&at(e, 4, 7.6, 7.6, "s"), 0.6, &cfg);
+        assert_eq!(
+            (later.as_str(), other_run.as_str()),
+            (a.as_str(), a.as_str())
+        );
     }
 
     #[test]
@@ -384,7 +501,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let g = dir.path().join("g.json");
         let cfg = UnknownsConfig::default();
-        let store = UnknownStore::open(&g, "m", 2, &cfg, 0.6).unwrap();
+        let calibration = CalibrationConfig::default();
+        let store = UnknownStore::open(&g, "m", 2, &cfg, &calibration, 0.6).unwrap();
         let id = store
             .assign("cam", 1, 0.0, 1.0, &[vec![0.0, 0.0]], None)
             .unwrap();
@@ -401,7 +519,7 @@ mod tests {
         let ids: Vec<&str> = disk.groups.iter().map(|g| g.id.as_str()).collect();
         assert_eq!(ids, [other.as_str()]);
         std::fs::write(path(&g), "{\"format\":").unwrap();
-        let e = UnknownStore::open(&g, "m", 2, &cfg, 0.6)
+        let e = UnknownStore::open(&g, "m", 2, &cfg, &calibration, 0.6)
             .err()
             .unwrap()
             .to_string();

@@ -425,6 +425,10 @@ fn face_event(
             &embeddings,
             snapshot.as_deref(),
         ),
+        (Some(name), Some(u)) => {
+            u.keep_named(name, stream, track_id, first_seen, media_time, &embeddings);
+            None
+        }
         _ => None,
     };
     Event::new(

@@ -143,12 +143,13 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Problems> {
                         return Err(Problems(problems));
                     }
                 };
-                if c.faces.unknowns.enabled {
+                if c.faces.unknowns.enabled || c.faces.calibration.tracks_per_person > 0 {
                     let store = crate::gallery::unknowns::UnknownStore::open(
                         &gallery.path,
                         &gallery.model,
                         gallery.dim,
                         &c.faces.unknowns,
+                        &c.faces.calibration,
                         c.faces.match_threshold,
                     );
                     match store {
