@@ -48,8 +48,8 @@ from build import BuildError, extract_source_file  # noqa: E402
 
 
 def person_of(path):
-    """obama2.jpg -> obama; lin-manuel-miranda.png -> lin-manuel-miranda."""
-    return path.stem.rstrip("0123456789")
+    """obama2.jpg -> obama; obama_partial_face2.jpg -> obama; lin-manuel-miranda.png -> lin-manuel-miranda."""
+    return path.stem.rstrip("0123456789").removesuffix("_partial_face")
 
 
 def load_rgb(path):

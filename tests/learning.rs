@@ -153,7 +153,8 @@ fn photo(name: &str) -> PathBuf {
 }
 
 /// Variants of a photo (mirrored, brighter, darker, smaller, turned a little), as JPEGs in
-/// `dir`: more faces of one person than the registry has.
+/// `dir`: more faces of one person than the registry has. (Turned, the second partial face is
+/// not found by the detector: only the other seven are made of it.)
 fn variants(src: &Path, dir: &Path, stem: &str) -> Vec<PathBuf> {
     let filters = [
         ("id", "null"),
@@ -167,6 +168,7 @@ fn variants(src: &Path, dir: &Path, stem: &str) -> Vec<PathBuf> {
     ];
     filters
         .iter()
+        .filter(|(name, _)| !(stem == "obama_partial_face2" && *name == "turn"))
         .map(|(name, f)| {
             let out = dir.join(format!("{stem}-{name}.jpg"));
             let ok = Command::new("ffmpeg")
@@ -210,24 +212,15 @@ fn embeddings(gallery: &Path) -> Vec<(String, Vec<Vec<f32>>)> {
         .collect()
 }
 
-/// Writes a version-1 gallery (number arrays) of these people.
-fn write_gallery(path: &Path, people: &[(String, Vec<Vec<f32>>)]) {
-    let people: Vec<Value> = people
-        .iter()
-        .map(|(n, e)| json!({"name": n, "embeddings": e, "sources": vec!["test"; e.len()]}))
-        .collect();
-    let v = json!({"format": "vigil-gallery", "version": 1, "model": "dlib_resnet", "dim": 128, "people": people});
-    std::fs::write(path, v.to_string()).unwrap();
-}
-
-/// Obama (three registry photos) and Biden (one), eight variants of each photo, enrolled.
-fn enrol_variants(dir: &Path, cfg: &Path) -> Vec<(String, Vec<Vec<f32>>)> {
+/// Variants of these photos of these people, enrolled; the gallery's embeddings.
+fn enrol_variants(
+    dir: &Path,
+    cfg: &Path,
+    people: &[(&str, &[&str])],
+) -> Vec<(String, Vec<Vec<f32>>)> {
     let imgs = dir.join("img");
     std::fs::create_dir_all(&imgs).unwrap();
-    for (name, photos) in [
-        ("obama", vec!["obama.jpg", "obama2.jpg", "obama3.jpg"]),
-        ("biden", vec!["biden.jpg"]),
-    ] {
+    for &(name, photos) in people {
         let mut files = Vec::new();
         for p in photos {
             files.extend(variants(&photo(p), &imgs, p.trim_end_matches(".jpg")));
@@ -251,7 +244,15 @@ fn tune_adopts_a_head_only_when_held_out_verification_improves_and_rolls_back() 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let cfg = config(d, None, "");
-    let real = enrol_variants(d, &cfg);
+    // Obama (three registry photos) and Biden (one), eight variants of each photo.
+    let real = enrol_variants(
+        d,
+        &cfg,
+        &[
+            ("obama", &["obama.jpg", "obama2.jpg", "obama3.jpg"]),
+            ("biden", &["biden.jpg"]),
+        ],
+    );
     assert_eq!(real.len(), 2);
     assert!(
         real[0].1.len() >= 20 && real[1].1.len() >= 6,
@@ -273,37 +274,32 @@ fn tune_adopts_a_head_only_when_held_out_verification_improves_and_rolls_back() 
         "a refused head is not written"
     );
 
-    // A camera-like disturbance along one direction, as strong as the difference between the
-    // two people: raw distances now confuse them.
-    let u: Vec<f32> = {
-        let raw: Vec<f32> = (0..128).map(|t| ((t as f32) * 0.61).sin()).collect();
-        let norm = raw.iter().map(|v| v * v).sum::<f32>().sqrt();
-        raw.iter().map(|v| v / norm).collect()
-    };
-    let mut k = 0;
-    let confused: Vec<(String, Vec<Vec<f32>>)> = real
-        .iter()
-        .map(|(n, es)| {
-            let es = es
-                .iter()
-                .map(|e| {
-                    k += 1;
-                    let c = ((k as f32) * 2.399).sin() * 0.8;
-                    e.iter().zip(&u).map(|(x, u)| x + c * u).collect()
-                })
-                .collect();
-            (n.clone(), es)
-        })
-        .collect();
-    write_gallery(&d.join("gallery.json"), &confused);
+    // The registry's two photos of Obama with part of his face cut off by the frame: the raw
+    // embedding puts them 0.55-0.75 from his full-face photos, while Biden's faces lie 0.66
+    // and more from Obama's. At the threshold that keeps false accepts at 0.001 (just under the
+    // closest Biden-Obama pair) raw embeddings reject many of Obama's own pairs.
+    let confused = enrol_variants(
+        d,
+        &cfg,
+        &[(
+            "obama",
+            &["obama_partial_face.jpg", "obama_partial_face2.jpg"],
+        )],
+    );
+    assert!(confused[0].1.len() >= 35, "{}", confused[0].1.len());
+    let c = ok_json(&gallery(&cfg, &["calibrate"]));
+    assert!(
+        c["genuine"]["max"].as_f64().unwrap() > c["impostor"]["min"].as_f64().unwrap(),
+        "one person's faces lie further apart than two people's: {c}"
+    );
     let v = ok_json(&gallery(&cfg, &["tune"]));
-    eprintln!("tune on the confused gallery: {v}");
+    eprintln!("tune on the gallery with partial faces: {v}");
     let f = &v["figures"];
     let (before, after) = (
         f["heldout_tar_raw"].as_f64().unwrap(),
         f["heldout_tar_head"].as_f64().unwrap(),
     );
-    assert!(before < 0.9, "the disturbance confuses raw embeddings: {v}");
+    assert!(before < 0.9, "raw embeddings confuse them: {v}");
     assert_eq!(v["adopted"], true, "{v}");
     assert!(after > before, "{v}");
     assert_eq!(v["version"], 1);
@@ -322,6 +318,11 @@ fn tune_adopts_a_head_only_when_held_out_verification_improves_and_rolls_back() 
         &["identify", photo("obama2.jpg").to_str().unwrap()],
     ));
     assert_eq!(v["faces"][0]["identity"], "obama", "{v}");
+    let v = ok_json(&gallery(
+        &cfg,
+        &["identify", photo("biden.jpg").to_str().unwrap()],
+    ));
+    assert_eq!(v["faces"][0]["identity"], "biden", "{v}");
 
     let v = ok_json(&gallery(&cfg, &["tune", "--rollback"]));
     assert_eq!(v["active"], Value::Null, "{v}");
