@@ -25,6 +25,7 @@ pub mod live;
 pub mod lock;
 pub mod named;
 pub mod side;
+pub mod track;
 pub mod triplet;
 pub mod tune;
 pub mod unknowns;

@@ -12,7 +12,7 @@
 //! damaged. Tracks of a name no longer in the gallery are ignored.
 
 use super::side;
-use super::unknowns::{distinct, TrackFaces};
+use super::track::{distinct, TrackFaces};
 use super::GalleryError;
 use crate::config::CalibrationConfig;
 use serde::{Deserialize, Serialize};

@@ -16,6 +16,7 @@
 
 use super::calibrate::{tar_at_far, threshold_at_far};
 use super::learned::{Figures, HeadVersion, Negatives};
+use super::track::TrackFaces;
 use super::triplet::{self, Fit, Relations};
 use super::unknowns::Unknowns;
 use super::Gallery;
@@ -80,8 +81,8 @@ fn verification(
     (genuine, impostor)
 }
 
-fn overlaps(a: &super::unknowns::TrackFaces, b: &super::unknowns::TrackFaces) -> bool {
-    a.run == b.run && a.stream == b.stream && a.first <= b.last && b.first <= a.last
+fn overlaps(a: &TrackFaces, b: &TrackFaces) -> bool {
+    a.beside(&b.run, &b.stream, b.track_id, b.first, b.last)
 }
 
 /// Fits and judges a head on the gallery, its negatives and its unknown groups.
@@ -240,7 +241,7 @@ fn training_set(
             }
         }
     }
-    let mut tracks: Vec<(usize, usize, &super::unknowns::TrackFaces)> = unknowns
+    let mut tracks: Vec<(usize, usize, &TrackFaces)> = unknowns
         .groups
         .iter()
         .enumerate()
@@ -302,7 +303,7 @@ fn training_set(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gallery::unknowns::{Group, TrackFaces};
+    use crate::gallery::unknowns::Group;
 
     fn track(id: u64, run: &str, first: f64, last: f64, e: Vec<Vec<f32>>) -> TrackFaces {
         TrackFaces {

@@ -13,6 +13,7 @@
 
 use super::lock::FileLock;
 use super::named::NamedTracks;
+use super::track::{distinct, TrackFaces};
 use super::{side, GalleryError};
 use crate::config::{CalibrationConfig, UnknownsConfig};
 use serde::{Deserialize, Serialize};
@@ -23,8 +24,6 @@ use std::time::{Duration, Instant};
 const FORMAT: &str = "vigil-unknowns";
 /// Retired ids remembered (named groups), so a save by a running vigil does not revive them.
 const MAX_RETIRED: usize = 1024;
-/// Embeddings of one track nearer than this to one kept already are the same picture.
-const DUPLICATE: f32 = 0.01;
 /// Least time between two saves by a running vigil; the rest is written at its end.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 /// The same for the faces of named tracks (a larger file, needed only by calibration).
@@ -33,39 +32,6 @@ const SAVE_NAMED_EVERY: Duration = Duration::from_secs(30);
 /// `<gallery>.unknowns.json`.
 pub fn path(gallery: &Path) -> PathBuf {
     side::path(gallery, "unknowns")
-}
-
-/// `embeddings` without near copies. A still picture gives the same embedding frame after
-/// frame: one copy is kept, so calibration does not count a photo against itself as two faces.
-/// The same across tracks: a picture seen again (a still camera, a file run twice) is not a
-/// second face of its person, so `embeddings` near one of `had` are left out too.
-pub fn distinct<'a>(
-    embeddings: &[Vec<f32>],
-    had: impl Iterator<Item = &'a Vec<f32>> + Clone,
-) -> Vec<Vec<f32>> {
-    let mut kept: Vec<Vec<f32>> = Vec::new();
-    for e in embeddings {
-        let new = |k: &Vec<f32>| super::distance(k, e) >= DUPLICATE;
-        if kept.iter().all(new) && had.clone().all(new) {
-            kept.push(e.clone());
-        }
-    }
-    kept
-}
-
-/// One track's faces in a group.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TrackFaces {
-    pub stream: String,
-    pub track_id: u64,
-    /// Which run of vigil saw it (two tracks of one run and stream that overlap in time are
-    /// two people).
-    pub run: String,
-    /// Media seconds the track was first and last seen.
-    pub first: f64,
-    pub last: f64,
-    #[serde(with = "super::embeddings")]
-    pub embeddings: Vec<Vec<f32>>,
 }
 
 /// One unseen person, as far as grouping can tell.
@@ -102,13 +68,9 @@ impl Group {
     /// times overlapping, another track): two faces in one frame are two people, however near
     /// their embeddings (small, blurred faces of a crowd can all be).
     fn seen_beside(&self, s: &Seen) -> bool {
-        self.tracks.iter().any(|t| {
-            t.run == s.run
-                && t.stream == s.stream
-                && t.track_id != s.track_id
-                && t.first <= s.last
-                && s.first <= t.last
-        })
+        self.tracks
+            .iter()
+            .any(|t| t.beside(s.run, s.stream, s.track_id, s.first, s.last))
     }
 
     /// As listed: everything but the embeddings.
