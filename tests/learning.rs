@@ -758,4 +758,40 @@ fn the_api_lists_and_names_unknown_groups_calibrates_and_takes_rejections() {
     );
     assert_eq!(code, 201, "{v}");
     assert_eq!(v["negatives"], 2, "{v}");
+    // The other spelling, as enrolment takes it: `?event=ID`.
+    let id = unknown["id"].as_str().unwrap();
+    let (code, _, body) = http(
+        &addr,
+        "POST",
+        &format!("/v1/gallery/people/First%20Person/rejections?event={id}"),
+        &[],
+        b"",
+    )
+    .unwrap();
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(v["negatives"], 3, "{v}");
+    // And enrolment takes the JSON body: the unknown face's snapshot enrolled.
+    let (code, v) = api(
+        &addr,
+        "POST",
+        "/v1/gallery/people/Second%20Person/photos",
+        None,
+        &json!({"event": unknown["id"]}).to_string(),
+    );
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(v["enrolled"], "Second Person", "{v}");
+    // Both at once is one problem, named.
+    let (code, v) = api(
+        &addr,
+        "POST",
+        &format!("/v1/gallery/people/Second%20Person/photos?event={id}"),
+        None,
+        &json!({"event": unknown["id"]}).to_string(),
+    );
+    assert_eq!(
+        (code, v["error"]["field"].as_str()),
+        (422, Some("event")),
+        "{v}"
+    );
 }

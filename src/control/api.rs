@@ -765,12 +765,12 @@ async fn enrol(
     body: Bytes,
 ) -> ApiResult {
     let face = face_param(&q)?;
-    let v = match q.get("event") {
+    let v = match event_param(&q, &headers, &body)? {
         // The face of an event's snapshot (a `face.unknown` named from the console): the
         // largest face in it unless `face` says otherwise.
         Some(event) => {
-            let bytes = snapshot_bytes(&api, event).await?;
-            let label = format!("the snapshot of event {}", cap(event));
+            let bytes = snapshot_bytes(&api, &event).await?;
+            let label = format!("the snapshot of event {}", cap(&event));
             with_ops(&api, move |ops| {
                 let photo = Photo::Bytes {
                     label: &label,
@@ -1021,6 +1021,35 @@ async fn snapshot(AxState(api): AxState<Arc<Api>>, Path(id): Path<String>) -> Ap
 }
 
 /// The JPEG of a recent event's snapshot.
+/// The event whose snapshot a gallery call takes its face from: `?event=ID`, or a JSON body
+/// `{"event": ID}` (both endpoints that take one accept either spelling).
+fn event_param(
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Option<String>, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct EventBody {
+        event: String,
+    }
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/json"));
+    match (q.get("event"), is_json) {
+        (Some(e), false) => Ok(Some(e.clone())),
+        (None, true) => Ok(Some(parse_json::<EventBody>(body)?.event)),
+        (Some(_), true) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "give the event once: `?event=ID` or a JSON body `{\"event\": ID}`, not both",
+        )
+        .field("event")),
+        (None, false) => Ok(None),
+    }
+}
+
 async fn snapshot_bytes(api: &Api, id: &str) -> Result<Vec<u8>, ApiError> {
     let not_found = |m: String| ApiError::new(StatusCode::NOT_FOUND, "not_found", m);
     let path = match recent(api).snapshot(id) {

@@ -2,12 +2,14 @@
 //! groups of unknown faces and their naming, and negative examples (a photo, or the snapshot
 //! of an event, that is not a given person).
 
-use super::{blocking, cap, parse_json, recent, with_ops, with_photo, ApiError, ApiResult};
+use super::{
+    cap, event_param, parse_json, snapshot_bytes, with_ops, with_photo, ApiError, ApiResult,
+};
 use super::{face_param, Api};
 use crate::control::gallery::Photo;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State as AxState};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -62,15 +64,8 @@ async fn name_unknown(
     Ok(Json(v).into_response())
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EventBody {
-    /// An event whose snapshot shows the face.
-    event: String,
-}
-
-/// A negative example of `name`: the uploaded photo, or `{"event": ID}` for the snapshot of a
-/// recent event (with `faces.snapshots` on).
+/// A negative example of `name`: the uploaded photo, or the snapshot of a recent event (with
+/// `faces.snapshots` on) given as `{"event": ID}` or `?event=ID`.
 async fn reject(
     AxState(api): AxState<Arc<Api>>,
     Path(name): Path<String>,
@@ -79,48 +74,25 @@ async fn reject(
     body: Bytes,
 ) -> ApiResult {
     let face = face_param(&q)?;
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/json"));
-    let v = if is_json {
-        let b: EventBody = parse_json(&body)?;
-        let not_found = |m: String| ApiError::new(StatusCode::NOT_FOUND, "not_found", m);
-        let path = match recent(&api).snapshot(&b.event) {
-            None => {
-                return Err(not_found(format!(
-                    "no event `{}` among the recent ones",
-                    cap(&b.event)
-                )))
-            }
-            Some(None) => {
-                return Err(not_found(format!(
-                    "event `{}` has no snapshot (`faces.snapshots`)",
-                    cap(&b.event)
-                )))
-            }
-            Some(Some(p)) => p,
-        };
-        let bytes = blocking(move || std::fs::read(&path)).await?.map_err(|e| {
-            not_found(format!(
-                "the snapshot of event `{}` is gone: {e}",
-                cap(&b.event)
-            ))
-        })?;
-        let label = format!("the snapshot of event {}", b.event);
-        with_ops(&api, move |ops| {
-            let photo = Photo::Crop {
-                label: &label,
-                bytes: &bytes,
-            };
-            ops.reject(&name, &photo, face)
-        })
-        .await?
-    } else {
-        with_photo(&api, &headers, body, move |ops, photo| {
-            ops.reject(&name, photo, face)
-        })
-        .await?
+    let v = match event_param(&q, &headers, &body)? {
+        Some(event) => {
+            let bytes = snapshot_bytes(&api, &event).await?;
+            let label = format!("the snapshot of event {}", cap(&event));
+            with_ops(&api, move |ops| {
+                let photo = Photo::Crop {
+                    label: &label,
+                    bytes: &bytes,
+                };
+                ops.reject(&name, &photo, face)
+            })
+            .await?
+        }
+        None => {
+            with_photo(&api, &headers, body, move |ops, photo| {
+                ops.reject(&name, photo, face)
+            })
+            .await?
+        }
     };
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
