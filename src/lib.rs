@@ -15,18 +15,20 @@
 //!   operations shared by the CLI and the API, tokens.
 //! - [`stage`]: the one contract every stage follows; [`shutdown`]: the one way to stop.
 //! - [`annotate`]: annotated video of file streams.
+//! - [`cluster`]: which streams this replica runs (rendezvous hashing over `cluster.replicas`).
 //! - [`url`]: what a stream's `url` names (file, camera, network stream) and credential redaction.
 //! - [`bench`]: the measurements behind `vigil bench`.
 //! - [`durable`]: crash-safe replacement of a file (gallery, persisted API state).
 //! - [`echo`]: how users' values are repeated in messages (cut to 200 characters).
 //!
 //! Layers, lowest first (each imports only from those before it): `durable`, `echo`, `url`,
-//! `config`, `shutdown`, `metrics`, `stage`, `source`, `infer`, `event`, `annotate`, `gallery`,
-//! `action`, `face`, `pipeline`, `control`, `bench`.
+//! `cluster`, `config`, `shutdown`, `metrics`, `stage`, `source`, `infer`, `event`, `annotate`,
+//! `gallery`, `action`, `face`, `pipeline`, `control`, `bench`.
 
 pub mod action;
 pub mod annotate;
 pub mod bench;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod draw;

@@ -383,6 +383,20 @@ fn print_calibration(v: &serde_json::Value) {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// Append event-sized lines to a spool under each `fsync` policy (always, interval 200 ms,
+    /// never) at an offered rate: the rate achieved, the share of time spent appending, and
+    /// append latencies.
+    Spool {
+        /// Folder on the disk to measure (a spool per policy is made and removed under it).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Offered appends per second.
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        /// Seconds per policy.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
     /// Decode a video file through the source stage.
     Decode { file: PathBuf },
     /// Time a whole run of the config (model loading excluded) and count the faces it named.
@@ -543,6 +557,9 @@ fn main() -> ExitCode {
                     "{}: ok ({n} stream{plural}; action: {action}; faces: {faces})",
                     config.display()
                 );
+                if let Some(line) = p.shard_summary() {
+                    println!("  cluster: {line}");
+                }
                 // Cameras are not part of the config's validity (a run retries them until they
                 // answer), but whether they answer now is worth knowing.
                 for s in p.streams.iter().filter(|s| s.plan.kind.is_live()) {
@@ -706,6 +723,9 @@ fn main() -> ExitCode {
             Ok(p) => vigil::bench::pipeline(p).map(|v| println!("{v}")),
             Err(code) => return code,
         },
+        Cmd::Bench(BenchCmd::Spool { dir, rate, seconds }) => {
+            vigil::bench::spool(&dir, rate, seconds).map(|v| println!("{v}"))
+        }
         Cmd::Bench(BenchCmd::Decode { file }) => {
             vigil::bench::decode(&file).map(|v| println!("{v}"))
         }

@@ -105,6 +105,13 @@ fn scheme(url: &str) -> Option<&str> {
     .then_some(scheme)
 }
 
+/// Schemes whose bare `user@` is a token (NATS), not a user name.
+fn token_scheme(scheme: &str) -> bool {
+    ["nats", "tls", "ws", "wss"]
+        .iter()
+        .any(|s| scheme.eq_ignore_ascii_case(s))
+}
+
 /// Query parameters whose values are secrets on common cameras (`?user=admin&password=...`).
 fn secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
@@ -126,6 +133,9 @@ fn secret_spans(url: &str) -> Vec<Range<usize>> {
     if let Some(at) = rest[..end].rfind('@') {
         if let Some(colon) = rest[..at].find(':') {
             out.push(start + colon + 1..start + at);
+        } else if at > 0 && token_scheme(&url[..start - 3]) {
+            // `nats://TOKEN@host`: a bare user part is the secret itself.
+            out.push(start..start + at);
         }
     }
     let fragment = rest.find('#').unwrap_or(rest.len());
@@ -188,6 +198,8 @@ mod tests {
             "http://cam/video.cgi?user=admin&password=***&res=hd#x"
         );
         assert_eq!(redact("rtsp://user@cam/x"), "rtsp://user@cam/x");
+        assert_eq!(redact("nats://s3cr3tt0k@nats:4222"), "nats://***@nats:4222");
+        assert_eq!(redact("nats://u:pw@nats:4222"), "nats://u:***@nats:4222");
         assert_eq!(redact("/videos/a.mp4"), "/videos/a.mp4");
         let url = "rtsp://admin:hunter2@10.0.0.5/x?token=abcdef";
         let said = format!("cannot open {url}: 401 (hunter2 refused, token abcdef)");

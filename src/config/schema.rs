@@ -38,6 +38,41 @@ pub struct Config {
     /// follow events while vigil runs. Default: off.
     #[serde(default)]
     pub api: Option<ApiConfig>,
+    /// Several replicas sharing one camera list: each runs only the streams that hash to it
+    /// (docs/scaling.md). Default: one replica, which runs every stream.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+}
+
+/// How streams are spread over replicas: rendezvous hashing of each stream id over
+/// `replicas`; this process is replica `ordinal`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// How many replicas share the streams, 1..=1024. Default 1.
+    pub replicas: u32,
+    /// Which replica this is, `0..replicas`. Default: the number after the last `-` of the host
+    /// name (a Kubernetes StatefulSet pod `vigil-3` is 3), taken from `HOSTNAME` or the system;
+    /// with `replicas` above 1 and no such number, an error.
+    pub ordinal: Option<u32>,
+}
+
+impl ClusterConfig {
+    pub fn plain(&self) -> crate::cluster::Cluster {
+        crate::cluster::Cluster {
+            replicas: self.replicas,
+            ordinal: self.ordinal,
+        }
+    }
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            replicas: 1,
+            ordinal: None,
+        }
+    }
 }
 
 /// The HTTP control plane (docs/api.md).
@@ -310,6 +345,50 @@ pub enum SinkConfig {
         #[serde(default)]
         spool: SpoolConfig,
     },
+    /// NATS JetStream: each event to `<prefix>.<stream>.<event type>` with its id as the
+    /// message id (the server drops replays), acknowledged, spooled on disk.
+    Nats(NatsSinkConfig),
+}
+
+/// `nats`: NATS JetStream (docs/events.md has the subjects).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSinkConfig {
+    /// `nats://host:port` (or `tls://host:port`). Credentials in it (`user:password@`, or a
+    /// token as `token@`) are never shown. Required.
+    pub url: String,
+    /// Subject prefix: events go to `<prefix>.<stream>.<event type>`. Dot-separated tokens,
+    /// without `*`, `>` or white space. Default `vigil`.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// The JetStream stream that stores the events. Default `VIGIL`.
+    #[serde(default = "default_jetstream")]
+    pub jetstream: String,
+    /// Create `jetstream` at the first connection when it does not exist: subjects
+    /// `<prefix>.>`, file storage, `duplicate_window_s`, no other limits (set those on the
+    /// server). An existing stream is used as it is. With false it must exist and take
+    /// `<prefix>.>`. Default true.
+    #[serde(default = "default_true")]
+    pub create_stream: bool,
+    /// Of a stream vigil creates: how long the server remembers message ids to drop replays,
+    /// seconds, 1..=86400. Default 600.
+    #[serde(default = "default_duplicate_window")]
+    pub duplicate_window_s: u64,
+    /// Longest wait to connect, and for the server to acknowledge, milliseconds. Default 5000.
+    #[serde(default = "default_net_timeout")]
+    pub timeout_ms: u64,
+    #[serde(default)]
+    pub spool: SpoolConfig,
+}
+
+fn default_jetstream() -> String {
+    "VIGIL".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_duplicate_window() -> u64 {
+    600
 }
 
 impl SinkConfig {
@@ -320,6 +399,7 @@ impl SinkConfig {
             SinkConfig::File { .. } => "file",
             SinkConfig::Mqtt { .. } => "mqtt",
             SinkConfig::Webhook { .. } => "webhook",
+            SinkConfig::Nats(_) => "nats",
         }
     }
 }
@@ -335,6 +415,23 @@ pub struct SpoolConfig {
     /// At the end of a run, how long to keep delivering what is spooled before leaving the
     /// rest for the next run, milliseconds. Default 2000.
     pub drain_ms: u64,
+    /// When appended events are forced to the disk (fsync): `always` (before the next event
+    /// is taken: a power cut loses none), `interval` (at most `fsync_interval_ms` after the
+    /// append: a power cut loses at most that much) or `never` (the OS writes them back when it
+    /// likes, ~30 s on Linux; a kill -9 loses nothing either way). Default `interval`.
+    pub fsync: FsyncPolicy,
+    /// With `fsync: interval`, the longest an appended event waits to be forced to disk,
+    /// milliseconds, 10..=60000. Default 200.
+    pub fsync_interval_ms: u64,
+}
+
+/// When a spool forces its appends to the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    Always,
+    Interval,
+    Never,
 }
 
 impl Default for SpoolConfig {
@@ -343,6 +440,8 @@ impl Default for SpoolConfig {
             dir: None,
             max_bytes: 64 << 20,
             drain_ms: 2000,
+            fsync: FsyncPolicy::Interval,
+            fsync_interval_ms: 200,
         }
     }
 }

@@ -44,6 +44,13 @@ pub fn validate(l: &Loaded) -> Vec<Problem> {
             }
         }
     }
+    if let Err(e) = crate::cluster::Shard::from_config(c.cluster.plain()) {
+        let field = match e {
+            crate::cluster::ClusterError::Replicas(_) => "cluster.replicas",
+            _ => "cluster.ordinal",
+        };
+        p(field.into(), e.to_string());
+    }
     if let Some(api) = &c.api {
         for (field, msg) in check_api(api) {
             p(format!("api.{field}"), msg);
@@ -190,6 +197,43 @@ pub fn validate(l: &Loaded) -> Vec<Problem> {
                 net_timeout(&mut p, i, *timeout_ms);
                 Some(spool)
             }
+            SinkConfig::Nats(n) => {
+                let lower = n.url.trim().to_ascii_lowercase();
+                if !(lower.starts_with("nats://") || lower.starts_with("tls://")) {
+                    p(
+                        format!("sinks[{i}].url"),
+                        format!(
+                            "{}: must start with nats:// or tls://",
+                            shorten(&redact(&n.url))
+                        ),
+                    );
+                } else if let Some(why) = crate::url::authority_problem(&n.url) {
+                    p(
+                        format!("sinks[{i}].url"),
+                        format!("{}: {why}", shorten(&redact(&n.url))),
+                    );
+                }
+                if let Some(why) = prefix_problem(&n.prefix) {
+                    p(
+                        format!("sinks[{i}].prefix"),
+                        format!("{:?}: {why}", shorten(&n.prefix)),
+                    );
+                }
+                if let Some(why) = stream_name_problem(&n.jetstream) {
+                    p(
+                        format!("sinks[{i}].jetstream"),
+                        format!("{:?}: {why}", shorten(&n.jetstream)),
+                    );
+                }
+                if !(1..=86_400).contains(&n.duplicate_window_s) {
+                    p(
+                        format!("sinks[{i}].duplicate_window_s"),
+                        format!("must be 1..=86400 seconds, got {}", n.duplicate_window_s),
+                    );
+                }
+                net_timeout(&mut p, i, n.timeout_ms);
+                Some(&n.spool)
+            }
             SinkConfig::Webhook {
                 url,
                 timeout_ms,
@@ -231,6 +275,15 @@ pub fn validate(l: &Loaded) -> Vec<Problem> {
                 p(
                     format!("sinks[{i}].spool.max_bytes"),
                     format!("{} bytes is below the 65536 minimum", spool.max_bytes),
+                );
+            }
+            if !(10..=60_000).contains(&spool.fsync_interval_ms) {
+                p(
+                    format!("sinks[{i}].spool.fsync_interval_ms"),
+                    format!(
+                        "must be 10..=60000 milliseconds, got {}",
+                        spool.fsync_interval_ms
+                    ),
                 );
             }
             if spool.drain_ms > 600_000 {
@@ -552,6 +605,41 @@ fn check_stream_id(id: &str) -> Result<(), String> {
     }
 }
 
+/// What is wrong with a subject prefix, if anything: it must be dot-separated non-empty tokens
+/// without wildcards (`*`, `>`) or white space.
+fn prefix_problem(prefix: &str) -> Option<&'static str> {
+    if prefix.is_empty() {
+        return Some("is empty");
+    }
+    if prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("contains white space");
+    }
+    if prefix.split('.').any(str::is_empty) {
+        return Some("has an empty token (a leading, trailing or doubled `.`)");
+    }
+    if prefix.split('.').any(|t| t.contains(['*', '>'])) {
+        return Some("contains a wildcard (`*` or `>`)");
+    }
+    None
+}
+
+/// What is wrong with a JetStream stream name, if anything (the server's rule).
+fn stream_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        return Some("is empty");
+    }
+    if name.len() > 255 {
+        return Some("is longer than 255 bytes");
+    }
+    if name
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
+    {
+        return Some("contains white space, `.`, `*`, `>`, `/` or `\\`");
+    }
+    None
+}
+
 fn net_timeout(p: &mut impl FnMut(String, String), i: usize, ms: u64) {
     if !(100..=120_000).contains(&ms) {
         p(
@@ -842,6 +930,21 @@ mod tests {
     }
 
     #[test]
+    fn prefixes_and_stream_names_are_checked() {
+        assert_eq!(prefix_problem("vigil"), None);
+        assert_eq!(prefix_problem("site.vigil"), None);
+        assert!(prefix_problem("").is_some());
+        assert!(prefix_problem("a..b").is_some());
+        assert!(prefix_problem(".a").is_some());
+        assert!(prefix_problem("a.>").is_some());
+        assert!(prefix_problem("a.*").is_some());
+        assert!(prefix_problem("a b").is_some());
+        assert_eq!(stream_name_problem("VIGIL"), None);
+        assert!(stream_name_problem("VI.GIL").is_some());
+        assert!(stream_name_problem("").is_some());
+    }
+
+    #[test]
     fn network_sinks_are_checked() {
         let p = problems(
             "streams:\n  - {id: a, url: /dev/null}\naction: {enabled: false}\nsinks:\n  - {type: mqtt, host: '', topic_prefix: 'a/#'}\n  - {type: webhook, url: 'ftp://u:hunter2@x/y', timeout_ms: 5}\n  - {type: webhook, url: 'http://x/y', spool: {dir: spool/mqtt, max_bytes: 10}}\n  - {type: file, path: e.jsonl, max_bytes: 10}\n",
@@ -860,5 +963,33 @@ mod tests {
             assert!(all.contains(want), "missing {want:?} in:\n{all}");
         }
         assert!(!all.contains("hunter2"), "{all}");
+    }
+
+    #[test]
+    fn nats_sinks_spool_fsync_and_the_cluster_are_checked() {
+        let p = problems(
+            "streams:\n  - {id: a, url: /dev/null}\naction: {enabled: false}\nsinks:\n  - {type: nats, url: 'http://tok3nsecret@x:4222', prefix: 'a.>', jetstream: 'A.B', duplicate_window_s: 0, spool: {fsync_interval_ms: 5}}\n  - {type: nats, url: 'nats://u:hunter2@h:abc'}\ncluster: {replicas: 3, ordinal: 3}\n",
+        );
+        let all = p.join("\n");
+        for want in [
+            "sinks[0].url: http://tok3nsecret@x:4222: must start with nats:// or tls://",
+            "sinks[0].prefix: \"a.>\": contains a wildcard",
+            "sinks[0].jetstream: \"A.B\": contains white space, `.`",
+            "sinks[0].duplicate_window_s: must be 1..=86400 seconds, got 0",
+            "sinks[0].spool.fsync_interval_ms: must be 10..=60000 milliseconds, got 5",
+            "sinks[1].url: nats://u:***@h:abc: port `abc` is not a number",
+            "cluster.ordinal: 3 is not below cluster.replicas (3)",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in:\n{all}");
+        }
+        assert!(!all.contains("hunter2"), "{all}");
+        let p = problems(
+            "streams:\n  - {id: a, url: /dev/null}\naction: {enabled: false}\ncluster: {replicas: 0}\n",
+        );
+        assert!(
+            p.join("\n")
+                .contains("cluster.replicas: must be 1..=1024, got 0"),
+            "{p:?}"
+        );
     }
 }

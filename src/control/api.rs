@@ -135,6 +135,8 @@ type ApiResult = Result<Response, ApiError>;
 pub struct Api {
     topo: Arc<Topology>,
     loaded: Arc<Loaded>,
+    /// Which replica this is: a stream added here must hash here.
+    shard: crate::cluster::Shard,
     state: Mutex<State>,
     config_ids: HashSet<String>,
     tokens: Tokens,
@@ -174,6 +176,10 @@ pub fn run(
         None => None,
     };
     let config_ids: HashSet<String> = loaded.config.streams.iter().map(|s| s.id.clone()).collect();
+    if let Some(line) = p.shard_summary() {
+        tracing::info!("cluster: {line}");
+    }
+    let shard = p.shard;
     let streams = std::mem::take(&mut p.streams);
     let opener = Arc::new(crate::source::open::OpenCv);
     let topo = Topology::start(&mut p, opts, metrics.clone(), stop.clone(), opener)?;
@@ -185,6 +191,17 @@ pub fn run(
         topo.add(s)?;
     }
     for c in state.added() {
+        if !shard.runs(&c.id) {
+            // Added here when the replica count was different: it hashes elsewhere now.
+            tracing::warn!(
+                stream = %c.id,
+                "added over the API to this replica, but with {} replicas it hashes to replica {}: \
+                 not started here (add it there)",
+                shard.replicas,
+                shard.owner(&c.id)
+            );
+            continue;
+        }
         match pipeline::prepare_stream(&loaded, c, true) {
             Ok(s) => {
                 topo.add(s)?;
@@ -202,6 +219,7 @@ pub fn run(
     let api = Arc::new(Api {
         topo: topo.clone(),
         loaded: loaded.clone(),
+        shard,
         state: Mutex::new(state),
         config_ids,
         tokens: Tokens::new(&api_cfg.tokens),
@@ -563,6 +581,23 @@ async fn add_stream(AxState(api): AxState<Arc<Api>>, body: Bytes) -> ApiResult {
             let (field, msg) = errs.into_iter().next().unwrap_or(("", String::new()));
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", msg).field(field)
         })?;
+        // Checked once the entry is valid: a bad id is `invalid` on every replica.
+        if !a.shard.runs(&s.id) {
+            let owner = a.shard.owner(&s.id);
+            let mut e = ApiError::new(
+                StatusCode::CONFLICT,
+                "other_replica",
+                format!(
+                    "stream `{}` hashes to replica {owner} of {} (this is replica {}): add it there",
+                    cap(&s.id),
+                    a.shard.replicas,
+                    a.shard.ordinal
+                ),
+            )
+            .field("id");
+            e.extra = Some(("owner", json!(owner)));
+            return Err(e);
+        }
         a.topo.add(prepared).map_err(|e| match e {
             TopologyError::Duplicate(_) => {
                 ApiError::new(StatusCode::CONFLICT, "duplicate", e.to_string()).field("id")

@@ -28,6 +28,9 @@ pub struct SpooledSink {
     depth: prometheus::IntGauge,
     closing: Shutdown,
     thread: Option<JoinHandle<()>>,
+    /// With `fsync: interval`: forces appends to disk on time, also while the delivery thread
+    /// waits on an unreachable peer.
+    syncer: Option<JoinHandle<()>>,
     /// How long `close` lets the thread deliver what is spooled.
     drain: Duration,
 }
@@ -44,6 +47,23 @@ impl SpooledSink {
         let metrics_depth = metrics.spool_depth(name);
         metrics_depth.set(spool.depth() as i64);
         let closing = Shutdown::new();
+        let syncer = match spool.sync_interval() {
+            Some(every) => {
+                let (s, c) = (spool.clone(), closing.clone());
+                Some(
+                    std::thread::Builder::new()
+                        .name(format!("spool-sync-{name}"))
+                        .spawn(move || {
+                            while c.sleep(every) {
+                                if let Err(e) = s.sync_due() {
+                                    tracing::error!(sink = name, "{e}");
+                                }
+                            }
+                        })?,
+                )
+            }
+            None => None,
+        };
         let (s, c) = (spool.clone(), closing.clone());
         let thread = std::thread::Builder::new()
             .name(format!("sink-{name}"))
@@ -110,6 +130,7 @@ impl SpooledSink {
             spool,
             closing,
             thread: Some(thread),
+            syncer,
             drain,
         })
     }
@@ -137,6 +158,10 @@ impl Sink for SpooledSink {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        if let Some(t) = self.syncer.take() {
+            let _ = t.join();
+        }
+        self.spool.sync_all()?;
         let left = self.spool.depth();
         if left > 0 {
             tracing::warn!(
@@ -161,7 +186,7 @@ pub enum PublishError {
 }
 
 /// The stream and type of an event line, for topics.
-fn stream_and_type(line: &str) -> Result<(String, String), PublishError> {
+pub(super) fn stream_and_type(line: &str) -> Result<(String, String), PublishError> {
     let v: serde_json::Value =
         serde_json::from_str(line).map_err(|e| PublishError::BadLine(e.to_string()))?;
     let field = |k: &str| {

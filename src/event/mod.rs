@@ -2,6 +2,7 @@
 
 pub mod deliver;
 mod msg;
+pub mod nats;
 pub mod recent;
 mod sink;
 pub mod snapshot;

@@ -2,8 +2,9 @@
 //! and files are fsynced when the run ends, so an interrupted run leaves complete lines.
 
 use super::deliver::{Mqtt, Publisher, SpooledSink, Webhook};
-use super::spool::Spool;
-use crate::config::{SinkConfig, SpoolConfig};
+use super::nats::{Nats, NatsOptions};
+use super::spool::{Fsync, Spool};
+use crate::config::{FsyncPolicy, SinkConfig, SpoolConfig};
 use crate::metrics::Metrics;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -143,7 +144,14 @@ pub fn open_sinks(
                 name: name.to_string(),
                 source: e,
             };
-            let s = Spool::open(&dir, spool.max_bytes).map_err(err)?;
+            let fsync = match spool.fsync {
+                FsyncPolicy::Always => Fsync::Always,
+                FsyncPolicy::Interval => {
+                    Fsync::Every(Duration::from_millis(spool.fsync_interval_ms))
+                }
+                FsyncPolicy::Never => Fsync::Never,
+            };
+            let s = Spool::open_with(&dir, spool.max_bytes, fsync).map_err(err)?;
             if s.depth() > 0 {
                 tracing::info!(
                     sink = name,
@@ -197,6 +205,21 @@ pub fn open_sinks(
                 let timeout = Duration::from_millis(*timeout_ms);
                 let hook = Webhook::new(url, timeout, secret.as_deref());
                 sinks.push(spooled(spool, Box::new(hook))?);
+            }
+            SinkConfig::Nats(n) => {
+                let nats = Nats::new(NatsOptions {
+                    url: n.url.clone(),
+                    prefix: n.prefix.clone(),
+                    jetstream: n.jetstream.clone(),
+                    create: n.create_stream,
+                    duplicate_window: Duration::from_secs(n.duplicate_window_s),
+                    timeout: Duration::from_millis(n.timeout_ms),
+                })
+                .map_err(|e| SinkError {
+                    name: name.to_string(),
+                    source: e,
+                })?;
+                sinks.push(spooled(&n.spool, Box::new(nats))?);
             }
         }
     }

@@ -7,13 +7,32 @@
 //! undelivered line starts), replaced atomically after each delivery. When the folder holds
 //! more than its bound, whole segments are removed from the front, and the undelivered events in
 //! them are counted as dropped: the newest events are the ones kept.
+//!
+//! A kill -9 loses nothing that `push` returned from (the bytes are in the OS); a power cut
+//! loses what the OS had not written back. [`Fsync`] says when appends are forced to the disk:
+//! on every one, at most an interval after it, or never (docs/scaling.md has the measured
+//! cost). A new segment's folder entry is synced with its first forced append. The cursor is
+//! not forced: after a power cut it may point back, and delivered events are delivered again
+//! (consumers de-duplicate by id), never lost; an empty cursor file (a rename that reached the
+//! disk before its data) means the same.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// When appended lines are forced to the disk (`fdatasync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// Before `push` returns.
+    Always,
+    /// At most this long after the append (by `push` or [`Spool::sync_due`]).
+    Every(Duration),
+    /// When the OS writes back on its own.
+    Never,
+}
 
 /// Where a line starts (or where reading resumes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -24,6 +43,7 @@ pub struct Pos {
 
 pub struct Spool {
     dir: PathBuf,
+    fsync: Fsync,
     max_bytes: u64,
     segment_bytes: u64,
     state: Mutex<State>,
@@ -38,6 +58,10 @@ struct State {
     /// Undelivered lines.
     pending: u64,
     dropped: u64,
+    /// Appends not yet forced to disk, and since when.
+    unsynced: Option<Instant>,
+    /// A new segment's folder entry is not yet forced to disk.
+    dir_unsynced: bool,
 }
 
 fn seg_path(dir: &Path, n: u64) -> PathBuf {
@@ -64,8 +88,15 @@ fn count_lines(path: &Path, offset: u64) -> io::Result<u64> {
 }
 
 impl Spool {
-    /// Opens (or creates) the spool in `dir`, holding at most about `max_bytes`.
+    /// Opens (or creates) the spool in `dir`, holding at most about `max_bytes`, never forcing
+    /// appends to disk.
     pub fn open(dir: &Path, max_bytes: u64) -> io::Result<Spool> {
+        Spool::open_with(dir, max_bytes, Fsync::Never)
+    }
+
+    /// Opens (or creates) the spool in `dir`, holding at most about `max_bytes`, forcing
+    /// appends to disk as `fsync` says.
+    pub fn open_with(dir: &Path, max_bytes: u64, fsync: Fsync) -> io::Result<Spool> {
         fs::create_dir_all(dir).map_err(|e| err(dir, "cannot create the folder", e))?;
         let mut segments: Vec<(u64, u64)> = Vec::new();
         for entry in fs::read_dir(dir).map_err(|e| err(dir, "cannot list", e))? {
@@ -94,6 +125,17 @@ impl Spool {
         }
         let first = segments.first().map_or(0, |s| s.0);
         let cursor = match fs::read_to_string(dir.join("cursor")) {
+            Ok(text) if text.trim().is_empty() => {
+                tracing::warn!(
+                    "spool {}: the cursor file is empty (cut by a power loss?): delivering the \
+                     whole spool again (consumers de-duplicate by id)",
+                    dir.display()
+                );
+                Pos {
+                    segment: first,
+                    offset: 0,
+                }
+            }
             Ok(text) => {
                 let mut it = text.split_whitespace().map(|v| v.parse::<u64>());
                 match (it.next(), it.next()) {
@@ -144,6 +186,7 @@ impl Spool {
         }
         let spool = Spool {
             dir: dir.to_path_buf(),
+            fsync,
             max_bytes: max_bytes.max(4096),
             segment_bytes: (max_bytes / 8).clamp(4096, 8 << 20),
             state: Mutex::new(State {
@@ -152,6 +195,8 @@ impl Spool {
                 cursor,
                 pending,
                 dropped: 0,
+                unsynced: None,
+                dir_unsynced: false,
             }),
             more: Condvar::new(),
         };
@@ -170,6 +215,8 @@ impl Spool {
             Some((_, len)) => *len >= self.segment_bytes || st.writer.is_none(),
         };
         if need_new {
+            // What the old segment holds is forced before it is let go.
+            self.sync(&mut st)?;
             // A segment is appended to only by this process run: a new run starts a new one.
             let n = st.segments.back().map_or(st.cursor.segment, |s| s.0 + 1);
             let file = OpenOptions::new()
@@ -179,6 +226,7 @@ impl Spool {
                 .map_err(|e| err(&self.dir, "cannot create a segment", e))?;
             st.writer = Some(file);
             st.segments.push_back((n, 0));
+            st.dir_unsynced = true;
         }
         let mut buf = Vec::with_capacity(line.len() + 1);
         buf.extend_from_slice(line.as_bytes());
@@ -190,10 +238,65 @@ impl Spool {
             .map_err(|e| err(&self.dir, "cannot append", e))?;
         st.segments.back_mut().expect("a segment").1 += buf.len() as u64;
         st.pending += 1;
+        st.unsynced.get_or_insert_with(Instant::now);
+        match self.fsync {
+            Fsync::Always => self.sync(&mut st)?,
+            Fsync::Every(_) => self.sync_if_due(&mut st)?,
+            Fsync::Never => {}
+        }
         self.trim(&mut st)?;
         drop(st);
         self.more.notify_all();
         Ok(())
+    }
+
+    /// Forces the appends so far (and a new segment's folder entry) to disk, unless the policy
+    /// is `Never`.
+    fn sync(&self, st: &mut State) -> io::Result<()> {
+        if self.fsync == Fsync::Never {
+            return Ok(());
+        }
+        if st.unsynced.take().is_some() {
+            if let Some(w) = &st.writer {
+                w.sync_data()
+                    .map_err(|e| err(&self.dir, "cannot fsync a segment", e))?;
+            }
+        }
+        if std::mem::take(&mut st.dir_unsynced) {
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| err(&self.dir, "cannot fsync the folder", e))?;
+        }
+        Ok(())
+    }
+
+    fn sync_if_due(&self, st: &mut State) -> io::Result<()> {
+        match (self.fsync, st.unsynced) {
+            (Fsync::Every(d), Some(since)) if since.elapsed() >= d => self.sync(st),
+            _ => Ok(()),
+        }
+    }
+
+    /// With `Fsync::Every`, forces appends that have waited their interval; the delivery
+    /// thread calls it at least that often.
+    pub fn sync_due(&self) -> io::Result<()> {
+        let mut st = self.lock();
+        self.sync_if_due(&mut st)
+    }
+
+    /// Forces every append so far to disk (at the end of a run), whatever the policy but
+    /// `Never`.
+    pub fn sync_all(&self) -> io::Result<()> {
+        let mut st = self.lock();
+        self.sync(&mut st)
+    }
+
+    /// How often [`Spool::sync_due`] must be called: the interval, or `None`.
+    pub fn sync_interval(&self) -> Option<Duration> {
+        match self.fsync {
+            Fsync::Every(d) => Some(d),
+            _ => None,
+        }
     }
 
     /// Removes the oldest segments while the spool is over its bound.
@@ -385,5 +488,47 @@ mod tests {
         fs::write(dir.path().join("cursor"), "garbage").unwrap();
         let e = Spool::open(dir.path(), 1 << 20).err().unwrap();
         assert!(e.to_string().contains("cursor file is damaged"), "{e}");
+    }
+
+    #[test]
+    fn an_empty_cursor_after_a_power_cut_replays_rather_than_refusing_to_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open_with(dir.path(), 1 << 20, Fsync::Always).unwrap();
+        for i in 0..3 {
+            s.push(&format!("{{\"n\":{i}}}")).unwrap();
+        }
+        let (_, next) = s.peek(Duration::ZERO).unwrap().unwrap();
+        s.commit(next).unwrap();
+        drop(s);
+        // The rename of the cursor reached the disk, its bytes did not.
+        fs::write(dir.path().join("cursor"), "").unwrap();
+        let s = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(drain(&s), ["{\"n\":0}", "{\"n\":1}", "{\"n\":2}"]);
+    }
+
+    #[test]
+    fn every_policy_keeps_every_line_and_interval_syncs_when_due() {
+        for policy in [
+            Fsync::Always,
+            Fsync::Every(Duration::from_millis(20)),
+            Fsync::Never,
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            // Small segments: several switches, each syncing the one it leaves.
+            let s = Spool::open_with(dir.path(), 64 << 10, policy).unwrap();
+            let line = |i: usize| format!("{i:05}{}", "x".repeat(200));
+            for i in 0..100 {
+                s.push(&line(i)).unwrap();
+            }
+            if policy != Fsync::Never {
+                std::thread::sleep(Duration::from_millis(30));
+                s.sync_due().unwrap();
+                assert!(s.lock().unsynced.is_none(), "{policy:?}: still unsynced");
+            }
+            drop(s);
+            let s = Spool::open(dir.path(), 64 << 10).unwrap();
+            let got = drain(&s);
+            assert_eq!(got, (0..100).map(line).collect::<Vec<_>>(), "{policy:?}");
+        }
     }
 }

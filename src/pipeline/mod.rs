@@ -54,11 +54,25 @@ pub fn run<T>(
     started: impl FnOnce(&Arc<Topology>) -> anyhow::Result<T>,
 ) -> anyhow::Result<Summary> {
     let opener = Arc::new(crate::source::open::OpenCv);
+    if let Some(line) = p.shard_summary() {
+        tracing::info!("cluster: {line}");
+    }
+    let idle = p.streams.is_empty() && !p.elsewhere.is_empty();
     let topo = Topology::start(&mut p, opts, metrics.clone(), stop.clone(), opener)?;
     for s in std::mem::take(&mut p.streams) {
         topo.add(s)?;
     }
     let _kept = started(&topo)?;
+    if idle {
+        // Exiting would only have the orchestrator restart it, over and over.
+        tracing::info!(
+            "replica {} of {}: none of the {} streams hashes here; idle until stopped",
+            p.shard.ordinal,
+            p.shard.replicas,
+            p.elsewhere.len()
+        );
+        stop.wait();
+    }
     topo.wait();
     topo.finish()
 }

@@ -56,7 +56,13 @@ pub struct PreparedFaces {
 /// A config whose every check passed, with its models loaded.
 pub struct Prepared {
     pub loaded: Loaded,
+    /// The streams this replica runs (all of them with one replica).
     pub streams: Vec<PreparedStream>,
+    /// Which replica this is (`cluster`).
+    pub shard: crate::cluster::Shard,
+    /// The config's streams that other replicas run: (id, owning ordinal). They are validated
+    /// but not probed here.
+    pub elsewhere: Vec<(String, u32)>,
     pub action: Option<PreparedAction>,
     pub faces: Option<PreparedFaces>,
 }
@@ -68,6 +74,43 @@ impl std::fmt::Debug for Prepared {
             .field("streams", &self.streams.len())
             .field("action", &self.action.is_some())
             .finish()
+    }
+}
+
+impl Prepared {
+    /// With several replicas: which streams of the config this one runs, and where the
+    /// others run (`vigil check` prints it, `vigil run` logs it).
+    pub fn shard_summary(&self) -> Option<String> {
+        if self.shard.replicas <= 1 {
+            return None;
+        }
+        let mine: Vec<&str> = self
+            .streams
+            .iter()
+            .filter(|s| !s.from_api)
+            .map(|s| s.id.as_str())
+            .collect();
+        let others: Vec<String> = self
+            .elsewhere
+            .iter()
+            .map(|(id, o)| format!("{id} (replica {o})"))
+            .collect();
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        Some(format!(
+            "replica {} of {} runs {} of the config's {} streams: {}; the others run: {}",
+            self.shard.ordinal,
+            self.shard.replicas,
+            mine.len(),
+            mine.len() + others.len(),
+            list(&mine.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
+            list(&others)
+        ))
     }
 }
 
@@ -96,8 +139,16 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Problems> {
     let mut probed = ProbeCache::default();
     let mut streams = Vec::new();
     let listed_ok = !problems.iter().any(|p| p.path == "streams");
+    // A cluster problem is reported by `validate`; the streams are then all checked.
+    let shard = crate::cluster::Shard::from_config(c.cluster.plain())
+        .unwrap_or(crate::cluster::Shard::single());
+    let mut elsewhere = Vec::new();
     for (i, s) in c.streams.iter().enumerate().filter(|_| listed_ok) {
         if has_problem(&problems, &format!("streams[{i}].")) {
+            continue;
+        }
+        if !shard.runs(&s.id) {
+            elsewhere.push((s.id.clone(), shard.owner(&s.id)));
             continue;
         }
         match prepare_stream_with(&loaded, s, false, &mut probed) {
@@ -179,6 +230,8 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Problems> {
         Ok(Prepared {
             loaded,
             streams,
+            shard,
+            elsewhere,
             action,
             faces,
         })

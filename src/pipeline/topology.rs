@@ -771,6 +771,8 @@ mod tests {
         Prepared {
             loaded,
             streams: vec![],
+            shard: crate::cluster::Shard::single(),
+            elsewhere: vec![],
             action: None,
             faces: None,
         }
