@@ -195,6 +195,14 @@ pub fn explain(loaded: &Loaded, req: &Request) -> anyhow::Result<Value> {
         );
     }
     let (frames, side) = a.classifier.clip_shape();
+    if req.grid.t > frames || req.grid.h > side || req.grid.w > side {
+        bail!(
+            "--grid {}x{}x{} has more cells along an axis than the clip has frames ({frames}) or pixels ({side})",
+            req.grid.t,
+            req.grid.h,
+            req.grid.w
+        );
+    }
     // The clip's tensor as a run feeds it.
     a.classifier.classify(&[&fc.clip])?;
     let base_input = a.classifier.input_tensor().to_vec();
