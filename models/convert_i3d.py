@@ -6,7 +6,10 @@ InceptionModule, InceptionI3d). This script rebuilds the same graph with numpy +
 
 Contract of the output model:
   input  `rgb`    float32 [N, 3, T, 224, 224], RGB, raw 0..255 (the graph rescales to [-1, 1])
-  output `logits` float32 [N, 400], `probs` float32 [N, 400] (softmax of logits)
+  output `logits` float32 [N, 400], `probs` float32 [N, 400] (softmax of logits),
+         `features` float32 [N, 1024]: the pooled Mixed_5c activations the logits are computed
+         from (the 2x7x7 VALID average pool, averaged over its time steps), i.e.
+         logits = features @ W + b exactly, as the Logits conv is linear
 N and T are symbolic. All padding is TF "SAME" (ONNX auto_pad=SAME_UPPER), so T may vary;
 T must be at least 9 for the final 2x7x7 VALID average pool to see two time steps.
 
@@ -28,9 +31,10 @@ from onnx import TensorProto, helper, numpy_helper
 OPSET = 17
 IR_VERSION = 8  # the IR version that goes with opset 17; pinned so onnx upgrades don't change bytes
 PRODUCER = "vigil models/convert_i3d.py"
-PRODUCER_VERSION = "1"
+PRODUCER_VERSION = "2"  # 2: adds the `features` output
 BN_EPSILON = 1e-3  # Unit3D: Sonnet v1 BatchNorm epsilon
 NUM_CLASSES = 400
+NUM_FEATURES = 1024  # Mixed_5c channels: 384 + 384 + 128 + 128
 
 # The layers of InceptionI3d up to Mixed_5c, in order:
 #   ("unit", scope, out_channels, kernel, stride), ("maxpool", name, kernel, stride),
@@ -217,11 +221,16 @@ def build_model(variables, source_sha256):
 
     # Logits as in InceptionI3d: VALID 2x7x7 average pool (stride 1), 1x1x1 conv with bias,
     # squeeze the (size 1) spatial axes, mean over the remaining time steps.
-    x = g.node("AveragePool", [x], "Logits/AvgPool3d_0a_7x7", kernel_shape=[2, 7, 7], strides=[1, 1, 1])
-    x = g.unit3d(x, ("Logits/Conv3d_0c_1x1",), NUM_CLASSES, (1, 1, 1), batch_norm=False, relu=False)
+    pooled = g.node("AveragePool", [x], "Logits/AvgPool3d_0a_7x7", kernel_shape=[2, 7, 7], strides=[1, 1, 1])
+    x = g.unit3d(pooled, ("Logits/Conv3d_0c_1x1",), NUM_CLASSES, (1, 1, 1), batch_norm=False, relu=False)
     x = g.node("Squeeze", [x, g.constant("Logits/squeeze_axes", np.array([3, 4], np.int64))], "Logits/squeeze")
     g.node("ReduceMean", [x], "logits", axes=[2], keepdims=0)
     g.node("Softmax", ["logits"], "probs", axis=1)
+    # Features: the same pooled tensor, squeezed and averaged over time (what the logits conv
+    # sees, before it), for few-shot heads on top of the network.
+    f = g.node("Squeeze", [pooled, g.constant("Features/squeeze_axes", np.array([3, 4], np.int64))],
+               "Features/squeeze")
+    g.node("ReduceMean", [f], "features", axes=[2], keepdims=0)
 
     unused = g.params.unused()
     if unused:
@@ -234,6 +243,7 @@ def build_model(variables, source_sha256):
         outputs=[
             helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", NUM_CLASSES]),
             helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", NUM_CLASSES]),
+            helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", NUM_FEATURES]),
         ],
         initializer=g.initializers,
     )

@@ -56,6 +56,160 @@ enum Cmd {
     /// The configuration file's format.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Custom actions taught from a few example clips (docs/actions.md).
+    #[command(subcommand)]
+    Actions(ActionsCmd),
+    /// Which parts of the clip at a moment of a video drove a label: an occlusion map
+    /// (explain.json, explain.png, explain.mp4 in DIR; docs/actions.md).
+    Explain {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The video file.
+        #[arg(long)]
+        stream: PathBuf,
+        /// Media time, seconds: the clip whose middle is nearest is explained.
+        #[arg(long)]
+        at: f64,
+        /// A label of the model or a custom action (repeat for several; one set of forward
+        /// passes serves them all). Default: the model's top label.
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Cells: time chunks x rows x columns (one forward pass each).
+        #[arg(long, default_value = "4x4x4")]
+        grid: vigil::explain::Grid,
+        /// Also measure faithfulness: mask the 20% most important cells against 20% random ones.
+        #[arg(long)]
+        deletion: bool,
+        /// Print the JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ActionsCmd {
+    /// Teach (or re-teach) an action from example clips; negatives set its threshold.
+    Teach {
+        #[command(flatten)]
+        g: GalleryArgs,
+        #[arg(long)]
+        name: String,
+        /// Video files showing the action (each one example; all its clips are pooled).
+        #[arg(required = true)]
+        clips: Vec<PathBuf>,
+        /// Video files that do not show it.
+        #[arg(long = "negative")]
+        negatives: Vec<PathBuf>,
+    },
+    /// List the custom actions.
+    List {
+        #[command(flatten)]
+        g: GalleryArgs,
+    },
+    /// Remove a custom action.
+    Remove {
+        #[command(flatten)]
+        g: GalleryArgs,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+fn actions(cmd: ActionsCmd) -> ExitCode {
+    use vigil::control::actions as ops;
+    let g = match &cmd {
+        ActionsCmd::Teach { g, .. } | ActionsCmd::List { g } | ActionsCmd::Remove { g, .. } => g,
+    };
+    let loaded = match ops::load_config(&g.config) {
+        Ok(l) => l,
+        Err(p) => {
+            eprint!("{p}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let result = match &cmd {
+        ActionsCmd::Teach {
+            name,
+            clips,
+            negatives,
+            ..
+        } => ops::teach(&loaded, name, clips, negatives),
+        ActionsCmd::List { .. } => ops::list(&loaded),
+        ActionsCmd::Remove { name, .. } => ops::remove(&loaded, name),
+    };
+    match result {
+        Ok(v) if g.json => {
+            println!("{v}");
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            print_actions_text(&cmd, &v);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_actions_text(cmd: &ActionsCmd, v: &serde_json::Value) {
+    let f = |x: &serde_json::Value| x.as_f64().map_or("-".into(), |x| format!("{x:.3}"));
+    match cmd {
+        ActionsCmd::Teach { .. } => {
+            println!(
+                "{} {:?} in {}: threshold {} (cosine; {})",
+                if v["replaced"] == true {
+                    "re-taught"
+                } else {
+                    "taught"
+                },
+                v["name"].as_str().unwrap_or(""),
+                v["file"].as_str().unwrap_or(""),
+                f(&v["threshold"]),
+                v["method"].as_str().unwrap_or("")
+            );
+            println!(
+                "  held-out example clips above it: {}/{}; negative clips below it: {}/{}",
+                v["positives_above"],
+                v["positive_scores"].as_array().map_or(0, Vec::len),
+                v["negatives_below"],
+                v["negative_scores"].as_array().map_or(0, Vec::len)
+            );
+            match v["loo_accuracy"].as_f64() {
+                Some(a) => println!("  leave-one-out accuracy over clips: {:.1}%", a * 100.0),
+                None => println!(
+                    "  leave-one-out accuracy: not measured (needs two examples or more and negatives)"
+                ),
+            }
+        }
+        ActionsCmd::List { .. } => {
+            let list = v["actions"].as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                println!("no custom actions ({})", v["file"].as_str().unwrap_or(""));
+            }
+            for a in list {
+                println!(
+                    "{}: threshold {}, {} examples, {} negatives, leave-one-out accuracy {}",
+                    a["name"].as_str().unwrap_or(""),
+                    f(&a["threshold"]),
+                    a["examples"].as_array().map_or(0, Vec::len),
+                    a["negatives"].as_array().map_or(0, Vec::len),
+                    a["loo_accuracy"]
+                        .as_f64()
+                        .map_or("not measured".into(), |x| format!("{:.1}%", x * 100.0))
+                );
+            }
+        }
+        ActionsCmd::Remove { .. } => println!(
+            "removed {:?} ({} left)",
+            v["removed"].as_str().unwrap_or(""),
+            v["left"]
+        ),
+    }
 }
 
 #[derive(Subcommand)]
@@ -652,6 +806,53 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Gallery(cmd) => return gallery(cmd),
+        Cmd::Actions(cmd) => return actions(cmd),
+        Cmd::Explain {
+            config,
+            stream,
+            at,
+            labels,
+            out,
+            grid,
+            deletion,
+            json,
+        } => {
+            let loaded = match vigil::control::actions::load_config(&config) {
+                Ok(l) => l,
+                Err(p) => {
+                    eprint!("{p}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let req = vigil::explain::Request {
+                video: &stream,
+                at,
+                labels,
+                out: &out,
+                grid,
+                deletion,
+            };
+            vigil::explain::explain(&loaded, &req).map(|v| {
+                if json {
+                    println!("{v}");
+                } else {
+                    for m in v["maps"].as_array().into_iter().flatten() {
+                        println!(
+                            "{} ({}): p={:.3} on the clip {:.2}-{:.2} s",
+                            m["label"].as_str().unwrap_or(""),
+                            m["source"].as_str().unwrap_or(""),
+                            m["score"].as_f64().unwrap_or(0.0),
+                            v["clip"]["start"].as_f64().unwrap_or(0.0),
+                            v["clip"]["end"].as_f64().unwrap_or(0.0)
+                        );
+                    }
+                    println!(
+                        "wrote {}/explain.json, explain.png and explain.mp4",
+                        out.display()
+                    );
+                }
+            })
+        }
         Cmd::Token(TokenCmd::New { name, scope }) => {
             if name.trim().is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
                 eprintln!("error: --name must be 1..=64 printable characters");

@@ -40,6 +40,8 @@ pub enum Scored {
         captured: Option<Instant>,
         /// The clip's middle frame, when snapshots are on.
         keyframe: Option<Arc<opencv::core::Mat>>,
+        /// Custom actions' scores (empty without custom actions), from the same call.
+        custom: Vec<f32>,
     },
     Gap(usize),
     End(StreamEnd),
@@ -56,6 +58,8 @@ pub struct Classifier {
     frames: usize,
     side: usize,
     classes: usize,
+    /// The features output and its width, once [`Classifier::enable_features`] found it.
+    features: Option<(String, usize)>,
     input_buf: Vec<f32>,
     /// Every call runs with these options, so another thread can cut a call short.
     run_options: Arc<RunOptions>,
@@ -87,6 +91,7 @@ impl Classifier {
             frames,
             side,
             classes,
+            features: None,
             input_buf: Vec::new(),
             run_options: Arc::new(run_options),
         })
@@ -127,10 +132,81 @@ impl Classifier {
         &self.input_buf
     }
 
+    /// The model file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Also reads the pooled-features output `name` (`[N, dim]`) on every call from now on;
+    /// gives its width. A model without it (an I3D converted before the output existed, or
+    /// another model) is refused, naming the file and what is missing.
+    pub fn enable_features(&mut self, name: &str) -> Result<usize, InferError> {
+        let contract = |reason: String| InferError::Contract {
+            model: self.path.clone(),
+            reason,
+        };
+        let o = infer::output_spec(&self.session, &self.path, name).map_err(|e| {
+            contract(format!(
+                "custom actions need the pooled-features output `{name}` (`action.model.features`), \
+                 but {e}; the I3D made by an older setup lacks it: run the setup again to rebuild it"
+            ))
+        })?;
+        infer::check_dims(&o, &[("N", None), ("features", None)])
+            .map_err(|e| contract(format!("output {e}")))?;
+        let dim =
+            o.dims[1].ok_or_else(|| contract(format!("output {o} has no fixed width")))? as usize;
+        self.features = Some((name.into(), dim));
+        Ok(dim)
+    }
+
     /// Class probabilities for each clip, `classes` values per clip.
     pub fn classify(&mut self, clips: &[&Clip]) -> Result<Vec<Vec<f32>>, InferError> {
+        Ok(self.classify_with_features(clips)?.0)
+    }
+
+    /// Class probabilities for each clip and, when enabled, its features: one inference call.
+    #[allow(clippy::type_complexity)]
+    pub fn classify_with_features(
+        &mut self,
+        clips: &[&Clip],
+    ) -> Result<(Vec<Vec<f32>>, Option<Vec<Vec<f32>>>), InferError> {
         self.fill(clips);
-        let shape = [clips.len(), 3, self.frames, self.side, self.side];
+        self.run_filled(clips.len())
+    }
+
+    /// Runs the model on a prepared input tensor `[n, 3, frames, side, side]` (planar RGB
+    /// 0..255), for callers that build their own input (occlusion maps).
+    #[allow(clippy::type_complexity)]
+    pub fn classify_tensor(
+        &mut self,
+        input: &[f32],
+    ) -> Result<(Vec<Vec<f32>>, Option<Vec<Vec<f32>>>), InferError> {
+        let per = 3 * self.frames * self.side * self.side;
+        if input.is_empty() || !input.len().is_multiple_of(per) {
+            return Err(InferError::Run {
+                model: self.path.clone(),
+                reason: format!(
+                    "an input of {} values is not whole clips of {per}",
+                    input.len()
+                ),
+            });
+        }
+        self.input_buf.clear();
+        self.input_buf.extend_from_slice(input);
+        self.run_filled(input.len() / per)
+    }
+
+    /// Clip length and side the model is fed.
+    pub fn clip_shape(&self) -> (usize, usize) {
+        (self.frames, self.side)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn run_filled(
+        &mut self,
+        n: usize,
+    ) -> Result<(Vec<Vec<f32>>, Option<Vec<Vec<f32>>>), InferError> {
+        let shape = [n, 3, self.frames, self.side, self.side];
         let run_err = |reason: String| InferError::Run {
             model: self.path.clone(),
             reason,
@@ -151,21 +227,38 @@ impl Classifier {
             .try_extract_tensor::<f32>()
             .map_err(|e| run_err(e.to_string()))?;
         if out_shape.len() != 2
-            || out_shape[0] as usize != clips.len()
+            || out_shape[0] as usize != n
             || out_shape[1] as usize != self.classes
         {
             return Err(run_err(format!(
                 "output `{}` has shape {:?}, expected [{}, {}]",
                 self.output,
                 &out_shape[..],
-                clips.len(),
+                n,
                 self.classes
             )));
         }
-        Ok(data
+        let probs = data
             .chunks_exact(self.classes)
             .map(<[f32]>::to_vec)
-            .collect())
+            .collect();
+        let Some((name, dim)) = &self.features else {
+            return Ok((probs, None));
+        };
+        let value = outputs
+            .get(name.as_str())
+            .ok_or_else(|| run_err(format!("no output `{name}`")))?;
+        let (f_shape, f) = value
+            .try_extract_tensor::<f32>()
+            .map_err(|e| run_err(e.to_string()))?;
+        if f_shape.len() != 2 || f_shape[0] as usize != n || f_shape[1] as usize != *dim {
+            return Err(run_err(format!(
+                "output `{name}` has shape {:?}, expected [{n}, {dim}]",
+                &f_shape[..]
+            )));
+        }
+        let features = f.chunks_exact(*dim).map(<[f32]>::to_vec).collect();
+        Ok((probs, Some(features)))
     }
 }
 
@@ -231,6 +324,9 @@ pub struct ClassifierStage {
     pub names: Arc<Names>,
     /// Live streams' newest clips.
     pub latest: Arc<Latest>,
+    /// Custom actions, scored from the features of the same call (the classifier's features
+    /// output must be enabled).
+    pub custom: Option<Arc<super::custom::CustomScorer>>,
 }
 
 impl Stage for ClassifierStage {
@@ -253,12 +349,14 @@ impl From<Scored> for EventMsg {
                 probs,
                 captured,
                 keyframe,
+                custom,
             } => EventMsg::Clip {
                 stream,
                 span,
                 probs,
                 captured,
                 keyframe,
+                custom,
             },
             Scored::Gap(s) => EventMsg::Gap(s),
             Scored::End(e) => EventMsg::End(e),
@@ -340,6 +438,7 @@ pub fn run<T: From<Scored>>(
         max_wait,
         names,
         latest,
+        custom,
     } = st;
     let latest = &*latest;
     let (metrics, meter, stop) = (&cx.metrics, &cx.meter, &cx.shutdown);
@@ -391,7 +490,7 @@ pub fn run<T: From<Scored>>(
         if !batch.is_empty() {
             let refs: Vec<&Clip> = batch.iter().collect();
             let started = Instant::now();
-            let probs = match c.classify(&refs) {
+            let (probs, features) = match c.classify_with_features(&refs) {
                 Ok(p) => {
                     seconds.observe(started.elapsed().as_secs_f64());
                     batch_size.observe(refs.len() as f64);
@@ -401,11 +500,16 @@ pub fn run<T: From<Scored>>(
                 // Cut short by shutdown: these clips are dropped like the queued ones.
                 Err(_) if stop.is_cancelled() => {
                     drop_all(&mut batch);
-                    Vec::new()
+                    (Vec::new(), None)
                 }
                 Err(e) => return Err(e),
             };
-            for (clip, probs) in batch.drain(..).zip(probs) {
+            let mut customs: Vec<Vec<f32>> = match (&custom, features) {
+                (Some(sc), Some(f)) => f.iter().map(|f| sc.score(f)).collect(),
+                _ => Vec::new(),
+            };
+            customs.resize(probs.len(), Vec::new());
+            for ((clip, probs), custom) in batch.drain(..).zip(probs).zip(customs) {
                 let span = Span {
                     start: clip.start,
                     end: clip.end,
@@ -416,6 +520,7 @@ pub fn run<T: From<Scored>>(
                     probs,
                     captured: clip.captured,
                     keyframe: clip.keyframe,
+                    custom,
                 };
                 if tx.send(scored.into()).is_err() {
                     return Ok(());

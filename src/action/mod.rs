@@ -4,6 +4,8 @@
 
 pub mod classifier;
 pub mod clip;
+pub mod custom;
+pub mod offline;
 pub mod sampler;
 pub mod smoother;
 

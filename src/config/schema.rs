@@ -222,6 +222,21 @@ pub struct ActionConfig {
     /// Folder for a JPEG of the middle frame of the clip that starts each segment; its path
     /// goes in the `action.started` event. Default: none.
     pub snapshots: Option<PathBuf>,
+    /// Actions taught with `vigil actions teach`, scored from the model's features.
+    pub custom: CustomActionsConfig,
+}
+
+/// Custom actions (docs/actions.md): prototypes on the model's `features` output, scored on
+/// the same clips as the model's own labels.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct CustomActionsConfig {
+    /// The custom-actions file `vigil actions teach` writes. Default: beside the config,
+    /// `<config file stem>.actions.json`. Absent file: no custom actions.
+    pub path: Option<PathBuf>,
+    /// Report custom actions only (the model's own labels are scored but not reported).
+    /// Default false: both are reported.
+    pub only: bool,
 }
 
 impl Default for ActionConfig {
@@ -238,6 +253,7 @@ impl Default for ActionConfig {
             max_wait_ms: 20,
             smoother: SmootherConfig::default(),
             snapshots: None,
+            custom: CustomActionsConfig::default(),
         }
     }
 }
@@ -256,6 +272,14 @@ pub struct ActionModelConfig {
     /// Output tensor name holding class probabilities. Default `probs`.
     #[serde(default = "default_output")]
     pub output: String,
+    /// Output tensor with pooled features `[N, dim]`, read only when custom actions exist.
+    /// Default `features`.
+    #[serde(default = "default_features")]
+    pub features: String,
+}
+
+fn default_features() -> String {
+    "features".into()
 }
 
 fn default_input() -> String {

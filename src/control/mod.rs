@@ -10,6 +10,7 @@
 //! - [`run`]: a run with the API: the topology, the config's and the persisted streams, the
 //!   server, until a signal.
 
+pub mod actions;
 pub mod api;
 pub mod console;
 pub mod gallery;

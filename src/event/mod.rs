@@ -81,8 +81,11 @@ fn ser_ms<S: serde::Serializer>(t: &f64, s: S) -> Result<S::Ok, S::Error> {
 #[serde(untagged)]
 pub enum Payload {
     Action {
-        /// Class name from the model's label list.
+        /// Class name from the model's label list, or a custom action's name.
         label: String,
+        /// Where the label comes from: the model's label list (`kinetics400` for the I3D) or
+        /// `custom` (an action taught with `vigil actions teach`).
+        source: String,
         /// Probability: of the clip that started the segment (`action.started`) or the best
         /// clip of the segment (`action.ended`).
         score: f32,
@@ -181,6 +184,7 @@ mod tests {
     fn an_action_event_has_the_documented_fields() {
         let payload = Payload::Action {
             label: "arm wrestling".into(),
+            source: "kinetics400".into(),
             score: 0.98,
             clip: Span {
                 start: 0.64,
@@ -198,6 +202,7 @@ mod tests {
         assert_eq!(v["stream"], "cam");
         assert_eq!(v["media_time"], 0.0);
         assert_eq!(v["label"], "arm wrestling");
+        assert_eq!(v["source"], "kinetics400");
         assert_eq!(
             v["clip"]["end"], 1.92,
             "spans are written to the millisecond"

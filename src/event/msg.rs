@@ -65,6 +65,8 @@ pub enum EventMsg {
         probs: Vec<f32>,
         captured: Option<std::time::Instant>,
         keyframe: Option<Arc<Mat>>,
+        /// Custom actions' scores for the same clip (empty without custom actions).
+        custom: Vec<f32>,
     },
     /// The stream had a gap: its running segment is over.
     Gap(usize),

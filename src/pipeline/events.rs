@@ -26,6 +26,12 @@ pub struct EventsStage {
     /// The action model's class names.
     pub labels: Arc<Vec<String>>,
     pub smoother: SmootherConfig,
+    /// The `source` of the model's own labels' events (`kinetics400`).
+    pub source: Arc<str>,
+    /// Custom actions' names, in the order of their scores.
+    pub custom_labels: Arc<Vec<String>>,
+    /// Report custom actions only (`action.custom.only`).
+    pub custom_only: bool,
     /// For annotated video: each clip's best label.
     pub notes: Option<Arc<Notes>>,
     /// Resolved `action.snapshots` folder.
@@ -54,6 +60,8 @@ impl Stage for EventsStage {
 struct PerStream {
     joined: Joined,
     smoother: Smoother,
+    /// The same smoothing over the custom actions' scores.
+    custom_smoother: Smoother,
     /// With action snapshots on: the latest clips and their middle frames.
     keyframes: VecDeque<(Span, Arc<Mat>)>,
     /// Whether `stream.up` was written once (the next is a reconnection).
@@ -93,6 +101,9 @@ fn run(st: EventsStage, cx: &Context, rx: Receiver<EventMsg>) -> Summary {
         sinks,
         labels,
         smoother,
+        source,
+        custom_labels,
+        custom_only,
         notes,
         action_snapshots,
         face_snapshots,
@@ -115,6 +126,20 @@ fn run(st: EventsStage, cx: &Context, rx: Receiver<EventMsg>) -> Summary {
             .cloned()
             .unwrap_or_else(|| format!("class {i}"))
     };
+    let custom_label = |i: usize| {
+        custom_labels
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| format!("custom {i}"))
+    };
+    let model_src = Src {
+        name: &source,
+        label: &label,
+    };
+    let custom_src = Src {
+        name: crate::action::custom::SOURCE,
+        label: &custom_label,
+    };
     for msg in rx.iter() {
         let started = std::time::Instant::now();
         let end = match msg {
@@ -124,6 +149,7 @@ fn run(st: EventsStage, cx: &Context, rx: Receiver<EventMsg>) -> Summary {
                     PerStream {
                         joined: j,
                         smoother: Smoother::new(&smoother),
+                        custom_smoother: Smoother::new(&smoother),
                         keyframes: VecDeque::new(),
                         opened: false,
                         ends_seen: 0,
@@ -180,7 +206,10 @@ fn run(st: EventsStage, cx: &Context, rx: Receiver<EventMsg>) -> Summary {
             EventMsg::Gap(stream) => {
                 if let Some(s) = streams.get_mut(&stream) {
                     for t in s.smoother.finish() {
-                        w.emit(transition_event(&s.joined.name, t, &label, None));
+                        w.emit(transition_event(&s.joined.name, t, &model_src, None));
+                    }
+                    for t in s.custom_smoother.finish() {
+                        w.emit(transition_event(&s.joined.name, t, &custom_src, None));
                     }
                 }
                 None
@@ -191,6 +220,7 @@ fn run(st: EventsStage, cx: &Context, rx: Receiver<EventMsg>) -> Summary {
                 probs,
                 captured,
                 keyframe,
+                custom,
             } => {
                 let Some(s) = streams.get_mut(&stream) else {
                     continue;
@@ -224,9 +254,26 @@ fn run(st: EventsStage, cx: &Context, rx: Receiver<EventMsg>) -> Summary {
                 let bar = &s.joined.progress;
                 let frames = (span.end * s.joined.fps).round() as u64;
                 bar.set_position(frames.min(bar.length().unwrap_or(0)));
-                for t in s.smoother.push(span, &probs) {
+                // Without custom-only reporting the model's labels are smoothed and reported;
+                // custom actions go through a smoother of their own, so that a custom action
+                // and one of the model's labels can both run at once.
+                let model_ts = if custom_only {
+                    Vec::new()
+                } else {
+                    s.smoother.push(span, &probs)
+                };
+                let custom_ts = if custom.is_empty() {
+                    Vec::new()
+                } else {
+                    s.custom_smoother.push(span, &custom)
+                };
+                for (t, src) in model_ts
+                    .into_iter()
+                    .map(|t| (t, &model_src))
+                    .chain(custom_ts.into_iter().map(|t| (t, &custom_src)))
+                {
                     let snap = action_snapshot(&action_snapshots, &s.keyframes, &s.joined.name, &t);
-                    w.emit(transition_event(&s.joined.name, t, &label, snap));
+                    w.emit(transition_event(&s.joined.name, t, src, snap));
                 }
                 None
             }
@@ -249,7 +296,10 @@ fn run(st: EventsStage, cx: &Context, rx: Receiver<EventMsg>) -> Summary {
                 // The action branch's end closes its smoother's running segment.
                 if let Some(s) = streams.get_mut(&end.stream) {
                     for t in s.smoother.finish() {
-                        w.emit(transition_event(&s.joined.name, t, &label, None));
+                        w.emit(transition_event(&s.joined.name, t, &model_src, None));
+                    }
+                    for t in s.custom_smoother.finish() {
+                        w.emit(transition_event(&s.joined.name, t, &custom_src, None));
                     }
                 }
                 Some(end)
@@ -447,12 +497,14 @@ fn face_event(
     )
 }
 
-fn transition_event(
-    stream: &str,
-    t: Transition,
-    label: &impl Fn(usize) -> String,
-    snapshot: Option<String>,
-) -> Event {
+/// Where a transition's label comes from: the model's label list or the custom actions.
+struct Src<'a> {
+    name: &'a str,
+    label: &'a dyn Fn(usize) -> String,
+}
+
+fn transition_event(stream: &str, t: Transition, src: &Src, snapshot: Option<String>) -> Event {
+    let label = src.label;
     match t {
         Transition::Started {
             label: l,
@@ -465,6 +517,7 @@ fn transition_event(
             segment.start,
             Payload::Action {
                 label: label(l),
+                source: src.name.into(),
                 score,
                 clip,
                 segment,
@@ -482,6 +535,7 @@ fn transition_event(
             segment.end,
             Payload::Action {
                 label: label(l),
+                source: src.name.into(),
                 score,
                 clip,
                 segment,

@@ -44,6 +44,11 @@ impl PreparedStream {
 pub struct PreparedAction {
     pub classifier: Classifier,
     pub labels: Arc<Vec<String>>,
+    /// What the model's own labels' events carry as `source` (the label file's stem, less a
+    /// trailing `_labels`: `kinetics400`).
+    pub source: Arc<str>,
+    /// Custom actions taught for this model, when its custom-actions file has any.
+    pub custom: Option<Arc<crate::action::custom::CustomScorer>>,
 }
 
 pub struct PreparedFaces {
@@ -335,6 +340,24 @@ fn load_action(
     loaded: &Loaded,
     m: &crate::config::ActionModelConfig,
 ) -> Result<PreparedAction, Problem> {
+    let mut a = load_model_only(loaded, m)?;
+    a.custom = load_custom(loaded, m, &mut a.classifier)?;
+    Ok(a)
+}
+
+/// The action model and its labels, without custom actions (also used by `vigil actions`
+/// and `vigil explain`).
+pub fn load_action_model(loaded: &Loaded) -> Result<PreparedAction, Problem> {
+    match &loaded.config.action.model {
+        Some(m) => load_model_only(loaded, m),
+        None => Err(loaded.problem("action.model", "is not set".to_string())),
+    }
+}
+
+fn load_model_only(
+    loaded: &Loaded,
+    m: &crate::config::ActionModelConfig,
+) -> Result<PreparedAction, Problem> {
     let c = &loaded.config;
     let (env, opts) = runtime_env(loaded)?;
     let model = loaded.resolve(&m.path);
@@ -367,8 +390,51 @@ fn load_action(
             ),
         ));
     }
+    let source = labels_path
+        .file_stem()
+        .map(|s| s.to_string_lossy())
+        .unwrap_or_default();
+    let source: Arc<str> = source.strip_suffix("_labels").unwrap_or(&source).into();
     Ok(PreparedAction {
         classifier,
         labels: Arc::new(labels),
+        source,
+        custom: None,
     })
+}
+
+/// The custom-actions file a config uses: `action.custom.path`, or `<stem>.actions.json`
+/// beside the config.
+pub fn custom_actions_path(loaded: &Loaded) -> PathBuf {
+    match &loaded.config.action.custom.path {
+        Some(p) => loaded.resolve(p),
+        None => crate::action::custom::default_path(&loaded.file),
+    }
+}
+
+/// Reads the custom actions (if any) and turns on the classifier's features output for them.
+fn load_custom(
+    loaded: &Loaded,
+    m: &crate::config::ActionModelConfig,
+    classifier: &mut Classifier,
+) -> Result<Option<Arc<crate::action::custom::CustomScorer>>, Problem> {
+    use crate::action::custom::{CustomFile, CustomScorer};
+    let path = custom_actions_path(loaded);
+    let file =
+        CustomFile::load(&path).map_err(|e| loaded.problem("action.custom.path", e.to_string()))?;
+    let Some(file) = file.filter(|f| !f.actions.is_empty()) else {
+        if loaded.config.action.custom.only {
+            tracing::warn!(
+                "action.custom.only is set but {} holds no custom actions: no action events will be reported",
+                path.display()
+            );
+        }
+        return Ok(None);
+    };
+    let dim = classifier
+        .enable_features(&m.features)
+        .map_err(|e| loaded.problem("action.model.features", e.to_string()))?;
+    file.check_model(&path, &classifier.name, dim)
+        .map_err(|e| loaded.problem("action.custom.path", e.to_string()))?;
+    Ok(Some(Arc::new(CustomScorer::new(&file))))
 }

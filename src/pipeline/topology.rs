@@ -179,6 +179,17 @@ impl Topology {
                 .map(|a| a.labels.clone())
                 .unwrap_or_default(),
             smoother: cfg.action.smoother.clone(),
+            source: p
+                .action
+                .as_ref()
+                .map_or_else(|| "model".into(), |a| a.source.clone()),
+            custom_labels: p
+                .action
+                .as_ref()
+                .and_then(|a| a.custom.as_ref())
+                .map(|c| Arc::new(c.names.clone()))
+                .unwrap_or_default(),
+            custom_only: cfg.action.custom.only,
             notes: notes.clone(),
             action_snapshots: cfg.action.snapshots.as_ref().map(|d| p.loaded.resolve(d)),
             face_snapshots: cfg.faces.snapshots.as_ref().map(|d| p.loaded.resolve(d)),
@@ -217,6 +228,7 @@ impl Topology {
                 max_wait: Duration::from_millis(cfg.action.max_wait_ms),
                 names: names.clone(),
                 latest: latest.clone(),
+                custom: a.custom.clone(),
             };
             let cx = shared_cx(metrics::Stage::Classifier, "classifier");
             classifier = Some(stage::spawn(st, cx, rx, ev_tx.clone())?);
