@@ -482,3 +482,115 @@ fn a_restarted_node_replays_only_the_changes_after_its_watermark() {
         serde_json::from_slice(&std::fs::read(db.path().join("gallery.json")).unwrap()).unwrap();
     assert_eq!(cache["sync"]["change"], 3, "{cache}");
 }
+
+#[test]
+fn concurrent_enrolments_on_two_nodes_are_all_kept_and_every_node_holds_them_all() {
+    let Some(pg) = Postgres::start() else {
+        return;
+    };
+    pg.user("vigil", PASSWORD);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let url = pg.url("vigil", PASSWORD);
+    let cfgs = [cli_config(da.path(), &url), cli_config(db.path(), &url)];
+    let photo = built("media/faces/obama.jpg");
+    // Six enrolments at once, three from each node: each its own transaction.
+    let children: Vec<_> = (0..6)
+        .map(|i| {
+            vigil()
+                .args(["gallery", "enroll", "--config"])
+                .arg(&cfgs[i % 2])
+                .args(["--name", &format!("person {i}")])
+                .arg(&photo)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert_eq!(
+        pg.sql(
+            "vigil",
+            "SELECT count(*), min(id), max(id) FROM vigil_changes"
+        )
+        .trim(),
+        "6|1|6"
+    );
+    for cfg in &cfgs {
+        let v = ok_json(&gallery(cfg, &["list"]));
+        let mut names: Vec<&str> = v["people"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            (0..6).map(|i| format!("person {i}")).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn a_gallery_file_seeds_an_empty_store_and_is_refused_beside_a_store_with_people() {
+    let Some(pg) = Postgres::start() else {
+        return;
+    };
+    pg.user("vigil", PASSWORD);
+    let url = pg.url("vigil", PASSWORD);
+    let photo = |f: &str| built(&format!("media/faces/{f}")).display().to_string();
+    // Two plain gallery files, one person each.
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for (dir, name, file) in [
+        (&da, "Barack Obama", "obama.jpg"),
+        (&db, "Joe Biden", "biden.jpg"),
+    ] {
+        let plain = write_config(
+            dir.path(),
+            &format!(
+                "streams:\n  - {{id: photos, url: {}}}\n{}{}",
+                built("media/faces_demo.mp4").display(),
+                faces_yaml(&dir.path().join("gallery.json")),
+                runtime_yaml()
+            ),
+        );
+        ok_json(&gallery(&plain, &["enroll", "--name", name, &photo(file)]));
+    }
+    // The first becomes the store's content; its file becomes its cache.
+    let a = cli_config(da.path(), &url);
+    let out = gallery(&a, &["list"]);
+    let v = ok_json(&out);
+    assert_eq!(v["people"][0]["name"], "Barack Obama", "{v}");
+    assert!(
+        stderr(&out).contains("seeded it with the 1 people"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        pg.sql("vigil", "SELECT name FROM vigil_people").trim(),
+        "Barack Obama"
+    );
+    // The second is refused, and neither it nor the store changes.
+    let before = std::fs::read(db.path().join("gallery.json")).unwrap();
+    let b = cli_config(db.path(), &url);
+    let out = gallery(&b, &["list"]);
+    let text = both(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("holds 1 people but is not a cache of the gallery store")
+            && text.contains("nothing was changed"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read(db.path().join("gallery.json")).unwrap(),
+        before
+    );
+    assert_eq!(
+        pg.sql("vigil", "SELECT count(*) FROM vigil_people").trim(),
+        "1"
+    );
+}
