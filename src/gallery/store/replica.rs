@@ -190,13 +190,15 @@ impl Replica {
             .map(|m| m.change);
         let changed = match mark {
             Some(m) => {
+                let started = Instant::now();
                 let batch = self.store.changes_since(&mut conn.client, m)?;
                 let n = batch.ops.len();
                 let changed = self.apply(g, batch, false, &conn.store_id)?;
                 if changed {
                     tracing::info!(
-                        "gallery store {}: applied {n} changes after change {m}",
-                        self.store.shown()
+                        "gallery store {}: applied {n} changes after change {m} in {:.2} s (read and cache saved)",
+                        self.store.shown(),
+                        started.elapsed().as_secs_f64()
                     );
                 }
                 changed
@@ -214,7 +216,7 @@ impl Replica {
                 let n = batch.ops.len();
                 let changed = self.apply(g, batch, true, &conn.store_id)?;
                 tracing::info!(
-                    "gallery store {}: read {n} people whole in {:.2} s",
+                    "gallery store {}: read {n} people whole in {:.2} s (read and cache saved)",
                     self.store.shown(),
                     started.elapsed().as_secs_f64()
                 );
