@@ -15,6 +15,9 @@
 //! [`calibrate`] measures the threshold on the gallery's own faces; [`unknowns`] groups unknown
 //! faces per person; [`learned`] applies negative examples and the tuned head at search time;
 //! [`tune`] fits that head with the batch-all triplet loss of [`triplet`].
+//!
+//! With `gallery.postgres`, [`store`] makes PostgreSQL the gallery shared by every node and the
+//! file this node's cache of it (docs/scaling.md).
 
 pub mod ann;
 pub mod calibrate;
