@@ -390,7 +390,9 @@ impl Replica {
             };
             if let Err(e) = self.sync(c, on_change) {
                 let text = format!("{e:#}");
-                tracing::warn!("{text}; identifying from the local cache until it is back");
+                if down.as_deref() != Some(&text) {
+                    tracing::warn!("{text}; identifying from the local cache until it is back");
+                }
                 down = Some(text);
                 conn = None;
                 self.up.store(false, Ordering::Relaxed);
