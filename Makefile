@@ -2,7 +2,7 @@
 # Both run the idempotent set-up first. Set CARGO_TARGET_DIR to share a build cache.
 CARGO ?= cargo
 
-.PHONY: setup build run demo-gallery check test bench bench-live parity int8
+.PHONY: setup build run demo-gallery check test bench bench-live bench-store parity int8
 
 setup:
 	./scripts/setup.sh
@@ -40,6 +40,12 @@ int8: setup
 	$(INT8_VENV)/bin/python models/quantize_i3d.py --model build/models/i3d_kinetics400.onnx \
 		--out build/models/i3d_kinetics400_int8.onnx --calib-video build/media/bigbuckbunny.mp4
 	$(INT8_VENV)/bin/python scripts/compare_int8.py --runs 3
+
+# The shared gallery (docs/scaling.md): 1M embeddings in PostgreSQL 15, a fresh node's cold
+# start and the catch-up of 1000 changes; `python3 scripts/bench_store.py --people 100000` is
+# a few minutes.
+bench-store: build
+	python3 scripts/bench_store.py
 
 # 1, 2, 4 and 8 RTSP cameras with both branches on: fps, drops, latency, CPU, memory (~5 min).
 bench-live: build

@@ -23,6 +23,8 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 packages=(libopencv-dev clang libclang-dev pkg-config ffmpeg prometheus mosquitto mosquitto-clients nats-server
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-tools chromium)
+# PostgreSQL 15 for the shared-gallery tests (each starts its own server with initdb/pg_ctl).
+packages+=(postgresql-15)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

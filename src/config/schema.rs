@@ -818,6 +818,43 @@ pub struct GalleryConfig {
     pub max_image_pixels: u64,
     /// How the gallery is searched.
     pub index: GalleryIndexConfig,
+    /// A PostgreSQL database as the gallery's source of truth, shared by every node; `path`
+    /// is then this node's local cache of it. Absent by default (the file is the gallery).
+    pub postgres: Option<GalleryPostgresConfig>,
+}
+
+/// The shared gallery store (docs/scaling.md).
+#[derive(Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GalleryPostgresConfig {
+    /// `postgres://user:password@host:port/database` (the password is shown as `***`
+    /// everywhere). Required.
+    pub url: String,
+    /// How long a connection may take before the store counts as down, milliseconds. Default 3000.
+    #[serde(default = "default_pg_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// How often a node looks for changes it was not notified of, milliseconds. Default 1000.
+    #[serde(default = "default_pg_poll_ms")]
+    pub poll_ms: u64,
+}
+
+fn default_pg_connect_timeout_ms() -> u64 {
+    3000
+}
+
+fn default_pg_poll_ms() -> u64 {
+    1000
+}
+
+/// Never prints the password.
+impl std::fmt::Debug for GalleryPostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GalleryPostgresConfig")
+            .field("url", &crate::url::redact(&self.url))
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("poll_ms", &self.poll_ms)
+            .finish()
+    }
 }
 
 impl Default for GalleryConfig {
@@ -826,6 +863,7 @@ impl Default for GalleryConfig {
             path: PathBuf::from("gallery.json"),
             max_image_pixels: 40_000_000,
             index: GalleryIndexConfig::default(),
+            postgres: None,
         }
     }
 }

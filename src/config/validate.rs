@@ -586,6 +586,33 @@ pub fn validate_faces(l: &Loaded) -> Vec<Problem> {
     if l.config.gallery.max_image_pixels == 0 {
         p("gallery.max_image_pixels", "must be at least 1".into());
     }
+    if let Some(pg) = &l.config.gallery.postgres {
+        let url = pg.url.trim();
+        let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        if !matches!(scheme.as_deref(), Some("postgres" | "postgresql")) {
+            p(
+                "gallery.postgres.url",
+                format!(
+                    "{}: must be a postgres://user:password@host:port/database URL",
+                    shorten(&redact(url))
+                ),
+            );
+        } else if let Some(why) = crate::url::authority_problem(url) {
+            p(
+                "gallery.postgres.url",
+                format!("{}: {why}", shorten(&redact(url))),
+            );
+        }
+        if pg.connect_timeout_ms == 0 {
+            p(
+                "gallery.postgres.connect_timeout_ms",
+                "must be at least 1".into(),
+            );
+        }
+        if pg.poll_ms == 0 {
+            p("gallery.postgres.poll_ms", "must be at least 1".into());
+        }
+    }
     out
 }
 

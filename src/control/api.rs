@@ -118,6 +118,9 @@ impl From<OpError> for ApiError {
                 ApiError::new(S::NOT_FOUND, "not_found", msg)
             }
             OpError::NotFound(_) => ApiError::new(S::NOT_FOUND, "not_found", msg),
+            OpError::Gallery(GalleryError::StoreUnavailable { .. }) => {
+                ApiError::new(S::SERVICE_UNAVAILABLE, "store_unavailable", msg)
+            }
             OpError::Invalid { field, .. } => {
                 ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid", msg).field(field)
             }

@@ -117,6 +117,20 @@ pub fn open(config_path: &Path) -> Result<GalleryOps, Problems> {
         return Err(Problems(problems));
     }
     let (models, gallery) = crate::pipeline::load_faces(&loaded).map_err(|p| Problems(vec![p]))?;
+    if loaded.config.gallery.postgres.is_some() {
+        // The shared store: this node's cache caught up, every change one transaction.
+        let g = &loaded.config.gallery;
+        let live = crate::gallery::store::open_live(&gallery.path, &gallery.model, gallery.dim, g)
+            .map_err(|e| Problems(vec![loaded.problem("gallery.postgres", format!("{e:#}"))]))?;
+        return Ok(GalleryOps {
+            models,
+            store: Store::Live(Arc::new(live)),
+            threshold: loaded.config.faces.match_threshold,
+            max_pixels: loaded.config.gallery.max_image_pixels,
+            pick: "--face N",
+            tune: loaded.config.faces.tune.clone(),
+        });
+    }
     Ok(GalleryOps {
         models,
         store: Store::File {

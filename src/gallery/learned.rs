@@ -293,6 +293,7 @@ impl Learned {
                     model: g.model.clone(),
                     dim: h.matrix.len(),
                     people,
+                    sync: None,
                     by_name: HashMap::new(),
                 };
                 projected.index(cfg)?

@@ -105,6 +105,8 @@ pub struct LiveGallery {
     seen: Mutex<Option<Stamp>>,
     /// The groups of unknown faces, when grouping is on.
     unknowns: std::sync::OnceLock<Arc<super::unknowns::UnknownStore>>,
+    /// With `gallery.postgres`: the shared store's copy, which `path` caches.
+    replica: Option<Arc<super::store::Replica>>,
 }
 
 fn listing(g: &Gallery) -> Arc<Vec<PersonInfo>> {
@@ -140,7 +142,39 @@ impl LiveGallery {
             people: RwLock::new(listing(&g)),
             seen: Mutex::new(seen),
             unknowns: std::sync::OnceLock::new(),
+            replica: None,
         })
+    }
+
+    /// The gallery of a shared store (`gallery.postgres`), cached at `path`: caught up now (or
+    /// started from the cache while the store is down), and kept current by [`Self::watch`].
+    pub fn open_shared(
+        path: &Path,
+        store: super::store::PgStore,
+        cfg: &GalleryIndexConfig,
+    ) -> anyhow::Result<LiveGallery> {
+        let (model, dim) = (store.model.clone(), store.dim);
+        let replica = super::store::Replica::open(path, store)?;
+        let (index, people) = replica.with(|g| -> anyhow::Result<_> {
+            let ix: Arc<dyn Index> = Arc::new(super::learned::Learned::build(g, cfg)?);
+            Ok((ix, listing(g)))
+        })?;
+        Ok(LiveGallery {
+            path: path.to_path_buf(),
+            model,
+            dim,
+            cfg: cfg.clone(),
+            index: Arc::new(SharedIndex::new(index)),
+            people: RwLock::new(people),
+            seen: Mutex::new(stamp(path)),
+            unknowns: std::sync::OnceLock::new(),
+            replica: Some(Arc::new(replica)),
+        })
+    }
+
+    /// The shared store's copy, with `gallery.postgres`.
+    pub fn replica(&self) -> Option<&Arc<super::store::Replica>> {
+        self.replica.as_ref()
     }
 
     /// Groups unknown faces into `store` (once).
@@ -166,6 +200,9 @@ impl LiveGallery {
 
     /// Embeddings of `name`, if enrolled.
     pub fn embeddings_of(&self, name: &str) -> anyhow::Result<Option<Vec<Vec<f32>>>> {
+        if let Some(r) = &self.replica {
+            return Ok(r.with(|g| g.person(name).ok().map(|p| p.embeddings.clone())));
+        }
         let g = Gallery::open(&self.path, &self.model, self.dim)?;
         Ok(g.person(name).ok().map(|p| p.embeddings.clone()))
     }
@@ -176,6 +213,9 @@ impl LiveGallery {
         &self,
         change: impl FnOnce(&mut Gallery) -> Result<R, GalleryError>,
     ) -> anyhow::Result<R> {
+        if let Some(rep) = &self.replica {
+            return rep.update(change, &|g| self.install(g));
+        }
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let (r, g) = update_file(&self.path, &self.model, self.dim, change)?;
         self.install(&g)?;
@@ -185,6 +225,9 @@ impl LiveGallery {
 
     /// The gallery file as it is now.
     pub fn read(&self) -> Result<Gallery, GalleryError> {
+        if let Some(r) = &self.replica {
+            return Ok(r.with(|g| g.clone()));
+        }
         Gallery::open(&self.path, &self.model, self.dim)
     }
 
@@ -195,6 +238,9 @@ impl LiveGallery {
 
     /// Reads the corrections again after a change made in this process.
     pub fn reload(&self) -> anyhow::Result<()> {
+        if let Some(r) = &self.replica {
+            return r.with(|g| self.install(g));
+        }
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let g = {
             let _lock = FileLock::take(&self.path)?;
@@ -236,12 +282,17 @@ impl LiveGallery {
         Ok(true)
     }
 
-    /// Polls the file every `every` until `stop`, swapping the index in when it changed.
+    /// Polls the file every `every` until `stop`, swapping the index in when it changed; with
+    /// a shared store, follows the store instead (its own notifications and `poll_ms`).
     pub fn watch(
         self: &Arc<Self>,
         every: Duration,
         stop: Shutdown,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        if let Some(r) = &self.replica {
+            let g = self.clone();
+            return r.run(stop, move |gallery| g.install(gallery));
+        }
         let g = self.clone();
         std::thread::Builder::new()
             .name("gallery-watch".into())

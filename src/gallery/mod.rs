@@ -15,6 +15,9 @@
 //! [`calibrate`] measures the threshold on the gallery's own faces; [`unknowns`] groups unknown
 //! faces per person; [`learned`] applies negative examples and the tuned head at search time;
 //! [`tune`] fits that head with the batch-all triplet loss of [`triplet`].
+//!
+//! With `gallery.postgres`, [`store`] makes PostgreSQL the gallery shared by every node and the
+//! file this node's cache of it (docs/scaling.md).
 
 pub mod ann;
 pub mod calibrate;
@@ -25,6 +28,7 @@ pub mod live;
 pub mod lock;
 pub mod named;
 pub mod side;
+pub mod store;
 pub mod track;
 pub mod triplet;
 pub mod tune;
@@ -75,6 +79,9 @@ pub enum GalleryError {
     /// A file beside the gallery (negatives, unknown groups, tuned heads) cannot be read.
     #[error("{path} is damaged ({reason}); it was left untouched and the gallery was not changed: repair it, or move it away to start that part afresh")]
     Damaged { path: PathBuf, reason: String },
+    /// The shared gallery store (`gallery.postgres`) cannot take a change now; nothing changed.
+    #[error("{reason}; nothing was changed (the change is refused while the gallery store is unreachable: retry when it is back)")]
+    StoreUnavailable { reason: String },
 }
 
 /// Euclidean distance between two descriptors: the gallery's metric.
@@ -249,6 +256,20 @@ struct FileOut<'a> {
     model: &'a str,
     dim: usize,
     people: &'a [Person],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sync: Option<&'a SyncMark>,
+}
+
+/// Where a local cache of a shared gallery store stands (`gallery.postgres`): which store it
+/// copies and the last change of that store it holds. Saved in the same file as the people, so
+/// the two never disagree after a crash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncMark {
+    /// The store's identity (made when its schema was created).
+    pub store: String,
+    /// The last change applied: every change up to it, none after it.
+    pub change: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -259,6 +280,8 @@ struct FileFormat {
     model: String,
     dim: usize,
     people: Vec<Person>,
+    #[serde(default)]
+    sync: Option<SyncMark>,
 }
 
 /// A match: who and how far.
@@ -356,12 +379,14 @@ impl Index for ExactIndex {
 }
 
 /// The gallery file and its people.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Gallery {
     pub path: PathBuf,
     pub model: String,
     pub dim: usize,
     pub people: Vec<Person>,
+    /// Set when the file is the local cache of a shared store.
+    pub sync: Option<SyncMark>,
     /// Position of each person in `people`.
     by_name: HashMap<String, usize>,
 }
@@ -396,6 +421,18 @@ pub fn validate_name(name: &str) -> Result<(), GalleryError> {
 }
 
 impl Gallery {
+    /// An empty gallery that will be saved at `path`.
+    pub fn empty(path: &Path, model: &str, dim: usize) -> Gallery {
+        Gallery {
+            path: path.to_path_buf(),
+            model: model.into(),
+            dim,
+            people: vec![],
+            sync: None,
+            by_name: HashMap::new(),
+        }
+    }
+
     /// Opens the gallery at `path`; a missing file is an empty gallery. `model` and `dim`
     /// describe the embedder, and a file made by another is refused.
     pub fn open(path: &Path, model: &str, dim: usize) -> Result<Gallery, GalleryError> {
@@ -411,13 +448,7 @@ impl Gallery {
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Gallery {
-                    path: path.to_path_buf(),
-                    model: model.into(),
-                    dim,
-                    people: vec![],
-                    by_name: HashMap::new(),
-                })
+                return Ok(Gallery::empty(path, model, dim))
             }
             Err(e) => {
                 return Err(GalleryError::File {
@@ -478,6 +509,7 @@ impl Gallery {
             model: f.model,
             dim,
             people: f.people,
+            sync: f.sync,
             by_name,
         })
     }
@@ -611,6 +643,7 @@ impl Gallery {
             model: &self.model,
             dim: self.dim,
             people: &self.people,
+            sync: self.sync.as_ref(),
         };
         crate::durable::replace(&self.path, |f| {
             serde_json::to_writer(f, &file).map_err(std::io::Error::from)

@@ -112,6 +112,9 @@ pub struct Metrics {
     stage_dropped: IntCounterVec,
     /// Seconds of work per item, per stage.
     stage_seconds: HistogramVec,
+    /// With a shared gallery store: `vigil_gallery_store_up` and
+    /// `vigil_gallery_sync_lag_seconds`, registered when first asked for.
+    gallery_store: std::sync::OnceLock<(IntGauge, prometheus::Gauge)>,
 }
 
 impl Metrics {
@@ -346,7 +349,34 @@ impl Metrics {
             stage_processed,
             stage_dropped,
             stage_seconds,
+            gallery_store: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The shared gallery store's gauges: whether it answered at the last try, and seconds
+    /// since this node last knew it held every change (0 while the store is up).
+    pub fn gallery_store(&self) -> (IntGauge, prometheus::Gauge) {
+        self.gallery_store
+            .get_or_init(|| {
+                let up = IntGauge::new(
+                    "vigil_gallery_store_up",
+                    "1 while the shared gallery store answers, 0 while it does not.",
+                )
+                .expect("valid metric");
+                let lag = prometheus::Gauge::new(
+                    "vigil_gallery_sync_lag_seconds",
+                    "Seconds since this node last knew it held every gallery change (0 while the store is up).",
+                )
+                .expect("valid metric");
+                for m in [
+                    Box::new(up.clone()) as Box<dyn prometheus::core::Collector>,
+                    Box::new(lag.clone()),
+                ] {
+                    self.registry.register(m).expect("registered once");
+                }
+                (up, lag)
+            })
+            .clone()
     }
 
     /// Prepares the series that exist while a stream runs, so each shows 0 rather than

@@ -183,8 +183,12 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Problems> {
     if c.faces.enabled && !blocked.iter().any(|b| has_problem(&problems, b)) {
         match load_faces(&loaded) {
             Ok((models, gallery)) => {
-                let live =
-                    LiveGallery::open(&gallery.path, &gallery.model, gallery.dim, &c.gallery.index);
+                let live = crate::gallery::store::open_live(
+                    &gallery.path,
+                    &gallery.model,
+                    gallery.dim,
+                    &c.gallery,
+                );
                 let live = match live {
                     Ok(g) => g,
                     Err(e) => {
@@ -192,6 +196,11 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Problems> {
                         // index that cannot be built is the index's.
                         let field = if e.downcast_ref::<crate::gallery::GalleryError>().is_some() {
                             "gallery.path"
+                        } else if e
+                            .downcast_ref::<crate::gallery::store::StoreError>()
+                            .is_some()
+                        {
+                            "gallery.postgres"
                         } else {
                             "gallery.index"
                         };

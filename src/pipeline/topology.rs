@@ -250,6 +250,9 @@ impl Topology {
             faces = Some(stage::spawn(st, cx, rx, ev_tx.clone())?);
             face_tx = Some(tx);
             // Another process (`vigil gallery enroll`) may change the file while we run.
+            if let Some(r) = f.gallery.replica() {
+                r.set_gauges(metrics.gallery_store());
+            }
             watchers.push(f.gallery.watch(Duration::from_millis(500), stop.child())?);
             gallery = Some(f.gallery);
         }

@@ -1,6 +1,8 @@
 //! Shared test fixtures: the built binary, the set-up's build folder, and ../shared media.
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use serde_json::Value;
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
