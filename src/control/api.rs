@@ -1075,6 +1075,8 @@ fn event_param(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/json"));
+    // An empty body says nothing, whatever its type.
+    let is_json = is_json && !body.iter().all(u8::is_ascii_whitespace);
     match (q.get("event"), is_json) {
         (Some(e), false) => Ok(Some(e.clone())),
         (None, true) => Ok(Some(parse_json::<EventBody>(body)?.event)),
