@@ -29,14 +29,11 @@ fn config(dir: &Path, looped: bool, sinks: &str) -> std::path::PathBuf {
     );
     let cfg = write_config(dir, &yaml);
     if !dir.join("gallery.json").exists() {
-        let out = vigil()
-            .args(["gallery", "enroll", "--config"])
-            .arg(&cfg)
-            .args(["--name", "obama"])
-            .arg(built("media/faces/obama.jpg"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
+        let obama = built("media/faces/obama.jpg");
+        ok_json(&gallery(
+            &cfg,
+            &["enroll", "--name", "obama", obama.to_str().unwrap()],
+        ));
     }
     cfg
 }

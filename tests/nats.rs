@@ -175,14 +175,11 @@ fn config(dir: &Path, stream: &str, nats_url: &str) -> PathBuf {
     );
     let cfg = write_config(dir, &yaml);
     if !dir.join("gallery.json").exists() {
-        let out = vigil()
-            .args(["gallery", "enroll", "--config"])
-            .arg(&cfg)
-            .args(["--name", "obama"])
-            .arg(built("media/faces/obama.jpg"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
+        let obama = built("media/faces/obama.jpg");
+        ok_json(&gallery(
+            &cfg,
+            &["enroll", "--name", "obama", obama.to_str().unwrap()],
+        ));
     }
     cfg
 }

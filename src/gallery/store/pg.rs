@@ -290,12 +290,7 @@ impl PgStore {
     /// The changes after `mark`, in order, read in one snapshot.
     pub fn changes_since(&self, client: &mut Client, mark: i64) -> Result<Batch, StoreError> {
         let f = self.failed("reading changes");
-        let mut tx = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .map_err(&f)?;
+        let mut tx = read_snapshot(client).map_err(&f)?;
         let batch = self.changes_in(&mut tx, mark)?;
         tx.commit().map_err(&f)?;
         Ok(batch)
@@ -305,12 +300,7 @@ impl PgStore {
     /// or a cache of another store).
     pub fn snapshot(&self, client: &mut Client) -> Result<Batch, StoreError> {
         let f = self.failed("reading the gallery");
-        let mut tx = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .map_err(&f)?;
+        let mut tx = read_snapshot(client).map_err(&f)?;
         let last = tx
             .query_one(
                 "SELECT coalesce(max(id), 0), coalesce(extract(epoch FROM max(at))::float8, 0) \
@@ -486,6 +476,15 @@ impl PgStore {
             .get(0);
         Ok(n == 0)
     }
+}
+
+/// A read-only transaction that sees one snapshot of the store (REPEATABLE READ).
+fn read_snapshot(client: &mut Client) -> Result<postgres::Transaction<'_>, postgres::Error> {
+    client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
 }
 
 #[cfg(test)]
