@@ -207,7 +207,7 @@ fn run(p: Prepared) -> anyhow::Result<crate::pipeline::Summary> {
 /// Runs the whole pipeline as configured (meant for an actions-only config on a file) and times
 /// it from the start of the run to its end, model loading excluded: clips scored per second.
 pub fn pipeline(p: Prepared) -> anyhow::Result<serde_json::Value> {
-    let batch = p.loaded.config.action.max_batch;
+    let batch = p.loaded.config.action.batch();
     let threads = p.loaded.config.runtime.intra_threads;
     let started = Instant::now();
     let summary = run(p)?;

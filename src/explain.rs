@@ -263,7 +263,7 @@ pub fn explain(loaded: &Loaded, req: &Request) -> anyhow::Result<Value> {
 
     // One masked clip per cell.
     let g = req.grid;
-    let batch = cfg.max_batch.max(1);
+    let batch = cfg.batch();
     let masked: Vec<Vec<f32>> = (0..g.cells())
         .map(|c| {
             let mut b = base_input.clone();

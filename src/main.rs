@@ -787,7 +787,16 @@ fn main() -> ExitCode {
             };
             match vigil::control::run(p, opts, metrics, server.as_ref(), stop) {
                 Ok(s) if s.ok() => {
-                    tracing::info!("done: {} events", s.events);
+                    if s.clips + s.skipped > 0 {
+                        tracing::info!(
+                            "done: {} events; {} clips classified, {} skipped as stable",
+                            s.events,
+                            s.clips,
+                            s.skipped
+                        );
+                    } else {
+                        tracing::info!("done: {} events", s.events);
+                    }
                     Ok(())
                 }
                 Ok(s) => {

@@ -70,6 +70,37 @@ fn the_default_video_is_feeding_birds_and_stdout_matches_the_jsonl_file() {
     );
 }
 
+/// `(classified, skipped)` from `vigil run`'s summary line.
+fn clip_counts(log: &str) -> (u64, u64) {
+    let line = log
+        .lines()
+        .find(|l| l.contains("clips classified"))
+        .unwrap_or_else(|| panic!("no summary line in\n{log}"));
+    let words: Vec<&str> = line
+        .split([' ', ',', ';'])
+        .filter(|w| !w.is_empty())
+        .collect();
+    let before = |w: &str| -> u64 {
+        let i = words.iter().position(|x| *x == w).unwrap();
+        words[i - 1].parse().unwrap()
+    };
+    (before("clips"), before("skipped"))
+}
+
+/// The action events as (type, label, media time) for comparing runs.
+fn actions(ev: &[Value]) -> Vec<(String, String, f64)> {
+    ev.iter()
+        .filter(|e| e["type"].as_str().unwrap().starts_with("action."))
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_string(),
+                e["label"].as_str().unwrap().to_string(),
+                e["media_time"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn arm_wrestling_is_recognised_with_its_start_and_end() {
     let Some(video) = shared_media_or_ci("action/arm_wrestling.mp4") else {
@@ -101,6 +132,25 @@ fn arm_wrestling_is_recognised_with_its_start_and_end() {
         .collect();
     assert_eq!(ended.len(), 1, "{ev:#?}");
     assert!(ended[0]["media_time"].as_f64() > started[0]["media_time"].as_f64());
+
+    // The default schedule skipped clips while the label was stable; with every clip
+    // classified the events are the same.
+    let (classified, skipped) = clip_counts(&stderr(&out));
+    let dense_yaml = yaml.replace("action:\n", "action:\n  schedule: {adaptive: false}\n");
+    let dense = run(&write_config(dir.path(), &dense_yaml));
+    assert!(dense.status.success(), "{}", stderr(&dense));
+    let (all, none) = clip_counts(&stderr(&dense));
+    assert_eq!(
+        (classified + skipped, none),
+        (all, 0),
+        "every clip is counted once"
+    );
+    assert!(
+        skipped * 2 >= all,
+        "a stable label skips at least half the clips: {classified} classified, {skipped} skipped of {all}"
+    );
+    let dense_ev = events(&String::from_utf8_lossy(&dense.stdout));
+    assert_eq!(actions(&ev), actions(&dense_ev));
 }
 
 #[test]

@@ -70,7 +70,9 @@ fn metrics_pass_promtool_and_count_the_run() {
     let mut last = during;
     while let Ok((200, text)) = try_get(&addr, "/metrics") {
         last = text;
-        if value(&last, "vigil_clips_classified_total{stream=\"bunny\"}") >= 7.0 {
+        let clips = value(&last, "vigil_clips_classified_total{stream=\"bunny\"}")
+            + value(&last, "vigil_clips_skipped_total{stream=\"bunny\"}");
+        if clips >= 7.0 {
             break;
         }
         std::thread::sleep(Duration::from_millis(200));

@@ -12,7 +12,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use ort::session::{RunOptions, Session};
 use ort::value::TensorRef;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -297,22 +298,74 @@ pub fn load(
     let model = path.clone();
     let mut c = Classifier::new(session, path, input, output, frames, side, classes)?;
     // Dynamic dimensions can still be too small for the network (I3D needs at least 9 frames):
-    // one call on a blank clip finds out now rather than on the first real clip.
-    let blank: super::clip::Crop = vec![0u8; side * side * 3].into();
-    let probe = Clip {
-        stream: 0,
-        index: 0,
-        frames: vec![blank; frames],
-        start: 0.0,
-        end: 0.0,
-        captured: None,
-        keyframe: None,
-    };
-    c.classify(&[&probe]).map_err(|e| InferError::Contract {
-        model,
-        reason: format!("does not accept a {frames}-frame clip of {side}x{side}: {e}"),
-    })?;
+    // one call on a blank clip finds out at start rather than on the first real clip. It costs
+    // a whole inference call, so it is made once per model file and clip shape and remembered
+    // in the cache folder (a model file that changes is probed again).
+    let stamp = probe_stamp(&model, frames, side);
+    if !stamp.as_ref().is_some_and(|s| s.is_file()) {
+        let blank: super::clip::Crop = vec![0u8; side * side * 3].into();
+        let probe = Clip {
+            stream: 0,
+            index: 0,
+            frames: vec![blank; frames],
+            start: 0.0,
+            end: 0.0,
+            captured: None,
+            keyframe: None,
+        };
+        c.classify(&[&probe]).map_err(|e| InferError::Contract {
+            model,
+            reason: format!("does not accept a {frames}-frame clip of {side}x{side}: {e}"),
+        })?;
+        if let Some(s) = stamp {
+            let written = s
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| crate::durable::replace(&s, |w| w.write_all(b"ok\n")));
+            if let Err(e) = written {
+                tracing::debug!("could not remember the model probe in {}: {e}", s.display());
+            }
+        }
+    }
     Ok((c, classes))
+}
+
+/// The folder vigil caches small facts in: `$VIGIL_CACHE`, else `$XDG_CACHE_HOME/vigil`, else
+/// `~/.cache/vigil`; None without any of them.
+fn cache_dir() -> Option<std::path::PathBuf> {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+    };
+    env("VIGIL_CACHE")
+        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("vigil")))
+        .or_else(|| env("HOME").map(|d| d.join(".cache").join("vigil")))
+}
+
+/// Where a passed probe of this model file (its path, size and modification time) with this
+/// clip shape is remembered.
+fn probe_stamp(model: &Path, frames: usize, side: usize) -> Option<std::path::PathBuf> {
+    use sha2::{Digest, Sha256};
+    let path = std::fs::canonicalize(model).ok()?;
+    let meta = std::fs::metadata(&path).ok()?;
+    let mtime = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
+    let mut h = Sha256::new();
+    h.update(path.as_os_str().as_encoded_bytes());
+    h.update(meta.len().to_le_bytes());
+    h.update(mtime.to_le_bytes());
+    h.update((frames as u64).to_le_bytes());
+    h.update((side as u64).to_le_bytes());
+    let key: String = h.finalize()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Some(cache_dir()?.join("probed").join(key))
 }
 
 /// The classifier stage: the model, how it batches, and the stream ids for its metrics.
@@ -327,6 +380,8 @@ pub struct ClassifierStage {
     /// Custom actions, scored from the features of the same call (the classifier's features
     /// output must be enabled).
     pub custom: Option<Arc<super::custom::CustomScorer>>,
+    /// Which clips to skip while a stream's label is stable (`action.schedule`).
+    pub schedule: super::schedule::Schedule,
 }
 
 impl Stage for ClassifierStage {
@@ -439,6 +494,7 @@ pub fn run<T: From<Scored>>(
         names,
         latest,
         custom,
+        mut schedule,
     } = st;
     let latest = &*latest;
     let (metrics, meter, stop) = (&cx.metrics, &cx.meter, &cx.shutdown);
@@ -448,17 +504,35 @@ pub fn run<T: From<Scored>>(
     let mut batch: Vec<Clip> = Vec::with_capacity(max_batch);
     // Gaps and ends, in arrival order, sent after the batch they follow.
     let mut marks: Vec<Scored> = Vec::new();
-    let mark = |m: ClipMsg| match m {
-        ClipMsg::Gap(s) => Scored::Gap(s),
+    let mark = |m: ClipMsg, schedule: &mut super::schedule::Schedule| match m {
+        ClipMsg::Gap(s) => {
+            schedule.reset(s);
+            Scored::Gap(s)
+        }
         ClipMsg::End(e) => {
             latest.forget(e.stream);
+            schedule.reset(e.stream);
             Scored::End(e)
         }
         ClipMsg::Clip(_) | ClipMsg::Ready { .. } => unreachable!("clips are batched"),
     };
+    // A clip the schedule skips (its stream's label is stable) is counted and let go.
+    let skipped = |batch: &mut Vec<Clip>, from: usize, schedule: &mut super::schedule::Schedule| {
+        let mut i = from;
+        while i < batch.len() {
+            if schedule.skip(batch[i].stream) {
+                let c = batch.remove(i);
+                metrics.clips_skipped(&names.get(c.stream)).inc();
+            } else {
+                i += 1;
+            }
+        }
+    };
     while let Ok(first) = rx.recv() {
-        if let Some(m) = admit(first, &mut batch, latest) {
-            marks.push(mark(m));
+        let marker = admit(first, &mut batch, latest);
+        skipped(&mut batch, 0, &mut schedule);
+        if let Some(m) = marker {
+            marks.push(mark(m, &mut schedule));
         } else if !batch.is_empty() {
             let deadline = Instant::now() + max_wait;
             while batch.len() < max_batch {
@@ -466,8 +540,11 @@ pub fn run<T: From<Scored>>(
                     // A gap or an end closes the batch: it must reach the smoother after its
                     // clips.
                     Ok(m) => {
-                        if let Some(m) = admit(m, &mut batch, latest) {
-                            marks.push(mark(m));
+                        let before = batch.len();
+                        let marker = admit(m, &mut batch, latest);
+                        skipped(&mut batch, before, &mut schedule);
+                        if let Some(m) = marker {
+                            marks.push(mark(m, &mut schedule));
                             break;
                         }
                     }
@@ -510,6 +587,7 @@ pub fn run<T: From<Scored>>(
             };
             customs.resize(probs.len(), Vec::new());
             for ((clip, probs), custom) in batch.drain(..).zip(probs).zip(customs) {
+                schedule.classified(clip.stream, &probs, &custom);
                 let span = Span {
                     start: clip.start,
                     end: clip.end,

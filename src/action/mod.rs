@@ -7,6 +7,7 @@ pub mod clip;
 pub mod custom;
 pub mod offline;
 pub mod sampler;
+pub mod schedule;
 pub mod smoother;
 
 use crate::config::{ActionConfig, Branch};

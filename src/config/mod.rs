@@ -153,8 +153,11 @@ pub fn parse(file: &Path, text: &str) -> Result<Loaded, Problems> {
     }
     let locator = Locator::new(text);
     match serde_yaml::from_str::<Config>(text) {
-        Ok(config) => Ok(Loaded {
-            config,
+        Ok(mut config) => Ok(Loaded {
+            config: {
+                config.settle_defaults();
+                config
+            },
             file: file.to_path_buf(),
             locator,
         }),

@@ -123,10 +123,22 @@ pub fn validate(l: &Loaded) -> Vec<Problem> {
             ),
         );
     }
-    if a.max_batch == 0 || a.max_batch > 256 {
+    if let Some(n) = a.max_batch.filter(|n| *n == 0 || *n > 256) {
         p(
             "action.max_batch".into(),
-            format!("must be 1..=256 clips, got {}", a.max_batch),
+            format!("must be 1..=256 clips, got {n}"),
+        );
+    }
+    if a.schedule.max_skip > 16 {
+        p(
+            "action.schedule.max_skip".into(),
+            format!("must be 0..=16 clips, got {}", a.schedule.max_skip),
+        );
+    }
+    if a.schedule.stable_clips == 0 || a.schedule.stable_clips > 64 {
+        p(
+            "action.schedule.stable_clips".into(),
+            format!("must be 1..=64 clips, got {}", a.schedule.stable_clips),
         );
     }
     if let Some(dir) = &a.snapshots {

@@ -46,7 +46,7 @@ pub fn file_features(
     let cfg = &loaded.config.action;
     let clips = clips_of_file(path, cfg, false, None).map_err(anyhow::Error::msg)?;
     let mut out = Vec::with_capacity(clips.len());
-    for chunk in clips.chunks(cfg.max_batch.max(1)) {
+    for chunk in clips.chunks(cfg.batch()) {
         let refs: Vec<_> = chunk.iter().map(|c| &c.clip).collect();
         let (_, f) = c.classify_with_features(&refs)?;
         out.extend(f.context("the model gave no features")?);

@@ -89,6 +89,8 @@ pub struct Metrics {
     frames_dropped: IntCounterVec,
     /// Clips not classified, per stream and reason (`classifier_busy`, `shutdown`).
     clips_dropped: IntCounterVec,
+    /// Clips not classified because their stream's label was stable (`action.schedule`).
+    clips_skipped: IntCounterVec,
     /// Live streams lost while up and reconnected, per stream and reason (`disconnected`,
     /// `stalled`, `error`).
     stream_reconnects: IntCounterVec,
@@ -202,6 +204,11 @@ impl Metrics {
             "vigil_clips_dropped_total",
             "Clips dropped before classification.",
             &["stream", "reason"],
+        );
+        let clips_skipped = counter(
+            "vigil_clips_skipped_total",
+            "Clips not classified while their stream's label was stable (adaptive scheduling).",
+            &["stream"],
         );
         let stream_reconnects = counter(
             "vigil_stream_reconnects_total",
@@ -339,6 +346,7 @@ impl Metrics {
             stream_state,
             frames_dropped,
             clips_dropped,
+            clips_skipped,
             stream_reconnects,
             stream_connect_failures,
             stream_stalled_seconds,
@@ -391,6 +399,7 @@ impl Metrics {
         }
         if branches.contains(&Branch::Action) {
             self.clips_classified(s);
+            self.clips_skipped(s);
             for &d in &[Drop::ClassifierBusy, Drop::Shutdown] {
                 self.clips_dropped(s, d);
             }
@@ -431,6 +440,7 @@ impl Metrics {
         }
         for v in [
             &self.clips_classified,
+            &self.clips_skipped,
             &self.faces_detected,
             &self.stream_connect_failures,
         ] {
@@ -575,6 +585,21 @@ impl Metrics {
     pub fn clips_dropped(&self, stream: &str, why: Drop) -> IntCounter {
         self.clips_dropped
             .with_label_values(&[stream, why.as_str()])
+    }
+
+    /// Clips skipped as stable, over every stream still known.
+    pub fn clips_skipped_total(&self) -> u64 {
+        use prometheus::core::Collector;
+        self.clips_skipped
+            .collect()
+            .iter()
+            .flat_map(|f| f.get_metric())
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum()
+    }
+
+    pub fn clips_skipped(&self, stream: &str) -> IntCounter {
+        self.clips_skipped.with_label_values(&[stream])
     }
 
     pub fn stream_reconnects(&self, stream: &str, why: DownReason) -> IntCounter {

@@ -35,6 +35,8 @@ pub struct Summary {
     pub inference_error: Option<String>,
     /// Clips the classifier scored.
     pub clips: u64,
+    /// Clips skipped while their stream's label was stable (`action.schedule`).
+    pub skipped: u64,
 }
 
 impl Summary {

@@ -220,15 +220,16 @@ impl Topology {
             } else {
                 2 * live.min(64)
             };
-            let (tx, rx) = bounded::<ClipMsg>(cfg.action.max_batch.max(2) + room);
+            let (tx, rx) = bounded::<ClipMsg>(cfg.action.batch().max(2) + room);
             cancel.push(a.classifier.canceller());
             let st = ClassifierStage {
                 classifier: a.classifier,
-                max_batch: cfg.action.max_batch,
+                max_batch: cfg.action.batch(),
                 max_wait: Duration::from_millis(cfg.action.max_wait_ms),
                 names: names.clone(),
                 latest: latest.clone(),
                 custom: a.custom.clone(),
+                schedule: crate::action::schedule::Schedule::from_config(&cfg.action),
             };
             let cx = shared_cx(metrics::Stage::Classifier, "classifier");
             classifier = Some(stage::spawn(st, cx, rx, ev_tx.clone())?);
@@ -692,6 +693,7 @@ impl Topology {
         }
         summary.inference_error = (!errors.is_empty()).then(|| errors.join("; "));
         summary.clips = self.metrics.stage_processed(metrics::Stage::Classifier);
+        summary.skipped = self.metrics.clips_skipped_total();
         Ok(summary)
     }
 }

@@ -1,0 +1,166 @@
+"""The action path, whole process, against the plain Python loop (imported by scripts/bench.py).
+
+Both sides are timed the same way: wall time around the whole process (start-up, model
+loading, decoding, every inference call, exit), peak resident memory from wait4(2). The peer is
+scripts/action_loop.py (OpenCV + onnxruntime, sequential, one `session.run` per clip, the same
+ONNX file, intra-op threads and spinning set as vigil sets them). The sides alternate
+process by process. vigil runs three ways on each file:
+
+- as configured by default (adaptive clip scheduling on): the target row;
+- with `action.schedule.adaptive: false`, every clip classified like the peer: the
+  like-for-like row, and the reference for labels ("fp32 vigil");
+- the labels row compares the `action.started` labels of the first with the second.
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "build"
+MODEL = BUILD / "models" / "i3d_kinetics400.onnx"
+LABELS = BUILD / "models" / "kinetics400_labels.txt"
+ORT_LIBRARY = BUILD / "lib" / "libonnxruntime.so"
+LOOP = ROOT / "scripts" / "action_loop.py"
+SPEED_TARGET = 1.5
+RSS_TARGET = 1.0  # peer's peak RSS / vigil's
+
+
+def say(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def run(cmd, what):
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.stdout.read(), proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed ({proc.returncode}): {' '.join(map(str, cmd))}\n"
+                           f"{err.decode(errors='replace')[-2000:]}")
+    return out.decode(), err.decode(errors="replace"), wall, usage.ru_maxrss / 1024
+
+
+def config(path, video, threads, adaptive):
+    events = path.with_suffix(".jsonl")
+    path.write_text(f"""\
+streams:
+  - id: bench
+    url: {video}
+    branches: [action]
+action:
+  enabled: true
+  model:
+    path: {MODEL}
+    labels: {LABELS}
+  schedule:
+    adaptive: {'true' if adaptive else 'false'}
+faces:
+  enabled: false
+sinks:
+  - type: file
+    path: {events}
+metrics:
+  enabled: false
+runtime:
+  onnxruntime_library: {ORT_LIBRARY}
+  execution_provider: cpu
+  intra_threads: {threads}
+""")
+    return events
+
+
+def vigil_side(vigil, cfg, events):
+    events.unlink(missing_ok=True)
+    _, err, wall, rss = run([str(vigil), "run", "--config", str(cfg), "--no-progress"], "vigil run")
+    started = []
+    for line in events.read_text().splitlines():
+        e = json.loads(line)
+        if e.get("type") == "action.started":
+            started.append(e.get("label"))
+    clips = skipped = None
+    for line in err.splitlines():
+        if "clips classified" in line:
+            words = line.replace(",", " ").split()
+            for i, w in enumerate(words):
+                if w == "clips" and words[i + 1:i + 2] == ["classified"]:
+                    clips = int(words[i - 1])
+                if w == "skipped":
+                    skipped = int(words[i - 1])
+    return {"wall": wall, "rss": rss, "started": started, "clips": clips, "skipped": skipped}
+
+
+def peer_side(python, video, threads):
+    out, _, wall, rss = run([str(python), str(LOOP), "--model", str(MODEL), "--labels", str(LABELS),
+                             "--video", str(video), "--threads", str(threads)], "the Python loop")
+    r = json.loads(out.strip().splitlines()[-1])
+    return {"wall": wall, "rss": rss, "clips": r["clips"], "top1": r["top1"]}
+
+
+def spread(values):
+    return min(values), max(values)
+
+
+def bench_action(vigil, python, sampler, workdir, videos, rounds, threads):
+    """videos: [(path, label)]. Returns bench.py's {"rows", "notes", "problems"}."""
+    rows, notes, problems = [], [], []
+    for video, label in videos:
+        fast_cfg, dense_cfg = workdir / f"action-{label}.yaml", workdir / f"action-{label}-dense.yaml"
+        fast_ev = config(fast_cfg, video, threads, True)
+        dense_ev = config(dense_cfg, video, threads, False)
+        sides = {"vigil": [], "dense": [], "peer": []}
+        for r in range(rounds):
+            order = ["vigil", "dense", "peer"] if r % 2 == 0 else ["peer", "dense", "vigil"]
+            for side in order:
+                say(f"action path {label} round {r + 1}/{rounds}: {side}")
+                if side == "vigil":
+                    m = lambda: vigil_side(vigil, fast_cfg, fast_ev)
+                elif side == "dense":
+                    m = lambda: vigil_side(vigil, dense_cfg, dense_ev)
+                else:
+                    m = lambda: peer_side(python, video, threads)
+                sides[side].append(sampler.take(f"action {side}", m))
+        v, d, p = sides["vigil"], sides["dense"], sides["peer"]
+        med = lambda xs, k: statistics.median(o[k] for o in xs)
+        noise = statistics.median(o["foreign_cores"] for o in v + d + p)
+        # Speed ratios per round (peer wall / vigil wall), so the spread is over paired runs.
+        fast_r = [b["wall"] / a["wall"] for a, b in zip(v, p)]
+        dense_r = [b["wall"] / a["wall"] for a, b in zip(d, p)]
+        rss_r = [b["rss"] / a["rss"] for a, b in zip(v, p)]
+        clips, skipped = v[0]["clips"], v[0]["skipped"]
+        work = (f"{clips} of {clips + skipped} clips classified, the rest skipped as stable"
+                if clips is not None and skipped is not None else "adaptive schedule")
+        rows.append([f"action path, whole process, {label}: vigil default ({work}) vs the Python loop "
+                       f"(every one of {p[0]['clips']} clips) (s per run)",
+                     f"{med(v, 'wall'):.2f}", f"{med(p, 'wall'):.2f}",
+                     med(p, "wall") / med(v, "wall"), SPEED_TARGET, noise, spread(fast_r)])
+        rows.append([f"action path, whole process, {label}: vigil with every clip classified "
+                       f"(schedule off) vs the Python loop: the same work (s per run)",
+                     f"{med(d, 'wall'):.2f}", f"{med(p, 'wall'):.2f}",
+                     med(p, "wall") / med(d, "wall"), SPEED_TARGET, noise, spread(dense_r)])
+        rows.append([f"action path, peak RSS, {label}: vigil default vs the Python loop (MiB; ratio = peer / vigil)",
+                     f"{med(v, 'rss'):.0f}", f"{med(p, 'rss'):.0f}",
+                     med(p, "rss") / med(v, "rss"), RSS_TARGET, noise, spread(rss_r)])
+        fast_labels = {tuple(o["started"]) for o in v}
+        dense_labels = {tuple(o["started"]) for o in d}
+        same = len(fast_labels) == 1 and fast_labels == dense_labels
+        show = lambda ls: ", ".join(next(iter(ls))) or "none" if len(ls) == 1 else str(sorted(ls))
+        rows.append([f"action path, {label}: action.started labels, vigil default vs every clip classified "
+                     f"(ratio 1 = the same in every run)",
+                     show(fast_labels), show(dense_labels), 1.0 if same else 0.0, 1.0, 0.0])
+        if not same:
+            problems.append(f"action path {label}: started labels differ: default {sorted(fast_labels)}, "
+                            f"every clip {sorted(dense_labels)}")
+        peer_top = p[0]["top1"]
+        notes.append(
+            f"action path {label}: {rounds} rounds, the three sides alternating; median wall vigil default "
+            f"{med(v, 'wall'):.2f} s, every clip {med(d, 'wall'):.2f} s, Python loop {med(p, 'wall'):.2f} s; "
+            f"peak RSS {med(v, 'rss'):.0f} / {med(d, 'rss'):.0f} / {med(p, 'rss'):.0f} MiB. "
+            f"The Python loop's top-1 per clip: {', '.join(peer_top)}.")
+    return {"rows": rows, "notes": notes, "problems": problems}
