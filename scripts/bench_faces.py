@@ -7,9 +7,10 @@ by frame in Python), on the same clip, the same enrolled photos and the same mac
 
 prints one JSON object: for each side and setting, the median frames per second of N
 interleaved runs, and who each side named. Both sides time decoding plus the face path over
-every frame, with model loading and enrolment excluded. vigil runs twice: with a full MTCNN
-search on every frame (detect_interval 1) and with a full search every 10th frame and cheap
-re-detection of tracked faces in between (detect_interval 10).
+every frame, with model loading and enrolment excluded. vigil runs three ways (SETTINGS below):
+its defaults (a full MTCNN search on every frame, a few embeddings per track), a full search every
+10th frame with cheap re-detection of tracked faces in between, and the baseline's own work (a
+full search and an embedding of every face on every frame, one inference thread).
 
 Needs ../shared/media/faces (the Hamilton clip and its two performers' photos); without it,
 prints {"skipped": ...} and exits 0.
@@ -51,8 +52,22 @@ def baseline_python():
     return venv / "bin" / "python"
 
 
-def vigil_config(dir, interval):
+# vigil's settings: (detect_interval, embeds_per_track, reverify_ms, intra_threads).
+SETTINGS = {
+    # The defaults (but every frame sampled): full search on every frame, at most 5 embeddings
+    # per track plus one a second, two ONNX Runtime threads.
+    "vigil_interval_1": (1, 5, 1000, 2),
+    # A full search every 10th frame, tracked faces re-detected near their box in between.
+    "vigil_interval_10": (10, 5, 1000, 2),
+    # The baseline's work: a full search and an embedding of every face on every frame, one
+    # inference thread (vigil still decodes on its own thread).
+    "vigil_same_work": (1, 1_000_000, 0, 1),
+}
+
+
+def vigil_config(dir, key):
     b = ROOT / "build"
+    interval, embeds, reverify, threads = SETTINGS[key]
     return f"""streams:
   - id: hamilton
     url: {SHARED / CLIP}
@@ -61,6 +76,7 @@ faces:
   enabled: true
   sample_fps: 0
   detect_interval: {interval}
+  tracker: {{embeds_per_track: {embeds}, reverify_ms: {reverify}}}
   detector:
     type: mtcnn
     pnet: {b}/models/mtcnn_pnet.onnx
@@ -72,11 +88,11 @@ gallery:
   path: {dir}/gallery.json
 sinks:
   - type: file
-    path: {dir}/events-{interval}.jsonl
+    path: {dir}/events-{key}.jsonl
 metrics: {{enabled: false}}
 runtime:
   onnxruntime_library: {b}/lib/libonnxruntime.so
-  intra_threads: 2
+  intra_threads: {threads}
 """
 
 
@@ -106,27 +122,27 @@ def main():
 
     with tempfile.TemporaryDirectory(prefix="vigil-bench-faces-") as tmp:
         configs = {}
-        for interval in (1, 10):
-            path = Path(tmp) / f"faces-{interval}.yaml"
-            path.write_text(vigil_config(tmp, interval))
-            configs[interval] = path
+        for key in SETTINGS:
+            path = Path(tmp) / f"faces-{key}.yaml"
+            path.write_text(vigil_config(tmp, key))
+            configs[key] = path
         for name, photo in PEOPLE.items():
-            run_json([vigil, "gallery", "enroll", "--json", "--config", configs[1], "--name", name, SHARED / photo])
+            run_json([vigil, "gallery", "enroll", "--json", "--config", configs["vigil_interval_1"], "--name", name, SHARED / photo])
         baseline_cmd = [py, ROOT / "scripts" / "face_baseline.py", "--cache", CACHE / "downloads", "--video", SHARED / CLIP]
         for name, photo in PEOPLE.items():
             baseline_cmd += ["--enrol", f"{name}={SHARED / photo}"]
 
-        samples = {"baseline": [], "vigil_interval_1": [], "vigil_interval_10": []}
+        samples = {"baseline": [], **{key: [] for key in SETTINGS}}
         named = {}
         for _ in range(args.runs):
             b = run_json(baseline_cmd)
             samples["baseline"].append(b["fps"])
             named["baseline"] = sorted(k for k, v in b["identified_frames"].items() if v > 0)
             frames = b["frames"]
-            for interval in (1, 10):
-                v = run_json([vigil, "bench", "faces", "--config", configs[interval]])
-                samples[f"vigil_interval_{interval}"].append(v["fps"])
-                named[f"vigil_interval_{interval}"] = sorted(v["identified_events"])
+            for key in SETTINGS:
+                v = run_json([vigil, "bench", "faces", "--config", configs[key]])
+                samples[key].append(v["fps"])
+                named[key] = sorted(v["identified_events"])
                 assert v["frames"] == frames, f"frame counts differ: vigil {v['frames']}, baseline {frames}"
         result = {
             "clip": CLIP,

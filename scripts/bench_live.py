@@ -240,6 +240,34 @@ def machine():
     return f"{cpu}, {os.cpu_count()} cores, {int(mem) // 1024 // 1024} GiB, {platform.platform()}"
 
 
+def reading(rows):
+    """What the rows say, in sentences made from their own figures."""
+    first, last = rows[0], rows[-1]
+    n1, nl = first["streams"], last["streams"]
+    tot = lambda r, k: r[k] * r["streams"]
+    out = []
+    drops = [r for r in rows if r["source_frames_dropped_per_s"] > 0.05]
+    if drops:
+        out.append("Decoding fell behind (source frames dropped) with "
+                   + ", ".join(f"{r['streams']} camera(s) ({r['source_frames_dropped_per_s']:.1f}/s)" for r in drops) + ".")
+    else:
+        out.append(f"No source frame was dropped in any row: decoding kept up with every camera "
+                   f"({min(r['decoded_fps_per_stream'] for r in rows):.1f} decoded fps per stream at the least).")
+    c1, cl = tot(first, "clips_per_s_per_stream"), tot(last, "clips_per_s_per_stream")
+    f1, fl = tot(first, "face_fps_per_stream"), tot(last, "face_fps_per_stream")
+    if n1 != nl:
+        out.append(f"Total classifier throughput: {c1:.2f} clips/s with {n1} camera(s), {cl:.2f} with {nl} "
+                   f"({cl / c1:.2f}x); total face frames: {f1:.1f}/s and {fl:.1f}/s ({fl / f1 if f1 else 0:.2f}x).")
+    out.append(f"Clips dropped because the classifier was busy: {100 * first['clips_dropped_share']:.0f}% with "
+               f"{n1} camera(s), {100 * last['clips_dropped_share']:.0f}% with {nl}; face frames dropped: "
+               f"{100 * first['face_frames_dropped_share']:.0f}% and {100 * last['face_frames_dropped_share']:.0f}%.")
+    out.append(f"Action latency p99 (capture to scores, bucket upper bound): <= {first['latency_p99_s']:g} s with {n1}, "
+               f"<= {last['latency_p99_s']:g} s with {nl}. Resident memory: {first['rss_mib']:.0f} MiB with {n1}, "
+               f"{last['rss_mib']:.0f} MiB with {nl}"
+               + (f" ({(last['rss_mib'] - first['rss_mib']) / (nl - n1):.0f} MiB per added camera)." if nl != n1 else "."))
+    return "\n".join(out)
+
+
 def render(rows, warmup, window):
     head = (
         "| streams | decoded fps/stream | clips/s/stream | clips dropped | face fps/stream "
@@ -265,22 +293,13 @@ Machine: {machine()}.
 
 Each row: N RTSP cameras of real 720p25 H.264 (the demo clip looped, served without re-encoding
 by Debian's GStreamer RTSP server on loopback), vigil with the action branch (I3D, 32-frame
-clips every 16 frames, batches of up to 4) and the face branch (MTCNN + dlib ResNet, 5 frames/s
+clips every 16 frames, the default batch size) and the face branch (MTCNN + dlib ResNet, 5 frames/s
 per stream) on. {warmup:.0f} s of warm-up, then {window:.0f} s measured from vigil's
 own `/metrics` and `/proc`. Latency is capture to scores for the action branch, read from the
 histogram's buckets (upper bounds).
 
 {head}{body}
-How to read it: a camera delivers 25 fps, and every stream decodes all of it in every row (no
-source drops: decoding keeps up). Everything else shares two cores: I3D needs 1.6 clips/s per
-stream to cover a stream completely and the whole machine manages {total_first:.2f} clips/s with
-one camera and the face branch beside it ({total_last:.2f} with {last_n}, decoding
-{last_n} x 720p25 takes its share). So each camera gets a smaller share of clips as cameras are
-added, the rest are dropped and counted, and a live stream's clip never waits behind a backlog:
-each batch takes every camera's newest clip. Latency is about two inference calls with few
-cameras; with more cameras than `max_batch` (4) a camera's clip can wait for one or two whole
-batches of the others, so it grows with the number of cameras, not with time; memory per camera
-falls as the model's fixed cost is shared.
+{reading(rows)}
 """
     return doc, head + body
 

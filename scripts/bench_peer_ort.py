@@ -3,7 +3,7 @@
 
 Run by bench.py with the bench venv's Python (onnxruntime + numpy), never imported. Loads the
 model with the same session settings vigil uses (CPU provider, ORT_ENABLE_ALL, the given
-intra-op thread count, ONNX Runtime's default sequential executor), feeds the float32
+intra-op thread count, intra-op spinning off, ONNX Runtime's default sequential executor), feeds the float32
 little-endian tensor that `vigil bench classify --dump-input` wrote, makes one warm-up call and
 then `--runs` timed calls, and prints one JSON object on stdout:
 
@@ -41,6 +41,8 @@ def main():
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = args.threads
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # As vigil sets it: idle intra-op threads sleep instead of spinning.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(args.model, sess_options=opts, providers=["CPUExecutionProvider"])
     feed = {args.input_name: x}
     outputs = [args.output_name]

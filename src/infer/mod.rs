@@ -87,6 +87,8 @@ pub struct SessionOptions {
     pub provider: ExecutionProvider,
     /// Threads inside one call; 0 lets ONNX Runtime use one per core.
     pub intra_threads: usize,
+    /// ONNX Runtime's memory arena on the CPU provider (`runtime.cpu_arena`).
+    pub cpu_arena: bool,
 }
 
 /// Builds a session for `model` on the requested provider, or fails: never a silent fallback.
@@ -120,7 +122,11 @@ pub fn session(
         reason,
     };
     b = match opts.provider {
-        ExecutionProvider::Cpu => b,
+        ExecutionProvider::Cpu => b
+            .with_execution_providers([ort::ep::CPU::default()
+                .with_arena_allocator(opts.cpu_arena)
+                .build()])
+            .map_err(|e| provider_err(e.to_string()))?,
         // Also refuse to run single nodes on the CPU behind the user's back.
         ExecutionProvider::Cuda => b
             .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])

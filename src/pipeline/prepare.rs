@@ -169,19 +169,36 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Problems> {
     // setting it is built with (its section, the runtime's threads and library) passed. An
     // out-of-range `runtime.intra_threads` once reached ONNX Runtime (100000 threads: over
     // 120 s and 5.6 GB before the problem was shown), and `action.frames: 0` reached the model.
+    //
+    // The action model and the face models load at the same time (creating ONNX Runtime
+    // sessions is most of vigil's start-up).
+    let action_model = c
+        .action
+        .model
+        .as_ref()
+        .filter(|_| c.action.enabled)
+        .filter(|_| !has_problem(&problems, "action.") && !has_problem(&problems, "runtime."));
+    let blocked = ["faces", "gallery", "runtime."];
+    let want_faces = c.faces.enabled && !blocked.iter().any(|b| has_problem(&problems, b));
+    let (action_loaded, faces_loaded) = std::thread::scope(|s| {
+        let a = action_model.map(|m| s.spawn(|| load_action(&loaded, m)));
+        let f = want_faces.then(|| load_faces(&loaded));
+        let a = a.map(|h| {
+            h.join().unwrap_or_else(|_| {
+                Err(loaded.problem("action.model", "loading the model panicked".to_string()))
+            })
+        });
+        (a, f)
+    });
     let mut action = None;
-    if let (true, Some(m)) = (c.action.enabled, &c.action.model) {
-        if !has_problem(&problems, "action.") && !has_problem(&problems, "runtime.") {
-            match load_action(&loaded, m) {
-                Ok(a) => action = Some(a),
-                Err(p) => problems.push(p),
-            }
-        }
+    match action_loaded {
+        Some(Ok(a)) => action = Some(a),
+        Some(Err(p)) => problems.push(p),
+        None => {}
     }
     let mut faces = None;
-    let blocked = ["faces", "gallery", "runtime."];
-    if c.faces.enabled && !blocked.iter().any(|b| has_problem(&problems, b)) {
-        match load_faces(&loaded) {
+    if let Some(faces_loaded) = faces_loaded {
+        match faces_loaded {
             Ok((models, gallery)) => {
                 let live = crate::gallery::store::open_live(
                     &gallery.path,
@@ -330,6 +347,7 @@ fn runtime_env(
     let opts = infer::SessionOptions {
         provider: c.runtime.execution_provider,
         intra_threads: c.runtime.intra_threads,
+        cpu_arena: c.runtime.cpu_arena,
     };
     Ok((env, opts))
 }
