@@ -42,6 +42,8 @@ pub enum Scored {
         keyframe: Option<Arc<opencv::core::Mat>>,
         /// Custom actions' scores (empty without custom actions), from the same call.
         custom: Vec<f32>,
+        /// The clip's crops, when the API keeps action events' clips (else empty).
+        frames: Vec<super::clip::Crop>,
     },
     Gap(usize),
     End(StreamEnd),
@@ -327,6 +329,9 @@ pub struct ClassifierStage {
     /// Custom actions, scored from the features of the same call (the classifier's features
     /// output must be enabled).
     pub custom: Option<Arc<super::custom::CustomScorer>>,
+    /// Pass each clip's crops on to the events stage (the API keeps action events' clips to
+    /// explain them).
+    pub keep_frames: bool,
 }
 
 impl Stage for ClassifierStage {
@@ -350,6 +355,7 @@ impl From<Scored> for EventMsg {
                 captured,
                 keyframe,
                 custom,
+                frames,
             } => EventMsg::Clip {
                 stream,
                 span,
@@ -357,6 +363,7 @@ impl From<Scored> for EventMsg {
                 captured,
                 keyframe,
                 custom,
+                frames,
             },
             Scored::Gap(s) => EventMsg::Gap(s),
             Scored::End(e) => EventMsg::End(e),
@@ -439,6 +446,7 @@ pub fn run<T: From<Scored>>(
         names,
         latest,
         custom,
+        keep_frames,
     } = st;
     let latest = &*latest;
     let (metrics, meter, stop) = (&cx.metrics, &cx.meter, &cx.shutdown);
@@ -521,6 +529,7 @@ pub fn run<T: From<Scored>>(
                     captured: clip.captured,
                     keyframe: clip.keyframe,
                     custom,
+                    frames: if keep_frames { clip.frames } else { Vec::new() },
                 };
                 if tx.send(scored.into()).is_err() {
                     return Ok(());

@@ -801,6 +801,18 @@ fn check_api(api: &super::ApiConfig) -> Vec<(String, String)> {
             format!("must be 1..=65536, got {}", api.max_connections),
         ));
     }
+    if api.event_clips > 1024 {
+        out.push((
+            "event_clips".into(),
+            format!("must be 0..=1024 clips, got {}", api.event_clips),
+        ));
+    }
+    if !(1..=64).contains(&api.explain_threads) {
+        out.push((
+            "explain_threads".into(),
+            format!("must be 1..=64 threads, got {}", api.explain_threads),
+        ));
+    }
     out
 }
 
