@@ -240,7 +240,14 @@ fn worker(
             }
         }
         let ex = explainer.as_mut().expect("loaded above");
-        let result = run(ex, &job, &clip);
+        // A panic fails this job, not every later one (the thread lives on).
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(ex, &job, &clip)))
+                .unwrap_or_else(|_| {
+                    Err(anyhow::anyhow!(
+                        "the explanation panicked (a bug: see the log)"
+                    ))
+                });
         *job.lock() = match result {
             Ok(out) => {
                 tracing::info!(
