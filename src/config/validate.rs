@@ -880,6 +880,23 @@ mod tests {
     }
 
     #[test]
+    fn explanation_settings_are_checked_with_their_position() {
+        let yaml = "api:\n  listen: '127.0.0.1:0'\n  event_clips: 5000\n  explain_threads: 0\naction: {enabled: false}\n";
+        let p = problems(yaml);
+        for want in [
+            "t.yaml:3:16: api.event_clips: must be 0..=1024 clips, got 5000",
+            "t.yaml:4:20: api.explain_threads: must be 1..=64 threads, got 0",
+        ] {
+            assert!(p.iter().any(|s| s.starts_with(want)), "{want}: {p:?}");
+        }
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(problems(
+            "api:\n  listen: '127.0.0.1:0'\n  event_clips: 0\naction: {enabled: false}\n"
+        )
+        .is_empty());
+    }
+
+    #[test]
     fn gallery_index_settings_are_checked_with_their_position() {
         let yaml = "streams:\n  - {id: a, url: /dev/null}\ngallery:\n  index: {kind: hnsw, m: 1, ef_construction: 0, ef_search: 0}\n";
         let l = parse(Path::new("t.yaml"), yaml).expect("parses");
