@@ -16,6 +16,7 @@
 //! important cells at once, against masking 20% random cells (a few draws).
 
 use crate::action::classifier::Classifier;
+use crate::action::clip::{Clip, Crop};
 use crate::action::custom::{CustomFile, CustomScorer};
 use crate::action::offline::clips_of_file;
 use crate::config::Loaded;
@@ -24,10 +25,11 @@ use opencv::core::{self as cv, Mat, Scalar, Size, Vector};
 use opencv::prelude::*;
 use opencv::{imgcodecs, imgproc, videoio};
 use serde_json::{json, Value};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The grid: time chunks, rows, columns.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grid {
     pub t: usize,
     pub h: usize,
@@ -55,8 +57,15 @@ impl std::str::FromStr for Grid {
     }
 }
 
+impl std::fmt::Display for Grid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}x{}", self.t, self.h, self.w)
+    }
+}
+
 impl Grid {
-    fn cells(&self) -> usize {
+    /// Cells, one forward pass each.
+    pub fn cells(&self) -> usize {
         self.t * self.h * self.w
     }
 }
@@ -79,7 +88,341 @@ enum Target {
     Custom(usize),
 }
 
-/// Fills cell `c` of clip `b` in a `[n, 3, T, S, S]` tensor with the mean input.
+/// What can go wrong explaining a clip; the first two are the caller's mistakes.
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    #[error("label {label:?} is neither one of the model's labels ({labels}) nor a custom action{custom}")]
+    UnknownLabel {
+        label: String,
+        labels: String,
+        custom: String,
+    },
+    #[error("grid {t}x{h}x{w} has more cells along an axis than the clip has frames ({frames}) or pixels ({side})")]
+    Grid {
+        t: usize,
+        h: usize,
+        w: usize,
+        frames: usize,
+        side: usize,
+    },
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// The labels a map can be asked for: the model's and the custom actions'.
+#[derive(Clone)]
+pub struct Labels {
+    pub model: Arc<Vec<String>>,
+    /// `source` of the model's labels (`kinetics400`).
+    pub source: Arc<str>,
+    pub custom: Option<Arc<CustomScorer>>,
+    /// For messages: the label file and the custom-actions file.
+    pub model_file: PathBuf,
+    pub custom_file: PathBuf,
+}
+
+impl Labels {
+    /// Each asked label's column, name and source, or the first label that is neither.
+    fn resolve(&self, asked: &[String]) -> Result<Vec<(Target, String, String)>, ExplainError> {
+        asked
+            .iter()
+            .map(|l| {
+                if let Some(i) = self.model.iter().position(|x| x == l) {
+                    Ok((Target::Class(i), l.clone(), self.source.to_string()))
+                } else if let Some(i) = self
+                    .custom
+                    .as_ref()
+                    .and_then(|c| c.names.iter().position(|x| x == l))
+                {
+                    Ok((
+                        Target::Custom(i),
+                        l.clone(),
+                        crate::action::custom::SOURCE.to_string(),
+                    ))
+                } else {
+                    Err(ExplainError::UnknownLabel {
+                        label: crate::echo::echo(l).into_owned(),
+                        labels: self.model_file.display().to_string(),
+                        custom: match &self.custom {
+                            Some(_) => format!(" in {}", self.custom_file.display()),
+                            None => format!(" ({} holds none)", self.custom_file.display()),
+                        },
+                    })
+                }
+            })
+            .collect()
+    }
+
+    /// Checks that every label in `asked` can be explained.
+    pub fn check(&self, asked: &[String]) -> Result<(), ExplainError> {
+        self.resolve(asked).map(|_| ())
+    }
+}
+
+/// The maps of one clip, before drawing.
+pub struct Explained {
+    pub grid: Grid,
+    pub frames: usize,
+    pub side: usize,
+    names: Vec<String>,
+    sources: Vec<String>,
+    base: Vec<f32>,
+    /// importance[label][cell]
+    importance: Vec<Vec<f32>>,
+    deletion: Vec<Option<Value>>,
+}
+
+impl Explained {
+    /// The JSON every caller writes: grid, mask, passes and one map per label.
+    pub fn to_json(&self) -> Value {
+        let g = self.grid;
+        let maps: Vec<Value> = self
+            .importance
+            .iter()
+            .enumerate()
+            .map(|(l, imp)| {
+                let grid3: Vec<Vec<Vec<f32>>> = (0..g.t)
+                    .map(|t| {
+                        (0..g.h)
+                            .map(|y| (0..g.w).map(|x| imp[(t * g.h + y) * g.w + x]).collect())
+                            .collect()
+                    })
+                    .collect();
+                let mut m = json!({
+                    "label": self.names[l], "source": self.sources[l], "score": self.base[l],
+                    "importance": grid3,
+                });
+                if let Some(d) = &self.deletion[l] {
+                    m["deletion"] = d.clone();
+                }
+                m
+            })
+            .collect();
+        json!({
+            "grid": {"t": g.t, "h": g.h, "w": g.w, "frames": self.frames, "side": self.side},
+            "mask": "mean input (127.5)", "forward_passes": 1 + g.cells(),
+            "maps": maps,
+        })
+    }
+
+    /// Draws the first label's map: the contact sheet (`png`) and the video (`mp4`, when
+    /// OpenCV can write one here: whether it did).
+    pub fn draw(&self, crops: &[Crop], png: &Path, mp4: &Path) -> anyhow::Result<bool> {
+        draw_sheet(
+            crops,
+            &self.importance[0],
+            self.grid,
+            &self.names[0],
+            self.base[0],
+            png,
+        )?;
+        Ok(
+            match draw_video(crops, &self.importance[0], self.grid, mp4) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!("cannot write {}: {e:#}", mp4.display());
+                    false
+                }
+            },
+        )
+    }
+}
+
+/// The model (its own session) and the labels it can explain: made once, used for many clips.
+pub struct Explainer {
+    classifier: Classifier,
+    labels: Labels,
+    /// Masked clips per forward pass.
+    batch: usize,
+}
+
+impl Explainer {
+    /// A session of the config's action model with `intra_threads` (0: the config's
+    /// `runtime.intra_threads`), and the config's custom actions.
+    pub fn load(loaded: &Loaded, intra_threads: usize) -> anyhow::Result<Explainer> {
+        let custom_path = crate::pipeline::custom_actions_path(loaded);
+        let file = CustomFile::load(&custom_path)?.filter(|f| !f.actions.is_empty());
+        let custom = file.as_ref().map(|f| Arc::new(CustomScorer::new(f)));
+        let mut e = Self::with_custom(loaded, intra_threads, custom)?;
+        if let Some(f) = &file {
+            let dim = e.enable_features(loaded)?;
+            f.check_model(&custom_path, &e.classifier.name, dim)?;
+        }
+        Ok(e)
+    }
+
+    /// A session of the config's action model with `intra_threads` (0: the config's), scoring
+    /// `custom` (the running pipeline's custom actions, already checked against the model).
+    pub fn with_custom(
+        loaded: &Loaded,
+        intra_threads: usize,
+        custom: Option<Arc<CustomScorer>>,
+    ) -> anyhow::Result<Explainer> {
+        let mut l = loaded.clone();
+        if intra_threads > 0 {
+            l.config.runtime.intra_threads = intra_threads;
+        }
+        let a = crate::pipeline::load_action_model(&l).map_err(|p| anyhow::anyhow!("{p}"))?;
+        let m = loaded
+            .config
+            .action
+            .model
+            .as_ref()
+            .context("action.model")?;
+        let mut e = Explainer {
+            classifier: a.classifier,
+            labels: Labels {
+                model: a.labels,
+                source: a.source,
+                custom,
+                model_file: loaded.resolve(&m.labels),
+                custom_file: crate::pipeline::custom_actions_path(loaded),
+            },
+            batch: loaded.config.action.batch(),
+        };
+        if e.labels.custom.is_some() {
+            e.enable_features(loaded)?;
+        }
+        Ok(e)
+    }
+
+    fn enable_features(&mut self, loaded: &Loaded) -> anyhow::Result<usize> {
+        let m = loaded
+            .config
+            .action
+            .model
+            .as_ref()
+            .context("action.model")?;
+        Ok(self.classifier.enable_features(&m.features)?)
+    }
+
+    pub fn labels(&self) -> &Labels {
+        &self.labels
+    }
+
+    /// Ends the forward pass in progress (and every later one) with an error: for shutdown.
+    pub fn canceller(&self) -> Arc<ort::session::RunOptions> {
+        self.classifier.canceller()
+    }
+
+    /// The maps of the clip `crops` (the model's clip length, each `side`x`side` RGB) for
+    /// `asked` labels (none: the model's top label), on `grid`; with `deletion`, the
+    /// faithfulness check too.
+    pub fn explain(
+        &mut self,
+        crops: &[Crop],
+        asked: &[String],
+        grid: Grid,
+        deletion: bool,
+    ) -> Result<Explained, ExplainError> {
+        let (frames, side) = self.classifier.clip_shape();
+        let g = grid;
+        if g.t > frames || g.h > side || g.w > side {
+            return Err(ExplainError::Grid {
+                t: g.t,
+                h: g.h,
+                w: g.w,
+                frames,
+                side,
+            });
+        }
+        if crops.len() != frames || crops.iter().any(|c| c.len() != side * side * 3) {
+            return Err(anyhow::anyhow!(
+                "the clip has {} frames of {} bytes; the model takes {frames} of {side}x{side} RGB",
+                crops.len(),
+                crops.first().map_or(0, |c| c.len())
+            )
+            .into());
+        }
+        let mut resolved = self.labels.resolve(asked)?;
+        let clip = Clip {
+            stream: 0,
+            index: 0,
+            frames: crops.to_vec(),
+            start: 0.0,
+            end: 0.0,
+            captured: None,
+            keyframe: None,
+        };
+        // The clip's tensor as a run feeds it, and its scores: one forward pass.
+        let (base_probs, base_feats) = self
+            .classifier
+            .classify_with_features(&[&clip])
+            .map_err(anyhow::Error::from)?;
+        let base_input = self.classifier.input_tensor().to_vec();
+        let custom = self.labels.custom.clone();
+        let base_custom = match (&custom, &base_feats) {
+            (Some(s), Some(f)) => s.score(&f[0]),
+            _ => Vec::new(),
+        };
+        if resolved.is_empty() {
+            let top = base_probs[0]
+                .iter()
+                .enumerate()
+                .max_by(|x, y| x.1.total_cmp(y.1))
+                .map_or(0, |(i, _)| i);
+            resolved.push((
+                Target::Class(top),
+                self.labels.model[top].clone(),
+                self.labels.source.to_string(),
+            ));
+        }
+        let targets: Vec<Target> = resolved.iter().map(|r| r.0.clone()).collect();
+        let base: Vec<f32> = targets
+            .iter()
+            .map(|t| match t {
+                Target::Class(k) => base_probs[0][*k],
+                Target::Custom(k) => base_custom.get(*k).copied().unwrap_or(0.0),
+            })
+            .collect();
+
+        // One masked clip per cell, built a batch at a time.
+        let shape = (frames, side);
+        let scores = score(
+            &mut self.classifier,
+            custom.as_deref(),
+            &targets,
+            &base_input,
+            shape,
+            g,
+            &(0..g.cells()).map(|c| vec![c]).collect::<Vec<_>>(),
+            self.batch,
+        )?;
+        let importance: Vec<Vec<f32>> = (0..targets.len())
+            .map(|l| scores.iter().map(|s| base[l] - s[l]).collect())
+            .collect();
+        let mut checks = Vec::new();
+        for (l, imp) in importance.iter().enumerate() {
+            checks.push(if deletion {
+                Some(self::deletion(
+                    &mut self.classifier,
+                    custom.as_deref(),
+                    &targets[l],
+                    imp,
+                    &base_input,
+                    shape,
+                    g,
+                    self.batch,
+                )?)
+            } else {
+                None
+            });
+        }
+        let (names, sources) = resolved.into_iter().map(|(_, n, s)| (n, s)).unzip();
+        Ok(Explained {
+            grid: g,
+            frames,
+            side,
+            names,
+            sources,
+            base,
+            importance,
+            deletion: checks,
+        })
+    }
+}
+
+/// Fills cell `c` of the first clip in a `[n, 3, T, S, S]` tensor with the mean input.
 fn mask_cell(buf: &mut [f32], frames: usize, side: usize, g: Grid, c: usize) {
     let (ti, rest) = (c / (g.h * g.w), c % (g.h * g.w));
     let (hi, wi) = (rest / g.w, rest % g.w);
@@ -100,17 +443,30 @@ fn mask_cell(buf: &mut [f32], frames: usize, side: usize, g: Grid, c: usize) {
 /// The I3D graph maps input x to x / 127.5 - 1: 127.5 is its zero.
 pub const MEAN_INPUT: f32 = 127.5;
 
-/// Scores of every target for each clip tensor in `inputs` (each one clip), in batches.
+/// Scores of every target for the base clip with each set of cells in `masks` hidden, in
+/// batches (only one batch of masked clips is in memory at a time).
+#[allow(clippy::too_many_arguments)]
 fn score(
     c: &mut Classifier,
     custom: Option<&CustomScorer>,
     targets: &[Target],
-    inputs: &[Vec<f32>],
+    base: &[f32],
+    (frames, side): (usize, usize),
+    g: Grid,
+    masks: &[Vec<usize>],
     batch: usize,
 ) -> anyhow::Result<Vec<Vec<f32>>> {
-    let mut out = Vec::with_capacity(inputs.len());
-    for chunk in inputs.chunks(batch.max(1)) {
-        let flat: Vec<f32> = chunk.concat();
+    let mut out = Vec::with_capacity(masks.len());
+    let mut flat: Vec<f32> = Vec::new();
+    for chunk in masks.chunks(batch.max(1)) {
+        flat.clear();
+        for cells in chunk {
+            let at = flat.len();
+            flat.extend_from_slice(base);
+            for &cell in cells {
+                mask_cell(&mut flat[at..], frames, side, g, cell);
+            }
+        }
         let (probs, feats) = c.classify_tensor(&flat)?;
         for (i, p) in probs.iter().enumerate() {
             let cs = match (custom, &feats) {
@@ -158,26 +514,10 @@ pub const RANDOM_DRAWS: usize = 3;
 /// Explains the clip at `req.at` of `req.video`; writes the JSON, PNG and MP4.
 pub fn explain(loaded: &Loaded, req: &Request) -> anyhow::Result<Value> {
     let cfg = &loaded.config.action;
-    let mut a = crate::pipeline::load_action_model(loaded).map_err(|p| anyhow::anyhow!("{p}"))?;
-    // Custom actions (and so the features output) only when the config has some.
-    let custom_path = crate::pipeline::custom_actions_path(loaded);
-    let custom = match CustomFile::load(&custom_path)?.filter(|f| !f.actions.is_empty()) {
-        Some(f) => {
-            let m = loaded
-                .config
-                .action
-                .model
-                .as_ref()
-                .context("action.model")?;
-            let dim = a.classifier.enable_features(&m.features)?;
-            f.check_model(&custom_path, &a.classifier.name, dim)?;
-            Some(CustomScorer::new(&f))
-        }
-        None => None,
-    };
+    let mut ex = Explainer::load(loaded, 0)?;
     let period = cfg.frames as f64 / cfg.sample_fps;
     let clips =
-        clips_of_file(req.video, cfg, true, Some(req.at + period)).map_err(anyhow::Error::msg)?;
+        clips_of_file(req.video, cfg, false, Some(req.at + period)).map_err(anyhow::Error::msg)?;
     // The clip whose middle is nearest the moment asked for.
     let fc = clips
         .iter()
@@ -194,137 +534,23 @@ pub fn explain(loaded: &Loaded, req: &Request) -> anyhow::Result<Value> {
             fc.clip.end
         );
     }
-    let (frames, side) = a.classifier.clip_shape();
-    if req.grid.t > frames || req.grid.h > side || req.grid.w > side {
-        bail!(
-            "--grid {}x{}x{} has more cells along an axis than the clip has frames ({frames}) or pixels ({side})",
-            req.grid.t,
-            req.grid.h,
-            req.grid.w
-        );
-    }
-    // The clip's tensor as a run feeds it.
-    a.classifier.classify(&[&fc.clip])?;
-    let base_input = a.classifier.input_tensor().to_vec();
-    let (base_probs, base_feats) = a.classifier.classify_tensor(&base_input)?;
-    let base_custom = match (&custom, &base_feats) {
-        (Some(s), Some(f)) => s.score(&f[0]),
-        _ => Vec::new(),
-    };
-
-    // Which labels.
-    let mut targets = Vec::new();
-    let mut names = Vec::new();
-    let mut sources = Vec::new();
-    if req.labels.is_empty() {
-        let top = base_probs[0]
-            .iter()
-            .enumerate()
-            .max_by(|x, y| x.1.total_cmp(y.1))
-            .map_or(0, |(i, _)| i);
-        targets.push(Target::Class(top));
-        names.push(a.labels[top].clone());
-        sources.push(a.source.to_string());
-    }
-    for l in &req.labels {
-        if let Some(i) = a.labels.iter().position(|x| x == l) {
-            targets.push(Target::Class(i));
-            sources.push(a.source.to_string());
-        } else if let Some(i) = custom
-            .as_ref()
-            .and_then(|c| c.names.iter().position(|x| x == l))
-        {
-            targets.push(Target::Custom(i));
-            sources.push(crate::action::custom::SOURCE.to_string());
-        } else {
-            bail!(
-                "--label {l:?} is neither one of the model's labels ({}) nor a custom action in {}",
-                loaded
-                    .config
-                    .action
-                    .model
-                    .as_ref()
-                    .map_or(String::new(), |m| loaded
-                        .resolve(&m.labels)
-                        .display()
-                        .to_string()),
-                custom_path.display()
-            );
-        }
-        names.push(l.clone());
-    }
-    let base: Vec<f32> = targets
-        .iter()
-        .map(|t| match t {
-            Target::Class(k) => base_probs[0][*k],
-            Target::Custom(k) => base_custom.get(*k).copied().unwrap_or(0.0),
-        })
-        .collect();
-
-    // One masked clip per cell.
-    let g = req.grid;
-    let batch = cfg.batch();
-    let masked: Vec<Vec<f32>> = (0..g.cells())
-        .map(|c| {
-            let mut b = base_input.clone();
-            mask_cell(&mut b, frames, side, g, c);
-            b
-        })
-        .collect();
-    let scores = score(&mut a.classifier, custom.as_ref(), &targets, &masked, batch)?;
-    drop(masked);
-    // importance[label][cell]
-    let importance: Vec<Vec<f32>> = (0..targets.len())
-        .map(|l| scores.iter().map(|s| base[l] - s[l]).collect())
-        .collect();
-
-    let mut maps = Vec::new();
-    for (l, imp) in importance.iter().enumerate() {
-        let grid3: Vec<Vec<Vec<f32>>> = (0..g.t)
-            .map(|t| {
-                (0..g.h)
-                    .map(|y| (0..g.w).map(|x| imp[(t * g.h + y) * g.w + x]).collect())
-                    .collect()
-            })
-            .collect();
-        let mut m = json!({
-            "label": names[l], "source": sources[l], "score": base[l], "importance": grid3,
-        });
-        if req.deletion {
-            m["deletion"] = deletion(
-                &mut a.classifier,
-                custom.as_ref(),
-                &targets[l],
-                imp,
-                &base_input,
-                (frames, side),
-                g,
-                batch,
-            )?;
-        }
-        maps.push(m);
-    }
-
+    let ex = ex
+        .explain(&fc.clip.frames, &req.labels, req.grid, req.deletion)
+        .map_err(|e| match e {
+            ExplainError::Grid { .. } => anyhow::anyhow!("--{e}"),
+            ExplainError::UnknownLabel { .. } => anyhow::anyhow!("--{e}"),
+            ExplainError::Other(e) => e,
+        })?;
     std::fs::create_dir_all(req.out)
         .with_context(|| format!("cannot create {}", req.out.display()))?;
     let (png, mp4) = (req.out.join("explain.png"), req.out.join("explain.mp4"));
-    draw_sheet(&fc.clip.frames, &importance[0], g, &names[0], base[0], &png)?;
-    let mp4_written = match draw_video(&fc.clip.frames, &importance[0], g, &mp4) {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!("cannot write {}: {e:#}", mp4.display());
-            false
-        }
-    };
-    let v = json!({
-        "video": req.video.display().to_string(), "at": req.at,
-        "clip": {"start": fc.clip.start, "end": fc.clip.end},
-        "grid": {"t": g.t, "h": g.h, "w": g.w, "frames": frames, "side": side},
-        "mask": "mean input (127.5)", "forward_passes": 1 + g.cells(),
-        "maps": maps,
-        "png": png.display().to_string(),
-        "mp4": mp4_written.then(|| mp4.display().to_string()),
-    });
+    let mp4_written = ex.draw(&fc.clip.frames, &png, &mp4)?;
+    let mut v = ex.to_json();
+    v["video"] = json!(req.video.display().to_string());
+    v["at"] = json!(req.at);
+    v["clip"] = json!({"start": fc.clip.start, "end": fc.clip.end});
+    v["png"] = json!(png.display().to_string());
+    v["mp4"] = json!(mp4_written.then(|| mp4.display().to_string()));
     let json_path = req.out.join("explain.json");
     let text = serde_json::to_vec_pretty(&v)?;
     crate::durable::replace(&json_path, |w| std::io::Write::write_all(w, &text))
@@ -340,7 +566,7 @@ fn deletion(
     target: &Target,
     imp: &[f32],
     base: &[f32],
-    (frames, side): (usize, usize),
+    shape: (usize, usize),
     g: Grid,
     batch: usize,
 ) -> anyhow::Result<Value> {
@@ -353,17 +579,16 @@ fn deletion(
     for _ in 0..RANDOM_DRAWS {
         sets.push(rng.pick(n, k));
     }
-    let inputs: Vec<Vec<f32>> = sets
-        .iter()
-        .map(|cells| {
-            let mut b = base.to_vec();
-            for &cell in cells {
-                mask_cell(&mut b, frames, side, g, cell);
-            }
-            b
-        })
-        .collect();
-    let s = score(c, custom, std::slice::from_ref(target), &inputs, batch)?;
+    let s = score(
+        c,
+        custom,
+        std::slice::from_ref(target),
+        base,
+        shape,
+        g,
+        &sets,
+        batch,
+    )?;
     let random: Vec<f32> = s[1..].iter().map(|v| v[0]).collect();
     Ok(json!({
         "cells_masked": k, "top": s[0][0], "random": random,
@@ -402,7 +627,7 @@ fn overlay(crop: &[u8], side: usize, heat_map: &Mat) -> anyhow::Result<Mat> {
 }
 
 fn draw_sheet(
-    frames: &[crate::action::clip::Crop],
+    frames: &[Crop],
     imp: &[f32],
     g: Grid,
     label: &str,
@@ -454,12 +679,7 @@ fn draw_sheet(
     Ok(())
 }
 
-fn draw_video(
-    frames: &[crate::action::clip::Crop],
-    imp: &[f32],
-    g: Grid,
-    out: &Path,
-) -> anyhow::Result<()> {
+fn draw_video(frames: &[Crop], imp: &[f32], g: Grid, out: &Path) -> anyhow::Result<()> {
     let side = ((frames[0].len() / 3) as f64).sqrt() as usize;
     let size = Size::new(side as i32, side as i32);
     let mut writer = None;

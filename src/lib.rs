@@ -18,13 +18,14 @@
 //! - [`cluster`]: which streams this replica runs (rendezvous hashing over `cluster.replicas`).
 //! - [`url`]: what a stream's `url` names (file, camera, network stream) and credential redaction.
 //! - [`bench`]: the measurements behind `vigil bench`.
-//! - [`explain`]: occlusion maps of what drove a label (`vigil explain`).
+//! - [`explain`]: occlusion maps of what drove a label (`vigil explain`, and the API's
+//!   explanations of action events).
 //! - [`durable`]: crash-safe replacement of a file (gallery, persisted API state).
 //! - [`echo`]: how users' values are repeated in messages (cut to 200 characters).
 //!
 //! Layers, lowest first (each imports only from those before it): `durable`, `echo`, `url`,
 //! `cluster`, `config`, `shutdown`, `metrics`, `stage`, `source`, `infer`, `event`, `annotate`,
-//! `gallery`, `action`, `face`, `pipeline`, `control`, `bench`, `explain`.
+//! `gallery`, `action`, `face`, `pipeline`, `explain`, `control`, `bench`.
 
 pub mod action;
 pub mod annotate;

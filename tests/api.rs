@@ -630,3 +630,205 @@ fn every_error_answer_has_its_status_code_and_field() {
     assert_eq!(c, 200);
     assert_eq!(v["gallery"]["people"], 2, "{v}");
 }
+
+/// The bytes of a GET with a token: status, head (lower case), body.
+fn get_bytes(addr: &str, path: &str, token: &str) -> (u16, String, Vec<u8>) {
+    let auth = format!("Authorization: Bearer {token}");
+    http(addr, "GET", path, &[&auth], b"").unwrap()
+}
+
+#[test]
+fn an_action_event_of_a_running_file_is_explained_over_the_api_and_other_ids_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (write, wline) = new_token("write");
+    let (read, rline) = new_token("read");
+    let streams = format!(
+        "streams:\n  - {{id: bunny, url: {}, branches: [action]}}\n  - {{id: photos, url: {}, branches: [faces]}}\n",
+        built("media/bigbuckbunny.mp4").display(),
+        built("media/faces_demo.mp4").display()
+    );
+    let cfg = api_config(
+        dir.path(),
+        &format!("  tokens:\n{wline}\n{rline}\n"),
+        &streams,
+    );
+    // 16-frame clips, as in the CLI's explain test, keep each forward pass cheap.
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "faces:\n  enabled: true\n",
+        "  frames: 16\n  stride: 16\nfaces:\n  enabled: true\n",
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let (_child, _, addr, logs) = start_api(&cfg);
+
+    // An action event of the file and a face event of the other, from the event list.
+    let (mut action, mut face) = (Value::Null, Value::Null);
+    wait_for(
+        "an action event and a face event",
+        Duration::from_secs(120),
+        || {
+            let (_, v) = api(&addr, "GET", "/v1/events?limit=1000", Some(&read), "");
+            for e in v["events"].as_array().into_iter().flatten() {
+                if e["type"] == "action.started" && action.is_null() {
+                    action = e.clone();
+                }
+                if e["type"] == "face.unknown" && face.is_null() {
+                    face = e.clone();
+                }
+            }
+            !action.is_null() && !face.is_null()
+        },
+    );
+    let id = action["id"].as_str().unwrap();
+    let path = format!("/v1/events/{id}/explanation");
+
+    // Refusals: an unknown id, a face event, a label the model does not have, a read token.
+    let (c, v) = api(
+        &addr,
+        "POST",
+        "/v1/events/no-such-event/explanation",
+        Some(&write),
+        "",
+    );
+    assert_eq!(
+        (c, v["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no event `no-such-event`"),
+        "{v}"
+    );
+    let face_path = format!("/v1/events/{}/explanation", face["id"].as_str().unwrap());
+    let (c, v) = api(&addr, "POST", &face_path, Some(&write), "");
+    assert_eq!(
+        (c, v["error"]["code"].as_str()),
+        (422, Some("not_an_action")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("face.unknown"),
+        "{v}"
+    );
+    let (c, v) = api(
+        &addr,
+        "POST",
+        &format!("{path}?label=juggling%20kittens"),
+        Some(&write),
+        "",
+    );
+    assert_eq!(
+        (c, v["error"]["field"].as_str()),
+        (422, Some("label")),
+        "{v}"
+    );
+    let (c, v) = api(
+        &addr,
+        "POST",
+        &format!("{path}?grid=2x99x2"),
+        Some(&write),
+        "",
+    );
+    assert_eq!(
+        (c, v["error"]["field"].as_str()),
+        (422, Some("grid")),
+        "{v}"
+    );
+    assert_eq!(api(&addr, "POST", &path, Some(&read), "").0, 403);
+    let (c, _) = api(&addr, "GET", &path, Some(&read), "");
+    assert_eq!(c, 404, "nothing asked yet");
+
+    // Asked (a 2x2x2 grid: 9 forward passes), then polled with the read token.
+    let auth = format!("Authorization: Bearer {write}");
+    let (c, head, body) =
+        http(&addr, "POST", &format!("{path}?grid=2x2x2"), &[&auth], b"").unwrap();
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert!(c == 202 || c == 200, "{c} {v}");
+    assert!(head.contains(&format!("location: {path}")), "{head}");
+    assert_eq!(
+        (v["grid"].as_str(), v["forward_passes"].as_u64()),
+        (Some("2x2x2"), Some(9))
+    );
+    let mut done = Value::Null;
+    wait_for("the explanation", Duration::from_secs(300), || {
+        let (c, v) = api(&addr, "GET", &path, Some(&read), "");
+        assert!(c == 200 || c == 202, "{c} {v}");
+        if c == 200 {
+            done = v;
+        }
+        c == 200
+    });
+    eprintln!(
+        "{}",
+        logs.lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|l| l.contains("explained in"))
+            .cloned()
+            .unwrap_or_default()
+    );
+
+    // The CLI's JSON for the event's own clip and label: a 2x2x2 grid of importances that are
+    // not all the same.
+    assert_eq!(done["event"], action["id"]);
+    assert_eq!(done["stream"], "bunny");
+    assert_eq!(done["clip"], action["clip"]);
+    assert_eq!(
+        done["grid"],
+        serde_json::json!({"t": 2, "h": 2, "w": 2, "frames": 16, "side": 224})
+    );
+    let map = &done["maps"][0];
+    assert_eq!(
+        (&map["label"], &map["source"]),
+        (&action["label"], &action["source"])
+    );
+    let cells: Vec<f64> = map["importance"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t.as_array().unwrap())
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(cells.len(), 8, "{map}");
+    let (lo, hi) = cells
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+    eprintln!("importances of {}: {cells:?}", map["label"]);
+    assert!(hi - lo > 1e-4, "every cell matters the same: {cells:?}");
+    assert!(
+        (map["score"].as_f64().unwrap() - action["score"].as_f64().unwrap()).abs() < 0.05,
+        "{map} {action}"
+    );
+
+    // The contact sheet: a PNG of two 224-pixel tiles under a 28-pixel caption.
+    let (c, head, png) = get_bytes(&addr, &format!("{path}.png"), &read);
+    assert_eq!(c, 200);
+    assert!(head.contains("content-type: image/png"), "{head}");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    assert_eq!((be(&png[16..20]), be(&png[20..24])), (2 * 224, 224 + 28));
+    // The video: an MP4 (an `ftyp` box first).
+    let (c, head, mp4) = get_bytes(&addr, &format!("{path}.mp4"), &read);
+    assert_eq!(c, 200, "{}", String::from_utf8_lossy(&mp4));
+    assert!(head.contains("content-type: video/mp4"), "{head}");
+    assert_eq!(&mp4[4..8], b"ftyp");
+    assert_eq!(done["mp4"], format!("{path}.mp4"));
+
+    // Asking again the same way answers from what was computed.
+    let (c, v) = api(
+        &addr,
+        "POST",
+        &format!("{path}?grid=2x2x2"),
+        Some(&write),
+        "",
+    );
+    assert_eq!((c, v["state"].as_str()), (200, Some("done")), "{v}");
+}

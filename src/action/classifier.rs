@@ -43,6 +43,8 @@ pub enum Scored {
         keyframe: Option<Arc<opencv::core::Mat>>,
         /// Custom actions' scores (empty without custom actions), from the same call.
         custom: Vec<f32>,
+        /// The clip's crops, when the API keeps action events' clips (else empty).
+        frames: Vec<super::clip::Crop>,
     },
     Gap(usize),
     End(StreamEnd),
@@ -382,6 +384,9 @@ pub struct ClassifierStage {
     pub custom: Option<Arc<super::custom::CustomScorer>>,
     /// Which clips to skip while a stream's label is stable (`action.schedule`).
     pub schedule: super::schedule::Schedule,
+    /// Pass each clip's crops on to the events stage (the API keeps action events' clips to
+    /// explain them).
+    pub keep_frames: bool,
 }
 
 impl Stage for ClassifierStage {
@@ -405,6 +410,7 @@ impl From<Scored> for EventMsg {
                 captured,
                 keyframe,
                 custom,
+                frames,
             } => EventMsg::Clip {
                 stream,
                 span,
@@ -412,6 +418,7 @@ impl From<Scored> for EventMsg {
                 captured,
                 keyframe,
                 custom,
+                frames,
             },
             Scored::Gap(s) => EventMsg::Gap(s),
             Scored::End(e) => EventMsg::End(e),
@@ -495,6 +502,7 @@ pub fn run<T: From<Scored>>(
         latest,
         custom,
         mut schedule,
+        keep_frames,
     } = st;
     let latest = &*latest;
     let (metrics, meter, stop) = (&cx.metrics, &cx.meter, &cx.shutdown);
@@ -599,6 +607,7 @@ pub fn run<T: From<Scored>>(
                     captured: clip.captured,
                     keyframe: clip.keyframe,
                     custom,
+                    frames: if keep_frames { clip.frames } else { Vec::new() },
                 };
                 if tx.send(scored.into()).is_err() {
                     return Ok(());

@@ -26,6 +26,15 @@ pub enum Transition {
     },
 }
 
+impl Transition {
+    /// The clip the event names: the segment's best.
+    pub fn clip(&self) -> Span {
+        match self {
+            Transition::Started { clip, .. } | Transition::Ended { clip, .. } => *clip,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Segment {
     label: usize,
@@ -108,6 +117,11 @@ impl Smoother {
             }
         }
         out
+    }
+
+    /// The clip the running segment's events would name (its best so far), if one runs.
+    pub fn best_clip(&self) -> Option<Span> {
+        self.current.as_ref().map(|s| s.best_clip)
     }
 
     /// Ends a running segment (its stream ended or broke off).

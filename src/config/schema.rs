@@ -105,6 +105,23 @@ pub struct ApiConfig {
     /// Most connections served at once; more wait to be accepted. Default 512.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Action events whose clip (the model's input crops) is kept in memory so that it can be
+    /// explained over the API (`POST /v1/events/{id}/explanation`); 0 turns that off. At most
+    /// this many clips of `action.frames` x `action.crop`² x 3 bytes (4.8 MB each at the
+    /// defaults). Default 16.
+    #[serde(default = "default_event_clips")]
+    pub event_clips: usize,
+    /// ONNX Runtime intra-op threads of the session that computes explanations (its own, not
+    /// the live classifier's). Default 1.
+    #[serde(default = "default_explain_threads")]
+    pub explain_threads: usize,
+}
+
+fn default_event_clips() -> usize {
+    16
+}
+fn default_explain_threads() -> usize {
+    1
 }
 
 fn default_state_dir() -> PathBuf {

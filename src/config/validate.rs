@@ -813,6 +813,18 @@ fn check_api(api: &super::ApiConfig) -> Vec<(String, String)> {
             format!("must be 1..=65536, got {}", api.max_connections),
         ));
     }
+    if api.event_clips > 1024 {
+        out.push((
+            "event_clips".into(),
+            format!("must be 0..=1024 clips, got {}", api.event_clips),
+        ));
+    }
+    if !(1..=64).contains(&api.explain_threads) {
+        out.push((
+            "explain_threads".into(),
+            format!("must be 1..=64 threads, got {}", api.explain_threads),
+        ));
+    }
     out
 }
 
@@ -877,6 +889,23 @@ mod tests {
             "{p:?}"
         );
         assert_eq!(p.len(), 4, "{p:?}");
+    }
+
+    #[test]
+    fn explanation_settings_are_checked_with_their_position() {
+        let yaml = "api:\n  listen: '127.0.0.1:0'\n  event_clips: 5000\n  explain_threads: 0\naction: {enabled: false}\n";
+        let p = problems(yaml);
+        for want in [
+            "t.yaml:3:16: api.event_clips: must be 0..=1024 clips, got 5000",
+            "t.yaml:4:20: api.explain_threads: must be 1..=64 threads, got 0",
+        ] {
+            assert!(p.iter().any(|s| s.starts_with(want)), "{want}: {p:?}");
+        }
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(problems(
+            "api:\n  listen: '127.0.0.1:0'\n  event_clips: 0\naction: {enabled: false}\n"
+        )
+        .is_empty());
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - Blocking work (face analysis, probing a file, stopping a stream) runs on tokio's blocking
 //!   pool.
 
+mod explain;
 mod learn;
 
 use super::gallery::{GalleryOps, OpError, Photo};
@@ -144,6 +145,8 @@ pub struct Api {
     config_ids: HashSet<String>,
     tokens: Tokens,
     ops: Option<Mutex<GalleryOps>>,
+    /// Explanations of action events (with the action model and `api.event_clips` above 0).
+    explanations: Option<Arc<super::explain::Explanations>>,
     started: Instant,
     stop: Shutdown,
 }
@@ -183,6 +186,39 @@ pub fn run(
         tracing::info!("cluster: {line}");
     }
     let shard = p.shard;
+    // Explanations use a session of their own, made on the first one asked for, and the run's
+    // own custom actions.
+    let labels = p
+        .action
+        .as_ref()
+        .filter(|_| api_cfg.event_clips > 0)
+        .map(|a| crate::explain::Labels {
+            model: a.labels.clone(),
+            source: a.source.clone(),
+            custom: a.custom.clone(),
+            model_file: loaded
+                .config
+                .action
+                .model
+                .as_ref()
+                .map(|m| loaded.resolve(&m.labels))
+                .unwrap_or_default(),
+            custom_file: pipeline::custom_actions_path(&loaded),
+        });
+    let explanations = match labels {
+        Some(labels) => {
+            let (l, threads, custom) = (
+                loaded.clone(),
+                api_cfg.explain_threads,
+                labels.custom.clone(),
+            );
+            Some(Arc::new(super::explain::Explanations::start(
+                labels,
+                move || crate::explain::Explainer::with_custom(&l, threads, custom),
+            )?))
+        }
+        None => None,
+    };
     let streams = std::mem::take(&mut p.streams);
     let opener = Arc::new(crate::source::open::OpenCv);
     let topo = Topology::start(&mut p, opts, metrics.clone(), stop.clone(), opener)?;
@@ -227,6 +263,7 @@ pub fn run(
         config_ids,
         tokens: Tokens::new(&api_cfg.tokens),
         ops,
+        explanations,
         started: Instant::now(),
         stop: stop.clone(),
     });
@@ -352,6 +389,7 @@ fn router(api: Arc<Api>, max_body: usize, metrics: Arc<Metrics>) -> Router {
         .route("/v1/snapshots/{event_id}", get(snapshot))
         .route("/v1/status", get(status))
         .merge(learn::routes())
+        .merge(explain::routes())
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(super::console::routes())
         .route(

@@ -4,6 +4,8 @@
 //!   tune, for `vigil gallery` and the API alike.
 //! - [`api`]: the HTTP API under `/v1` (axum), with bearer tokens; `api/learn.rs` holds the
 //!   routes of what the gallery learns (calibration, unknowns, rejections).
+//! - [`explain`]: explanations of recent action events (occlusion maps), queued and computed
+//!   on a thread and session of their own; `api/explain.rs` holds their routes.
 //! - [`state`]: streams added and removed over the API, persisted crash-safely in
 //!   `api.state_dir` so they survive a restart (the config file is never rewritten).
 //! - [`token`]: API tokens: making them, and checking them in constant time.
@@ -13,6 +15,7 @@
 pub mod actions;
 pub mod api;
 pub mod console;
+pub mod explain;
 pub mod gallery;
 pub mod state;
 pub mod token;

@@ -1,5 +1,6 @@
 //! Events: the one JSON schema every sink writes (see docs/events.md), and the sinks.
 
+pub mod clips;
 pub mod deliver;
 mod msg;
 pub mod nats;

@@ -67,6 +67,8 @@ pub enum EventMsg {
         keyframe: Option<Arc<Mat>>,
         /// Custom actions' scores for the same clip (empty without custom actions).
         custom: Vec<f32>,
+        /// The clip's crops, when the API keeps action events' clips (else empty).
+        frames: Vec<super::clips::Crop>,
     },
     /// The stream had a gap: its running segment is over.
     Gap(usize),

@@ -34,6 +34,9 @@ pub struct Recent {
     ring: Mutex<(u64, VecDeque<Arc<Kept>>)>,
     cap: usize,
     tx: tokio::sync::broadcast::Sender<Arc<Kept>>,
+    /// The clips of the newest action events, for explaining them (none unless
+    /// [`Recent::with_clips`]).
+    pub clips: super::clips::ClipStore,
 }
 
 impl Recent {
@@ -43,7 +46,14 @@ impl Recent {
             ring: Mutex::new((0, VecDeque::with_capacity(cap.min(4096)))),
             cap: cap.max(1),
             tx,
+            clips: super::clips::ClipStore::new(0),
         }
+    }
+
+    /// Also keeps the clips of the newest `clips` action events.
+    pub fn with_clips(mut self, clips: usize) -> Recent {
+        self.clips = super::clips::ClipStore::new(clips);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, (u64, VecDeque<Arc<Kept>>)> {
@@ -102,6 +112,12 @@ impl Recent {
         let g = self.lock();
         let skip = g.1.len().saturating_sub(limit);
         g.1.iter().skip(skip).cloned().collect()
+    }
+
+    /// The type of a kept event.
+    pub fn kind(&self, id: &str) -> Option<EventType> {
+        let g = self.lock();
+        g.1.iter().rev().find(|k| k.id == id).map(|k| k.kind)
     }
 
     /// The snapshot of a kept event.

@@ -8,6 +8,7 @@ use super::Summary;
 use crate::action::smoother::{Smoother, Transition};
 use crate::annotate::Notes;
 use crate::config::SmootherConfig;
+use crate::event::clips::{Crop, EventClip};
 use crate::event::recent::Recent;
 use crate::event::{snapshot, Event, EventMsg, EventType, FaceSeen, Joined, Payload, Sink, Span};
 use crate::gallery::unknowns::UnknownStore;
@@ -64,6 +65,9 @@ struct PerStream {
     custom_smoother: Smoother,
     /// With action snapshots on: the latest clips and their middle frames.
     keyframes: VecDeque<(Span, Arc<Mat>)>,
+    /// When the API keeps action events' clips: the crops of the clip each smoother's running
+    /// segment would name (model's, custom actions'), so its events can keep them.
+    best: [Option<Kept>; 2],
     /// Whether `stream.up` was written once (the next is a reconnection).
     opened: bool,
     /// Branch ends seen so far, and the most serious one.
@@ -79,6 +83,26 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
+    /// Keeps the clip of action event `e` for the API (before the event is visible there).
+    fn keep_clip(&self, e: &Event, clip: Option<Kept>) {
+        let (Some(r), Some(clip)) = (&self.recent, clip) else {
+            return;
+        };
+        if let Payload::Action { label, source, .. } = &e.payload {
+            r.clips.keep(
+                &e.id,
+                EventClip {
+                    stream: e.stream.clone(),
+                    kind: e.kind,
+                    label: label.clone(),
+                    source: source.clone(),
+                    span: clip.span,
+                    frames: clip.frames,
+                },
+            );
+        }
+    }
+
     fn emit(&mut self, e: Event) {
         let line = e.to_json();
         self.metrics.event_emitted(e.kind).inc();
@@ -151,6 +175,7 @@ fn run(st: EventsStage, cx: &Context, rx: Receiver<EventMsg>) -> Summary {
                         smoother: Smoother::new(&smoother),
                         custom_smoother: Smoother::new(&smoother),
                         keyframes: VecDeque::new(),
+                        best: [None, None],
                         opened: false,
                         ends_seen: 0,
                         end: None,
@@ -205,12 +230,7 @@ fn run(st: EventsStage, cx: &Context, rx: Receiver<EventMsg>) -> Summary {
             }
             EventMsg::Gap(stream) => {
                 if let Some(s) = streams.get_mut(&stream) {
-                    for t in s.smoother.finish() {
-                        w.emit(transition_event(&s.joined.name, t, &model_src, None));
-                    }
-                    for t in s.custom_smoother.finish() {
-                        w.emit(transition_event(&s.joined.name, t, &custom_src, None));
-                    }
+                    finish(&mut w, s, &model_src, &custom_src);
                 }
                 None
             }
@@ -221,10 +241,16 @@ fn run(st: EventsStage, cx: &Context, rx: Receiver<EventMsg>) -> Summary {
                 captured,
                 keyframe,
                 custom,
+                frames,
             } => {
                 let Some(s) = streams.get_mut(&stream) else {
                     continue;
                 };
+                let current = (!frames.is_empty()).then(|| Kept {
+                    span,
+                    frames: frames.into(),
+                });
+                let before = s.best.clone();
                 if let Some(k) = keyframe {
                     if s.keyframes.len() == 16 {
                         s.keyframes.pop_front();
@@ -267,13 +293,23 @@ fn run(st: EventsStage, cx: &Context, rx: Receiver<EventMsg>) -> Summary {
                 } else {
                     s.custom_smoother.push(span, &custom)
                 };
-                for (t, src) in model_ts
+                for (k, best) in [s.smoother.best_clip(), s.custom_smoother.best_clip()]
                     .into_iter()
-                    .map(|t| (t, &model_src))
-                    .chain(custom_ts.into_iter().map(|t| (t, &custom_src)))
+                    .enumerate()
                 {
+                    s.best[k] = best.and_then(|b| find(&[&current, &before[k]], b));
+                }
+                for (t, k) in model_ts
+                    .into_iter()
+                    .map(|t| (t, 0))
+                    .chain(custom_ts.into_iter().map(|t| (t, 1)))
+                {
+                    let src = [&model_src, &custom_src][k];
                     let snap = action_snapshot(&action_snapshots, &s.keyframes, &s.joined.name, &t);
-                    w.emit(transition_event(&s.joined.name, t, src, snap));
+                    let clip = find(&[&current, &before[k], &s.best[k]], t.clip());
+                    let e = transition_event(&s.joined.name, t, src, snap);
+                    w.keep_clip(&e, clip);
+                    w.emit(e);
                 }
                 None
             }
@@ -295,12 +331,7 @@ fn run(st: EventsStage, cx: &Context, rx: Receiver<EventMsg>) -> Summary {
             EventMsg::End(end) => {
                 // The action branch's end closes its smoother's running segment.
                 if let Some(s) = streams.get_mut(&end.stream) {
-                    for t in s.smoother.finish() {
-                        w.emit(transition_event(&s.joined.name, t, &model_src, None));
-                    }
-                    for t in s.custom_smoother.finish() {
-                        w.emit(transition_event(&s.joined.name, t, &custom_src, None));
-                    }
+                    finish(&mut w, s, &model_src, &custom_src);
                 }
                 Some(end)
             }
@@ -331,6 +362,36 @@ fn run(st: EventsStage, cx: &Context, rx: Receiver<EventMsg>) -> Summary {
         }
     }
     w.summary
+}
+
+/// A clip's crops, kept while an event may still name it.
+#[derive(Clone)]
+struct Kept {
+    span: Span,
+    frames: Arc<[Crop]>,
+}
+
+/// The candidate whose span is `span`.
+fn find(candidates: &[&Option<Kept>], span: Span) -> Option<Kept> {
+    candidates
+        .iter()
+        .filter_map(|c| c.as_ref())
+        .find(|c| (c.span.start - span.start).abs() < 1e-9 && (c.span.end - span.end).abs() < 1e-9)
+        .cloned()
+}
+
+/// Ends the stream's running segments (a gap, or its action branch ended).
+fn finish(w: &mut Writer, s: &mut PerStream, model: &Src, custom: &Src) {
+    let ends = [s.smoother.finish(), s.custom_smoother.finish()];
+    for (k, ts) in ends.into_iter().enumerate() {
+        let best = s.best[k].take();
+        for t in ts {
+            let clip = find(&[&best], t.clip());
+            let e = transition_event(&s.joined.name, t, [model, custom][k], None);
+            w.keep_clip(&e, clip);
+            w.emit(e);
+        }
+    }
 }
 
 fn stream_event(
@@ -542,5 +603,111 @@ fn transition_event(stream: &str, t: Transition, src: &Src, snapshot: Option<Str
                 snapshot: None,
             },
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::status::StreamStatus;
+
+    fn clip_msg(i: usize, p: f32) -> EventMsg {
+        EventMsg::Clip {
+            stream: 0,
+            span: Span {
+                start: i as f64,
+                end: i as f64 + 1.0,
+            },
+            probs: vec![p, 0.05],
+            captured: None,
+            keyframe: None,
+            custom: Vec::new(),
+            // One crop per clip, filled with the clip's number.
+            frames: vec![Crop::from(vec![i as u8; 3])],
+        }
+    }
+
+    #[test]
+    fn action_events_keep_the_clip_they_name_even_when_it_is_not_the_newest() {
+        let metrics = Arc::new(Metrics::new());
+        let recent = Arc::new(Recent::new(100).with_clips(8));
+        let st = EventsStage {
+            sinks: Vec::new(),
+            labels: Arc::new(vec!["a".into(), "b".into()]),
+            smoother: SmootherConfig {
+                start_threshold: 0.5,
+                end_threshold: 0.3,
+                min_duration_ms: 0,
+            },
+            source: "m".into(),
+            custom_labels: Default::default(),
+            custom_only: false,
+            notes: None,
+            action_snapshots: None,
+            face_snapshots: None,
+            recent: Some(recent.clone()),
+            names: Arc::new(Names::default()),
+            unknowns: None,
+        };
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let decoded = prometheus::IntCounter::new("d", "d").unwrap();
+        tx.send(EventMsg::Joined(Joined {
+            stream: 0,
+            name: "cam".into(),
+            branches: 1,
+            progress: indicatif::ProgressBar::hidden(),
+            fps: 25.0,
+            status: Arc::new(StreamStatus::new("cam".into(), decoded, Vec::new())),
+        }))
+        .unwrap();
+        // Label a starts on clip 0, peaks on clip 1 and ends on clip 3: the ended event names
+        // clip 1, two clips before the one that ended it.
+        for (i, p) in [0.6, 0.9, 0.5, 0.1].into_iter().enumerate() {
+            tx.send(clip_msg(i, p)).unwrap();
+        }
+        // A second segment still running when the stream ends: closed by the end marker.
+        for (i, p) in [0.7, 0.8].into_iter().enumerate() {
+            tx.send(clip_msg(i + 4, p)).unwrap();
+        }
+        tx.send(EventMsg::End(StreamEnd {
+            stream: 0,
+            frames: 0,
+            media_time: 6.0,
+            reason: EndReason::EndOfFile,
+        }))
+        .unwrap();
+        drop(tx);
+        let cx = Context::new(
+            metrics::Stage::Events,
+            "events".into(),
+            None,
+            &metrics,
+            crate::shutdown::Shutdown::new(),
+        );
+        run(st, &cx, rx);
+        let kept: Vec<(String, f64, u8)> = recent
+            .latest(100)
+            .iter()
+            .filter(|k| matches!(k.kind, EventType::ActionStarted | EventType::ActionEnded))
+            .map(|k| {
+                let c = recent
+                    .clips
+                    .get(&k.id)
+                    .expect("an action event's clip is kept");
+                assert_eq!(c.stream, "cam");
+                (k.kind.as_str().to_string(), c.span.start, c.frames[0][0])
+            })
+            .collect();
+        let want = [
+            ("action.started", 0.0, 0),
+            ("action.ended", 1.0, 1),
+            ("action.started", 4.0, 4),
+            ("action.ended", 5.0, 5),
+        ];
+        let want: Vec<(String, f64, u8)> = want
+            .iter()
+            .map(|(k, s, f)| (k.to_string(), *s, *f))
+            .collect();
+        assert_eq!(kept, want);
     }
 }

@@ -164,10 +164,16 @@ impl Topology {
         let sinks = open_sinks(&cfg.sinks, |path| p.loaded.resolve(path), &metrics)?;
         let cap = cfg.runtime.queue_capacity;
         let names = Arc::new(Names::default());
+        // With the action model, the API keeps the clips of recent action events to explain.
+        let event_clips = |a: &crate::config::ApiConfig| match &p.action {
+            Some(_) => a.event_clips,
+            None => 0,
+        };
         let recent = cfg
             .api
             .as_ref()
-            .map(|a| Arc::new(Recent::new(a.event_ring)));
+            .map(|a| Arc::new(Recent::new(a.event_ring).with_clips(event_clips(a))));
+        let keep_frames = recent.as_ref().is_some_and(|r| r.clips.enabled());
 
         // Events: enough room that stream and segment events never wait on a slow sink long.
         let (ev_tx, ev_rx) = bounded::<EventMsg>(cap * 16);
@@ -230,6 +236,7 @@ impl Topology {
                 latest: latest.clone(),
                 custom: a.custom.clone(),
                 schedule: crate::action::schedule::Schedule::from_config(&cfg.action),
+                keep_frames,
             };
             let cx = shared_cx(metrics::Stage::Classifier, "classifier");
             classifier = Some(stage::spawn(st, cx, rx, ev_tx.clone())?);
