@@ -265,6 +265,8 @@ impl Corrections {
 pub struct Learned {
     inner: Arc<dyn Index>,
     pub corrections: Corrections,
+    /// How the index was come by.
+    pub report: super::IndexReport,
 }
 
 impl Learned {
@@ -272,34 +274,24 @@ impl Learned {
     /// embeddings.
     pub fn build(g: &Gallery, cfg: &GalleryIndexConfig) -> anyhow::Result<Learned> {
         let corrections = Corrections::load(&g.path, &g.model, g.dim)?;
-        let inner = match &corrections.head {
-            None => g.index(cfg)?,
+        let (inner, report) = match &corrections.head {
+            None => g.open_index(cfg, super::ann::index_dir(&g.path), None)?,
             Some(h) => {
-                let people: Vec<Person> = g
-                    .people
-                    .iter()
-                    .map(|p| Person {
-                        name: p.name.clone(),
-                        embeddings: p.embeddings.iter().map(|e| h.project(e)).collect(),
-                        sources: vec![],
-                    })
-                    .collect();
                 // Its HNSW index (when one is used) is kept apart from the raw one, in
                 // `<gallery>.head<N>.index/`, so switching heads never rebuilds the other.
                 let mut name = g.path.file_name().unwrap_or_default().to_os_string();
                 name.push(format!(".head{}", h.version));
-                let projected = Gallery {
-                    path: g.path.with_file_name(name),
-                    model: g.model.clone(),
-                    dim: h.matrix.len(),
-                    people,
-                    sync: None,
-                    by_name: HashMap::new(),
-                };
-                projected.index(cfg)?
+                let dir = super::ann::index_dir(&g.path.with_file_name(name));
+                let head = h.clone();
+                let project: super::ann::Projection = Arc::new(move |e: &[f32]| head.project(e));
+                g.open_index(cfg, dir, Some((project, h.matrix.len())))?
             }
         };
-        Ok(Learned { inner, corrections })
+        Ok(Learned {
+            inner,
+            corrections,
+            report,
+        })
     }
 
     pub fn head_version(&self) -> Option<u32> {
@@ -323,6 +315,14 @@ impl Index for Learned {
 
     fn kind(&self) -> &'static str {
         self.inner.kind()
+    }
+
+    fn follow(&self, people: &[Person]) -> anyhow::Result<bool> {
+        self.inner.follow(people)
+    }
+
+    fn persist(&self) -> anyhow::Result<bool> {
+        self.inner.persist()
     }
 }
 
