@@ -290,7 +290,7 @@ impl LiveGallery {
             let started = Instant::now();
             match current.follow(&g.people) {
                 Ok(true) => {
-                    tracing::debug!(
+                    tracing::info!(
                         "gallery index brought up to date in place in {:.3} s",
                         started.elapsed().as_secs_f64()
                     );
