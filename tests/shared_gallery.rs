@@ -175,6 +175,9 @@ fn a_node_on_the_hnsw_index_names_an_enrolment_made_on_another_node() {
     );
     let log = b.log_text();
     assert!(log.contains("brought up to date in place"), "{log}");
+    for line in log.lines().filter(|l| l.contains("in place in")) {
+        eprintln!("B: {line}");
+    }
     assert_eq!(builds(&log), 1, "changed in place, not rebuilt: {log}");
 }
 

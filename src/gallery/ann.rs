@@ -111,11 +111,22 @@ pub fn fingerprint(people: &[Person]) -> String {
 
 /// A person's embeddings as one 64-bit digest, folded one embedding at a time so the digest of
 /// the first `n` embeddings is had on the way (appended photos are told from rewritten ones).
-/// Not cryptographic: it tells a changed person from an unchanged one (about 0.2 s at a
-/// million 128-value embeddings, against 2 s for SHA-256).
-fn fold(mut h: u64, e: &[f32]) -> u64 {
+/// Not cryptographic: it tells a changed person from an unchanged one. Four lanes, so it runs
+/// at memory speed: 0.6 to 0.7 s for a million 128-value embeddings on the 2-core development
+/// machine while an index build ran beside it; this is what every in-place change costs at
+/// that size, as every person is compared.
+fn fold(h: u64, e: &[f32]) -> u64 {
     const K: u64 = 0x9E37_79B9_7F4A_7C15;
-    for v in e {
+    let mut l = [h, h ^ 1, h ^ 2, h ^ 3];
+    let chunks = e.chunks_exact(4);
+    let rest = chunks.remainder();
+    for q in chunks {
+        for i in 0..4 {
+            l[i] = (l[i].rotate_left(23) ^ q[i].to_bits() as u64).wrapping_mul(K);
+        }
+    }
+    let mut h = l[0] ^ l[1].rotate_left(16) ^ l[2].rotate_left(32) ^ l[3].rotate_left(48);
+    for v in rest {
         h = (h.rotate_left(23) ^ v.to_bits() as u64).wrapping_mul(K);
     }
     (h ^ (h >> 31) ^ e.len() as u64).wrapping_mul(K)
