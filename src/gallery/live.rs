@@ -470,9 +470,16 @@ mod tests {
         }
     }
 
+    /// A distinct pseudo-random embedding per `i`.
     fn e(i: u32) -> Vec<f32> {
+        let mut x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         (0..8)
-            .map(|j| ((i * 31 + j * 7) % 97) as f32 / 97.0)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (x >> 40) as f32 / (1u64 << 24) as f32
+            })
             .collect()
     }
 
