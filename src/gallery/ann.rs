@@ -1118,7 +1118,7 @@ mod tests {
                     while !done.load(Ordering::Acquire) || after < 50 {
                         // Near a removed person (every 10th was removed).
                         let gone = removals.load(Ordering::Acquire);
-                        let found = ix.search(&embedding((n % 300) * 10, 32), 5);
+                        let found = ix.search(&embedding((n * 2 + t) % 300 * 10, 32), 5);
                         assert_eq!(
                             found.len(),
                             5,
