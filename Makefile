@@ -26,11 +26,13 @@ test: setup
 
 # Every benchmark in one run (docs/benchmarks.md): decode 720p/1080p vs ffmpeg, classifier vs
 # Python onnxruntime, faces vs the face_recognition-style baseline, pipeline vs its slowest stage,
-# int8 vs fp32 (after `make int8`), the gallery at 10k/100k/1M, 1-8 live cameras. About an hour,
-# most of it building the 1M-identity HNSW index; `python3 scripts/bench.py --quick` is shorter and
+# int8 vs fp32 (after `make int8`), the gallery at 10k/100k/1M, 1-8 live cameras; then the shared
+# gallery at 1M in PostgreSQL (bench-store, into docs/scaling.md). About two hours, most of it
+# building 1M-identity HNSW indexes; `python3 scripts/bench.py --quick` is shorter and
 # `--soak-minutes 30` adds the memory soak.
 bench: build
 	python3 scripts/bench.py
+	python3 scripts/bench_store.py --out docs/scaling.md
 
 # Opt-in int8 I3D (not the default: it changed 2 of 46 labels on the real clips).
 INT8_VENV = $${VIGIL_CACHE:-$$HOME/.cache/vigil}/int8-venv
@@ -42,8 +44,8 @@ int8: setup
 	$(INT8_VENV)/bin/python scripts/compare_int8.py --runs 3
 
 # The shared gallery (docs/scaling.md): 1M embeddings in PostgreSQL 15, a fresh node's cold
-# start and the catch-up of 1000 changes; `python3 scripts/bench_store.py --people 100000` is
-# a few minutes.
+# start (sync and HNSW build), the catch-up of 1000 changes and of one (in place); `python3
+# scripts/bench_store.py --people 100000` is a few minutes.
 bench-store: build
 	python3 scripts/bench_store.py
 

@@ -705,7 +705,7 @@ def main():
     parser.add_argument("--soak-minutes", type=float, default=0.0, help="memory soak length (default 0: none; the issue's soak is 30)")
     parser.add_argument("--save-json", type=Path, help="also write every raw result here")
     parser.add_argument("--only", help="comma-separated parts to run (action, startup, classify, decode, faces, "
-                        "pipeline, int8, gallery, live, store); the page is then written only with an explicit --out")
+                        "pipeline, int8, gallery, live; the shared gallery is scripts/bench_store.py); the page is then written only with an explicit --out")
     args = parser.parse_args()
     pick = lambda given, quick, full: given if given is not None else (quick if args.quick else full)
     runs = pick(args.runs, 2, 5)
@@ -716,7 +716,7 @@ def main():
     if min(runs, rounds, decode_runs) < 1 or max_wait < 0:
         parser.error("--runs, --rounds and --decode-runs must be at least 1, --max-wait not negative")
 
-    parts = {"action", "startup", "classify", "decode", "faces", "pipeline", "int8", "gallery", "live", "store"}
+    parts = {"action", "startup", "classify", "decode", "faces", "pipeline", "int8", "gallery", "live"}
     only = set(args.only.split(",")) if args.only else parts
     if only - parts:
         parser.error(f"--only: unknown part(s) {', '.join(sorted(only - parts))}")
@@ -765,7 +765,7 @@ def main():
         if want("faces"):
             say("faces")
             faces = bench_faces(vigil_copy, 1 if args.quick else 3)
-        pipeline = int8 = gallery = store = empty
+        pipeline = int8 = gallery = empty
         if want("pipeline"):
             say("pipeline vs its slowest stage")
             pipe_video = Path(tmp) / "pipeline.mp4"
@@ -800,7 +800,7 @@ def main():
     if peer_versions and peer_versions != {ort_version}:
         problems.append(f"the peer runs onnxruntime {peer_versions}, vigil's library is {ort_version}")
 
-    extra = [pipeline, int8, gallery, store] + ([soak] if soak else [])
+    extra = [pipeline, int8, gallery] + ([soak] if soak else [])
     rows = action["rows"] + startup["rows"] + ([classify["row"]] if classify["row"] else []) + [
         row for d in decodes for row in d["rows"]] + faces["rows"] + [row for e in extra for row in e["rows"]]
     loads = lambda l: " / ".join(f"{x:.2f}" for x in l)

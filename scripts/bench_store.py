@@ -5,17 +5,23 @@ Starts Debian's PostgreSQL 15 on a free loopback port in a temporary folder (as 
 run as root), lets vigil create its schema, loads N synthetic people of one 128-value embedding
 each straight into the tables (COPY, as vigil's own writes would have left them), then times:
 
-1. cold start: `vigil gallery list` on a node with no cache: the whole store read in one
-   snapshot, the cache written, the search index built (HNSW above gallery.index.hnsw_above);
+1. cold start: `vigil gallery index` on a node with no cache: the whole store read in one
+   snapshot, the cache written, the search index built (HNSW above gallery.index.hnsw_above)
+   and persisted beside the cache;
 2. warm start: the same again, nothing changed (the cache and the persisted index are current);
 3. catch-up: 1000 changes (enrolments of new people) committed to the store, then the same
-   command: the 1000 changes replayed past the watermark, the cache saved, the index rebuilt.
+   command: the 1000 changes replayed past the watermark, the cache saved, the persisted HNSW
+   index loaded and the new rows inserted in place (an exact index is simply rebuilt);
+4. one change: one more enrolment committed, then the same command.
 
-Prints one markdown table. Standard library only. Default N is 1,000,000 (tens of minutes and
-several GB of RAM and disk); `--people 100000` takes a few minutes.
+Prints one markdown table; `--out FILE` also writes it into FILE between the lines
+`<!-- bench-store begin -->` and `<!-- bench-store end -->` (docs/scaling.md; `make bench`
+does). Standard library only. Default N is 1,000,000 (the HNSW build alone takes tens of minutes
+on 2 cores, and several GB of RAM and disk); `--people 100000` takes a few minutes.
 """
 
 import argparse
+import json
 import os
 import random
 import re
@@ -116,14 +122,15 @@ runtime:
     return p
 
 
-def timed(vigil, cfg):
+def timed(vigil, cfg, verb="index"):
+    """Runs `vigil gallery VERB` on the node: (seconds, its log, its JSON answer)."""
     started = time.monotonic()
-    out = subprocess.run([str(vigil), "gallery", "list", "--json", "--config", str(cfg)],
+    out = subprocess.run([str(vigil), "gallery", verb, "--json", "--config", str(cfg)],
                          capture_output=True, env={**os.environ, "VIGIL_LOG": "info"})
     took = time.monotonic() - started
     if out.returncode != 0:
-        sys.exit(f"vigil gallery list failed:\n{out.stderr.decode()}")
-    return took, out.stderr.decode()
+        sys.exit(f"vigil gallery {verb} failed:\n{out.stderr.decode()}")
+    return took, out.stderr.decode(), json.loads(out.stdout)
 
 
 def rows(first, count, change0, rng):
@@ -155,6 +162,23 @@ def load(server, first, count, change0, rng):
         server.psql("vigil", "-f", "-", stdin=script.encode())
 
 
+BEGIN, END = "<!-- bench-store begin -->", "<!-- bench-store end -->"
+
+
+def write_into(path, table):
+    """Replaces what is between the markers in `path` with `table` (temp file, then rename)."""
+    text = path.read_text()
+    if BEGIN not in text or END not in text:
+        sys.exit(f"{path} has no `{BEGIN}` ... `{END}` section to write the table into")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    when = time.strftime("%Y-%m-%d", time.gmtime())
+    body = f"{BEGIN}\n<!-- written by scripts/bench_store.py on {when} -->\n\n{table}\n\n{END}"
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(head + body + tail)
+    os.replace(tmp, path)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--people", type=int, default=1_000_000)
@@ -162,6 +186,8 @@ def main():
     ap.add_argument("--index", choices=["auto", "exact", "hnsw"], default="auto",
                     help="gallery.index.kind of the timed node; `exact` leaves out the HNSW "
                          "build and shows the store's own share")
+    ap.add_argument("--out", help="also write the table into this markdown file, between "
+                    "`<!-- bench-store begin -->` and `<!-- bench-store end -->`")
     args = ap.parse_args()
     if not (PG / "initdb").exists():
         sys.exit(f"{PG}/initdb is missing: install postgresql-15")
@@ -172,30 +198,48 @@ def main():
     server = Server(tmp)
     try:
         # vigil makes its schema on first contact.
-        timed(vigil, config(Path(tmp) / "seed", server.port))
+        timed(vigil, config(Path(tmp) / "seed", server.port), "list")
         started = time.monotonic()
         load(server, 0, args.people, 1, rng)
         loaded = time.monotonic() - started
         node = config(Path(tmp) / "node", server.port, args.index)
-        cold, cold_log = timed(vigil, node)
-        warm, _ = timed(vigil, node)
+        cold, cold_log, cold_ix = timed(vigil, node)
+        warm, _, warm_ix = timed(vigil, node)
         load(server, args.people, args.changes, args.people + 1, rng)
-        catch_up, log = timed(vigil, node)
+        catch_up, log, catch_ix = timed(vigil, node)
         if f"applied {args.changes} changes" not in log:
             sys.exit(f"the node did not replay {args.changes} changes:\n{log}")
+        load(server, args.people + args.changes, 1, args.people + args.changes + 1, rng)
+        one, one_log, one_ix = timed(vigil, node)
+        if "applied 1 changes" not in one_log:
+            sys.exit(f"the node did not replay the one change:\n{one_log}")
+
         def part(pattern, log):
             m = re.search(pattern, log)
             return float(m.group(1)) if m else float("nan")
 
+        def how(ix):
+            return {"built": "built", "loaded": "loaded", "caught_up": "changed in place",
+                    None: "exact, built"}[ix["origin"]]
+
         cold_sync = part(r"people whole in ([0-9.]+) s", cold_log)
         catch_sync = part(r"changes after change [0-9]+ in ([0-9.]+) s", log)
+        one_sync = part(r"changes after change [0-9]+ in ([0-9.]+) s", one_log)
         size = server.sql("vigil", "SELECT pg_size_pretty(pg_database_size('vigil'))").strip()
-        print(f"| shared gallery, {args.people:,} people, index {args.index} | whole command, s | of which read from PostgreSQL and cache saved, s |")
-        print("|---|---|---|")
-        print(f"| load into PostgreSQL (COPY, {size} on disk) | {loaded:.1f} | |")
-        print(f"| cold start of a fresh node (snapshot, cache, index built) | {cold:.1f} | {cold_sync:.2f} |")
-        print(f"| warm start, nothing changed (models loaded, index loaded) | {warm:.1f} | |")
-        print(f"| catch-up of {args.changes} changes (replay, cache, index rebuilt) | {catch_up:.1f} | {catch_sync:.2f} |")
+        kind = cold_ix["kind"]
+        lines = [
+            f"| shared gallery, {args.people:,} people, index {args.index} ({kind}), `vigil gallery index` | whole command, s | read from PostgreSQL and cache saved, s | index, s |",
+            "|---|---|---|---|",
+            f"| load into PostgreSQL (COPY, {size} on disk) | {loaded:.1f} | | |",
+            f"| cold start of a fresh node (snapshot, cache, index {how(cold_ix)}) | {cold:.1f} | {cold_sync:.2f} | {cold_ix['seconds']:.2f} |",
+            f"| warm start, nothing changed (models loaded, index {how(warm_ix)}) | {warm:.1f} | | {warm_ix['seconds']:.2f} |",
+            f"| catch-up of {args.changes} changes (replay, cache, index {how(catch_ix)}) | {catch_up:.1f} | {catch_sync:.2f} | {catch_ix['seconds']:.2f} |",
+            f"| one change (replay, cache, index {how(one_ix)}) | {one:.1f} | {one_sync:.2f} | {one_ix['seconds']:.2f} |",
+        ]
+        table = "\n".join(lines)
+        print(table)
+        if args.out:
+            write_into(Path(args.out), table)
     finally:
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -339,6 +339,12 @@ enum GalleryCmd {
         #[arg(long)]
         rollback: bool,
     },
+    /// Build the search index (HNSW for large galleries) ahead of a run and keep it beside the
+    /// gallery, so `run` loads it; with a shared store, sync this node's cache first.
+    Index {
+        #[command(flatten)]
+        g: GalleryArgs,
+    },
 }
 
 /// Exit code of `gallery verify` when the face is someone else.
@@ -356,7 +362,8 @@ fn gallery(cmd: GalleryCmd) -> ExitCode {
         | GalleryCmd::Reject { g, .. }
         | GalleryCmd::Unknowns { g }
         | GalleryCmd::NameUnknown { g, .. }
-        | GalleryCmd::Tune { g, .. } => g,
+        | GalleryCmd::Tune { g, .. }
+        | GalleryCmd::Index { g } => g,
     };
     let json = g.json;
     let mut s = match ops::open(&g.config) {
@@ -385,6 +392,7 @@ fn gallery(cmd: GalleryCmd) -> ExitCode {
         } => s.reject(name, &Photo::File(image), *face),
         GalleryCmd::Unknowns { .. } => s.unknowns(),
         GalleryCmd::NameUnknown { id, name, .. } => s.name_unknown(id, name),
+        GalleryCmd::Index { .. } => s.index(),
         GalleryCmd::Tune { rollback, .. } => {
             if *rollback {
                 s.rollback()
@@ -408,6 +416,27 @@ fn gallery(cmd: GalleryCmd) -> ExitCode {
     match cmd {
         GalleryCmd::Verify { .. } if v["same"] == false => ExitCode::from(EXIT_DIFFERENT),
         _ => ExitCode::SUCCESS,
+    }
+}
+
+fn print_index(v: &serde_json::Value) {
+    let rows = v["rows"].as_u64().unwrap_or(0);
+    if v["kind"] == "exact" {
+        println!(
+            "exact search over {rows} embeddings: no index to build (gallery.index.kind, hnsw_above)"
+        );
+        return;
+    }
+    let how = match v["origin"].as_str() {
+        Some("loaded") => "loaded, already current,",
+        Some("caught_up") => "loaded and brought up to date in place",
+        _ => "built",
+    };
+    let secs = v["seconds"].as_f64().unwrap_or(0.0);
+    println!("hnsw index over {rows} embeddings {how} in {secs:.1} s");
+    match v["dir"].as_str() {
+        Some(d) => println!("written to {d}"),
+        None => println!("not written (gallery.index.persist is false, or the folder is not writable: see the log)"),
     }
 }
 
@@ -493,6 +522,7 @@ fn print_gallery_text(cmd: &GalleryCmd, v: &serde_json::Value) {
             v["id"], v["enrolled"], v["added"], v["embeddings"]
         ),
         GalleryCmd::Tune { .. } => println!("{}", v["summary"].as_str().unwrap_or("")),
+        GalleryCmd::Index { .. } => print_index(v),
     }
 }
 

@@ -16,12 +16,13 @@ const PASSWORD: &str = "Pg-s3cret-7Qx";
 
 /// A node: faces on the looping demo clip, the shared store, its events in a file, metrics
 /// and the API on free loopback ports.
-fn node_config(dir: &Path, url: &str) -> PathBuf {
+/// More keys under `gallery` go in `extra` (YAML lines indented by two).
+fn node_config_with(dir: &Path, url: &str, extra: &str) -> PathBuf {
     let gallery = dir.join("gallery.json");
     let faces = faces_yaml(&gallery).replace(
         &format!("gallery: {{path: {}}}", gallery.display()),
         &format!(
-            "gallery:\n  path: {}\n  postgres: {{url: '{url}', connect_timeout_ms: 1000, poll_ms: 500}}",
+            "gallery:\n  path: {}\n  postgres: {{url: '{url}', connect_timeout_ms: 1000, poll_ms: 500}}\n{extra}",
             gallery.display()
         ),
     );
@@ -46,7 +47,11 @@ struct Node {
 
 impl Node {
     fn start(dir: &Path, url: &str) -> Node {
-        let cfg = node_config(dir, url);
+        Node::start_with(dir, url, "")
+    }
+
+    fn start_with(dir: &Path, url: &str, extra: &str) -> Node {
+        let cfg = node_config_with(dir, url, extra);
         let (child, metrics, api, logs) = start_api(&cfg);
         Node {
             dir: dir.to_path_buf(),
@@ -119,6 +124,61 @@ fn api_enrol(node: &Node, name: &str, file: &str) -> (u16, Value) {
     )
     .unwrap();
     (code, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// Node B searches an HNSW index (`gallery.index.kind: hnsw`): an enrolment on A is added to
+/// it in place, not by building it again, and B names the person within the same deadlines as
+/// with exact search.
+#[test]
+fn a_node_on_the_hnsw_index_names_an_enrolment_made_on_another_node() {
+    let Some(pg) = Postgres::start() else {
+        return;
+    };
+    pg.user("vigil", PASSWORD);
+    let url = pg.url("vigil", PASSWORD);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Node::start(da.path(), &url);
+    let b = Node::start_with(db.path(), &url, "  index: {kind: hnsw}\n");
+    wait_for("a face reported unknown", Duration::from_secs(120), || {
+        b.events().iter().any(|e| e["type"] == "face.unknown")
+    });
+    let builds = |log: &str| log.matches("gallery HNSW index built").count();
+    assert_eq!(builds(&b.log_text()), 1, "{}", b.log_text());
+
+    let out = gallery(
+        &a.cfg,
+        &[
+            "enroll",
+            "--name",
+            "Barack Obama",
+            built("media/faces/obama.jpg").to_str().unwrap(),
+        ],
+    );
+    ok_json(&out);
+    let t0 = now();
+    let started = std::time::Instant::now();
+    wait_for("B to list Obama", Duration::from_secs(30), || {
+        b.people().contains(&"Barack Obama".to_string())
+    });
+    eprintln!(
+        "B's HNSW index had Obama {:.2} s after the enrolment on A returned",
+        started.elapsed().as_secs_f64()
+    );
+    let mut seen = None;
+    wait_for("B to name Obama", Duration::from_secs(60), || {
+        seen = b.event_after(&t0, named("Barack Obama"));
+        seen.is_some()
+    });
+    eprintln!(
+        "B (HNSW) named Obama {:.2} s after the enrolment on A returned",
+        after(&t0, &seen.unwrap())
+    );
+    let log = b.log_text();
+    assert!(log.contains("brought up to date in place"), "{log}");
+    for line in log.lines().filter(|l| l.contains("in place in")) {
+        eprintln!("B: {line}");
+    }
+    assert_eq!(builds(&log), 1, "changed in place, not rebuilt: {log}");
 }
 
 #[test]

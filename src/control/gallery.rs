@@ -372,6 +372,42 @@ impl GalleryOps {
         Ok(json!({"gallery": self.path(), "people": people}))
     }
 
+    /// Builds the search index ahead of a run and keeps it where `run` loads it from (with a
+    /// shared store, after this node's cache has caught up: opening did that). Exact search
+    /// has nothing to build; an index already current is loaded and said so.
+    pub fn index(&self) -> Result<Value, OpError> {
+        let report = match &self.store {
+            Store::File {
+                path,
+                model,
+                dim,
+                index,
+            } => {
+                let g = {
+                    let _lock = live::FileLock::take(path)?;
+                    Gallery::open(path, model, *dim)?
+                };
+                Learned::build(&g, index)?.report
+            }
+            Store::Live(g) => g.index_report(),
+        };
+        let store = match &self.store {
+            Store::Live(g) => g.replica().map(|r| r.shown()),
+            Store::File { .. } => None,
+        };
+        Ok(json!({
+            "gallery": self.path(),
+            "store": store,
+            "kind": report.kind,
+            "origin": report.origin,
+            "rows": report.rows,
+            "seconds": report.seconds,
+            "dir": report.dir,
+            "removed": report.removed,
+            "added": report.added,
+        }))
+    }
+
     pub fn remove(&mut self, name: &str) -> Result<Value, OpError> {
         let p = self.update(|g| g.remove(name))?;
         chips::remove(&self.gallery_path(), &p.embeddings);

@@ -265,6 +265,8 @@ impl Corrections {
 pub struct Learned {
     inner: Arc<dyn Index>,
     pub corrections: Corrections,
+    /// How the index was come by.
+    pub report: super::IndexReport,
 }
 
 impl Learned {
@@ -272,34 +274,24 @@ impl Learned {
     /// embeddings.
     pub fn build(g: &Gallery, cfg: &GalleryIndexConfig) -> anyhow::Result<Learned> {
         let corrections = Corrections::load(&g.path, &g.model, g.dim)?;
-        let inner = match &corrections.head {
-            None => g.index(cfg)?,
+        let (inner, report) = match &corrections.head {
+            None => g.open_index(cfg, super::ann::index_dir(&g.path), None)?,
             Some(h) => {
-                let people: Vec<Person> = g
-                    .people
-                    .iter()
-                    .map(|p| Person {
-                        name: p.name.clone(),
-                        embeddings: p.embeddings.iter().map(|e| h.project(e)).collect(),
-                        sources: vec![],
-                    })
-                    .collect();
                 // Its HNSW index (when one is used) is kept apart from the raw one, in
                 // `<gallery>.head<N>.index/`, so switching heads never rebuilds the other.
                 let mut name = g.path.file_name().unwrap_or_default().to_os_string();
                 name.push(format!(".head{}", h.version));
-                let projected = Gallery {
-                    path: g.path.with_file_name(name),
-                    model: g.model.clone(),
-                    dim: h.matrix.len(),
-                    people,
-                    sync: None,
-                    by_name: HashMap::new(),
-                };
-                projected.index(cfg)?
+                let dir = super::ann::index_dir(&g.path.with_file_name(name));
+                let head = h.clone();
+                let project: super::ann::Projection = Arc::new(move |e: &[f32]| head.project(e));
+                g.open_index(cfg, dir, Some((project, h.matrix.len())))?
             }
         };
-        Ok(Learned { inner, corrections })
+        Ok(Learned {
+            inner,
+            corrections,
+            report,
+        })
     }
 
     pub fn head_version(&self) -> Option<u32> {
@@ -323,6 +315,14 @@ impl Index for Learned {
 
     fn kind(&self) -> &'static str {
         self.inner.kind()
+    }
+
+    fn follow(&self, people: &[Person]) -> anyhow::Result<bool> {
+        self.inner.follow(people)
+    }
+
+    fn persist(&self) -> anyhow::Result<bool> {
+        self.inner.persist()
     }
 }
 
@@ -398,5 +398,52 @@ mod tests {
         let l = Learned::build(&g, &cfg).unwrap();
         assert_eq!(l.head_version(), None);
         assert_eq!(l.search(&[1.0, 0.0], 1)[0].name, "Bob");
+    }
+
+    #[test]
+    fn with_a_head_the_hnsw_index_takes_projected_rows_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut g = gallery(dir.path());
+        let cfg = GalleryIndexConfig {
+            kind: crate::config::IndexKind::Hnsw,
+            ..Default::default()
+        };
+        let figures = Figures {
+            far: 0.001,
+            heldout_tar_raw: 0.5,
+            heldout_tar_head: 0.9,
+            heldout_genuine: 1,
+            heldout_impostor: 1,
+            train_embeddings: 2,
+            positive_triplets_before: 1,
+            positive_triplets_after: 0,
+            loss_before: 1.0,
+            loss_after: 0.0,
+        };
+        // Doubles the first value and drops the second.
+        let mut h = Heads::default();
+        h.adopt(HeadVersion {
+            version: 0,
+            created: "now".into(),
+            margin: 0.2,
+            squared: false,
+            matrix: vec![vec![2.0, 0.0]],
+            figures,
+        });
+        h.save(&g.path, "m", 2).unwrap();
+        let l = Learned::build(&g, &cfg).unwrap();
+        assert_eq!((l.kind(), l.head_version()), ("hnsw", Some(1)));
+        g.enroll("Cy", vec![3.0, 9.0], "c".into()).unwrap();
+        assert!(l.follow(&g.people).unwrap(), "changed in place");
+        let m = l.search(&[3.0, -5.0], 1);
+        assert_eq!(m[0].name, "Cy");
+        assert!(m[0].distance < 1e-6, "projected on both sides: {m:?}");
+        // A new build loads the head's own folder (written at the first build) and adds Cy.
+        let again = Learned::build(&g, &cfg).unwrap();
+        assert_eq!(
+            again.report.origin,
+            Some(super::super::ann::Origin::CaughtUp)
+        );
+        assert!(again.report.dir.unwrap().ends_with("g.json.head1.index"));
     }
 }

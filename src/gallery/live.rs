@@ -4,10 +4,17 @@
 //!   read-modify-write under an exclusive lock on `<gallery>.lock`: the file is read again
 //!   under the lock, changed and saved crash-safely, so two enrolments at the same moment are
 //!   both kept.
-//! - A running vigil searches a [`SharedIndex`] that is swapped whole (an `Arc` behind a lock
-//!   held for a pointer copy) when the gallery changes: at once after a change it made itself,
-//!   and within half a second of a change another process made to the file (its size, time and
-//!   inode are polled; the face worker never waits for a rebuild).
+//! - A running vigil searches a [`SharedIndex`]. A change to the gallery is applied to it at
+//!   once after a change this process made, within half a second of a change another process
+//!   made to the file (its size, time and inode are polled), and as each batch of a shared
+//!   store arrives. The HNSW index takes the change in place ([`super::ann`]: the new rows are
+//!   added, the removed ones tombstoned, while searches go on; nothing is copied); an exact
+//!   index, a change of corrections (negatives, head), or a change too large for in place
+//!   builds a new index, swapped in whole (an `Arc` behind a lock held for a pointer copy; the
+//!   face worker never waits for a build).
+//! - An index changed in place is written to `<gallery>.index/` at most once a minute as
+//!   changes come ([`PERSIST_EVERY`]) and when the watcher stops, so a restart loads it; one
+//!   written earlier is loaded and brought up to date in place anyway.
 
 pub use super::lock::FileLock;
 use super::{Gallery, GalleryError, Index};
@@ -15,7 +22,10 @@ use crate::config::GalleryIndexConfig;
 use crate::shutdown::Shutdown;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Shortest time between two writes of an index changed in place while running.
+pub const PERSIST_EVERY: Duration = Duration::from_secs(60);
 
 /// The index the face worker searches, replaced whole when the gallery changes.
 pub struct SharedIndex {
@@ -107,6 +117,10 @@ pub struct LiveGallery {
     unknowns: std::sync::OnceLock<Arc<super::unknowns::UnknownStore>>,
     /// With `gallery.postgres`: the shared store's copy, which `path` caches.
     replica: Option<Arc<super::store::Replica>>,
+    /// How the index in use was last built or loaded.
+    report: Mutex<super::IndexReport>,
+    /// When the index was last written (or built, or loaded).
+    persisted_at: Mutex<Instant>,
 }
 
 fn listing(g: &Gallery) -> Arc<Vec<PersonInfo>> {
@@ -132,8 +146,12 @@ impl LiveGallery {
     ) -> anyhow::Result<LiveGallery> {
         let seen = stamp(path);
         let g = Gallery::open(path, model, dim)?;
-        let index: Arc<dyn Index> = Arc::new(super::learned::Learned::build(&g, cfg)?);
+        let learned = super::learned::Learned::build(&g, cfg)?;
+        let report = Mutex::new(learned.report.clone());
+        let index: Arc<dyn Index> = Arc::new(learned);
         Ok(LiveGallery {
+            report,
+            persisted_at: Mutex::new(Instant::now()),
             path: path.to_path_buf(),
             model: model.into(),
             dim,
@@ -155,11 +173,15 @@ impl LiveGallery {
     ) -> anyhow::Result<LiveGallery> {
         let (model, dim) = (store.model.clone(), store.dim);
         let replica = super::store::Replica::open(path, store)?;
-        let (index, people) = replica.with(|g| -> anyhow::Result<_> {
-            let ix: Arc<dyn Index> = Arc::new(super::learned::Learned::build(g, cfg)?);
-            Ok((ix, listing(g)))
+        let (index, people, report) = replica.with(|g| -> anyhow::Result<_> {
+            let learned = super::learned::Learned::build(g, cfg)?;
+            let report = learned.report.clone();
+            let ix: Arc<dyn Index> = Arc::new(learned);
+            Ok((ix, listing(g), report))
         })?;
         Ok(LiveGallery {
+            report: Mutex::new(report),
+            persisted_at: Mutex::new(Instant::now()),
             path: path.to_path_buf(),
             model,
             dim,
@@ -239,23 +261,74 @@ impl LiveGallery {
     /// Reads the corrections again after a change made in this process.
     pub fn reload(&self) -> anyhow::Result<()> {
         if let Some(r) = &self.replica {
-            return r.with(|g| self.install(g));
+            return r.with(|g| self.rebuild(g));
         }
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let g = {
             let _lock = FileLock::take(&self.path)?;
             self.read()?
         };
-        self.install(&g)?;
+        self.rebuild(&g)?;
         *seen = stamp(&self.path);
         Ok(())
     }
 
+    /// How the index in use was last built or loaded.
+    pub fn index_report(&self) -> super::IndexReport {
+        self.report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Brings the index in line with `g`: in place when the index can (see the module's
+    /// opening), else by building a new one.
     fn install(&self, g: &Gallery) -> anyhow::Result<()> {
-        let ix: Arc<dyn Index> = Arc::new(super::learned::Learned::build(g, &self.cfg)?);
+        let current = self.index.get();
+        let same_kind = (current.kind() == "hnsw") == super::wants_hnsw(&self.cfg, g.embeddings());
+        if same_kind {
+            let started = Instant::now();
+            match current.follow(&g.people) {
+                Ok(true) => {
+                    tracing::info!(
+                        "gallery index brought up to date in place in {:.3} s",
+                        started.elapsed().as_secs_f64()
+                    );
+                    *self.people.write().unwrap_or_else(|p| p.into_inner()) = listing(g);
+                    let mut at = self.persisted_at.lock().unwrap_or_else(|p| p.into_inner());
+                    if at.elapsed() >= PERSIST_EVERY {
+                        *at = Instant::now();
+                        if let Err(e) = current.persist() {
+                            tracing::warn!("{e:#}; it is caught up in place at the next start");
+                        }
+                    }
+                    return Ok(());
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!("{e:#}; building the gallery index again"),
+            }
+        }
+        self.rebuild(g)
+    }
+
+    /// Builds (or loads) the index of `g` with its corrections, and swaps it in.
+    fn rebuild(&self, g: &Gallery) -> anyhow::Result<()> {
+        let learned = super::learned::Learned::build(g, &self.cfg)?;
+        *self.report.lock().unwrap_or_else(|p| p.into_inner()) = learned.report.clone();
+        let ix: Arc<dyn Index> = Arc::new(learned);
         self.index.set(ix);
         *self.people.write().unwrap_or_else(|p| p.into_inner()) = listing(g);
         Ok(())
+    }
+
+    /// Writes the index if it changed in place since it was last written (at shutdown).
+    pub fn persist(&self) {
+        *self.persisted_at.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        match self.index.get().persist() {
+            Ok(true) => tracing::info!("gallery index written with its in-place changes"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("{e:#}; it is caught up in place at the next start"),
+        }
     }
 
     /// Reads the file again if it changed since last read; true when it did.
@@ -272,7 +345,16 @@ impl LiveGallery {
             Gallery::open(&self.path, &self.model, self.dim)?
         };
         let after = stamp(&self.path);
-        self.install(&g)?;
+        // A change of the negatives or the head changes every row searched: built again.
+        let corrections_changed = match (&now, &*seen) {
+            (Some(a), Some(b)) => a[1..] != b[1..],
+            _ => true,
+        };
+        if corrections_changed {
+            self.rebuild(&g)?;
+        } else {
+            self.install(&g)?;
+        }
         tracing::info!(
             "gallery {} changed on disk: {} people now",
             self.path.display(),
@@ -291,7 +373,15 @@ impl LiveGallery {
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         if let Some(r) = &self.replica {
             let g = self.clone();
-            return r.run(stop, move |gallery| g.install(gallery));
+            let sync = r.run(stop, move |gallery| g.install(gallery))?;
+            let g = self.clone();
+            // Writes the index once the sync thread has stopped.
+            return std::thread::Builder::new()
+                .name("gallery-persist".into())
+                .spawn(move || {
+                    let _ = sync.join();
+                    g.persist();
+                });
         }
         let g = self.clone();
         std::thread::Builder::new()
@@ -310,6 +400,7 @@ impl LiveGallery {
                         Err(_) => {}
                     }
                 }
+                g.persist();
             })
     }
 }
@@ -370,5 +461,71 @@ mod tests {
         assert!(live.refresh().unwrap(), "the negatives file changed");
         assert!(live.index().get().search(&[0.3, 0.0], 1).is_empty());
         assert_eq!(live.index().get().search(&[0.05, 0.0], 1)[0].name, "Ada");
+    }
+
+    fn hnsw() -> GalleryIndexConfig {
+        GalleryIndexConfig {
+            kind: crate::config::IndexKind::Hnsw,
+            ..Default::default()
+        }
+    }
+
+    /// A distinct pseudo-random embedding per `i`.
+    fn e(i: u32) -> Vec<f32> {
+        let mut x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (0..8)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (x >> 40) as f32 / (1u64 << 24) as f32
+            })
+            .collect()
+    }
+
+    #[test]
+    fn enrolment_and_removal_change_a_running_hnsw_index_in_place_and_a_restart_loads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.json");
+        update_file(&path, "m", 8, |g| {
+            (0..200).try_for_each(|i| g.enroll(&format!("p{i}"), e(i), "s".into()))
+        })
+        .unwrap();
+        let live = Arc::new(LiveGallery::open(&path, "m", 8, &hnsw()).unwrap());
+        assert_eq!(
+            live.index_report().origin,
+            Some(super::super::ann::Origin::Built)
+        );
+        let before = live.index().get();
+        live.update(|g| g.enroll("Ada", e(1000), "a".into()))
+            .unwrap();
+        live.update(|g| g.remove("p3").map(|_| ())).unwrap();
+        let after = live.index().get();
+        assert!(
+            Arc::ptr_eq(&before, &after),
+            "the same index, changed in place"
+        );
+        assert_eq!(after.search(&e(1000), 1)[0].name, "Ada");
+        assert!(after.search(&e(3), 10).iter().all(|m| m.name != "p3"));
+
+        // Another process's change to the file: also in place.
+        update_file(&path, "m", 8, |g| g.enroll("Bob", e(2000), "b".into())).unwrap();
+        assert!(live.refresh().unwrap());
+        assert!(Arc::ptr_eq(&before, &live.index().get()));
+        assert_eq!(live.index().get().search(&e(2000), 1)[0].name, "Bob");
+
+        // Stopping writes the index; a restart loads it as it is.
+        let stop = crate::shutdown::Shutdown::new();
+        let watcher = live.watch(Duration::from_millis(20), stop.clone()).unwrap();
+        stop.cancel(crate::shutdown::Why::Exit);
+        watcher.join().unwrap();
+        let again = LiveGallery::open(&path, "m", 8, &hnsw()).unwrap();
+        assert_eq!(
+            again.index_report().origin,
+            Some(super::super::ann::Origin::Loaded)
+        );
+        let ix = again.index().get();
+        assert_eq!(ix.search(&e(2000), 1)[0].name, "Bob");
+        assert!(ix.search(&e(3), 10).iter().all(|m| m.name != "p3"));
     }
 }

@@ -297,6 +297,43 @@ pub trait Index: Send + Sync {
     fn search(&self, query: &[f32], k: usize) -> Vec<Match>;
     /// `exact` or `hnsw`, for logs and the benchmark.
     fn kind(&self) -> &'static str;
+    /// Brings the index in line with `people` in place while searches go on; false when it
+    /// cannot (the caller builds it again). Only the HNSW index can (`ann`).
+    fn follow(&self, _people: &[Person]) -> anyhow::Result<bool> {
+        Ok(false)
+    }
+    /// Writes the index where it is kept if it changed since it was last written; true when
+    /// it wrote.
+    fn persist(&self) -> anyhow::Result<bool> {
+        Ok(false)
+    }
+}
+
+/// Whether `cfg` asks for the HNSW index over `rows` embeddings.
+pub fn wants_hnsw(cfg: &GalleryIndexConfig, rows: usize) -> bool {
+    match cfg.kind {
+        IndexKind::Exact => false,
+        IndexKind::Hnsw => true,
+        IndexKind::Auto => rows > cfg.hnsw_above,
+    }
+}
+
+/// How [`Gallery::open_index`] came by its index, for the log and `vigil gallery index`.
+#[derive(Debug, Clone, Serialize)]
+pub struct IndexReport {
+    /// `exact` or `hnsw`.
+    pub kind: &'static str,
+    /// How the HNSW index came to be (none for exact search).
+    pub origin: Option<ann::Origin>,
+    /// Embeddings indexed.
+    pub rows: usize,
+    /// Seconds taken (loading, catching up or building, and writing).
+    pub seconds: f64,
+    /// Where it is kept, when it is.
+    pub dir: Option<PathBuf>,
+    /// Brought up to date in place after loading: people removed or rewritten, rows added.
+    pub removed: usize,
+    pub added: usize,
 }
 
 /// Exhaustive search: exact; a scan of every embedding (about 25 ms per query at a million on
@@ -581,54 +618,118 @@ impl Gallery {
     }
 
     /// The search the config asks for: exact, or the HNSW index (loaded from beside the file
-    /// when current, else built and, with `persist`, written there).
+    /// and brought up to date in place, else built and, with `persist`, written there).
     pub fn index(&self, cfg: &GalleryIndexConfig) -> anyhow::Result<Arc<dyn Index>> {
+        Ok(self.open_index(cfg, ann::index_dir(&self.path), None)?.0)
+    }
+
+    /// [`Self::index`], kept in `dir`, over the rows `project` makes of the embeddings (with
+    /// their length) when given; says how it came by it.
+    pub fn open_index(
+        &self,
+        cfg: &GalleryIndexConfig,
+        dir: PathBuf,
+        project: Option<(ann::Projection, usize)>,
+    ) -> anyhow::Result<(Arc<dyn Index>, IndexReport)> {
         let rows = self.embeddings();
-        let hnsw = match cfg.kind {
-            IndexKind::Exact => false,
-            IndexKind::Hnsw => true,
-            IndexKind::Auto => rows > cfg.hnsw_above,
+        let started = Instant::now();
+        let mut report = IndexReport {
+            kind: "exact",
+            origin: None,
+            rows,
+            seconds: 0.0,
+            dir: None,
+            removed: 0,
+            added: 0,
         };
-        if !hnsw {
-            return Ok(Arc::new(ExactIndex::new(&self.people)));
+        if !wants_hnsw(cfg, rows) {
+            let ix = match &project {
+                None => ExactIndex::new(&self.people),
+                Some((p, _)) => {
+                    let people: Vec<Person> = self
+                        .people
+                        .iter()
+                        .map(|q| Person {
+                            name: q.name.clone(),
+                            embeddings: q.embeddings.iter().map(|e| p(e)).collect(),
+                            sources: vec![],
+                        })
+                        .collect();
+                    ExactIndex::new(&people)
+                }
+            };
+            report.seconds = started.elapsed().as_secs_f64();
+            return Ok((Arc::new(ix), report));
         }
+        report.kind = "hnsw";
         let params = ann::HnswParams {
             m: cfg.m,
             ef_construction: cfg.ef_construction,
             ef_search: cfg.ef_search,
         };
-        let dir = ann::index_dir(&self.path);
-        let started = Instant::now();
-        // Only a persisted index needs to know what it was built from.
-        let fingerprint = cfg.persist.then(|| ann::fingerprint(&self.people));
-        if let Some(fingerprint) = &fingerprint {
-            match ann::HnswIndex::load(&dir, &self.people, fingerprint, params) {
-                Ok(Some(ix)) => {
-                    tracing::info!(
-                        "gallery index {} loaded: {rows} embeddings in {:.2} s",
-                        dir.display(),
-                        started.elapsed().as_secs_f64()
-                    );
-                    return Ok(Arc::new(ix));
-                }
+        let (proj, dim) = match project {
+            Some((p, d)) => (Some(p), d),
+            None => (None, self.dim),
+        };
+        if cfg.persist {
+            report.dir = Some(dir.clone());
+            match ann::HnswIndex::load(&dir, dim, params, proj.clone()) {
+                Ok(Some(mut ix)) => match ix.follow(&self.people) {
+                    Ok(ann::Followed::InPlace { removed, added }) => {
+                        ix.keep_in(dir.clone());
+                        report.removed = removed;
+                        report.added = added;
+                        if removed + added == 0 {
+                            report.origin = Some(ann::Origin::Loaded);
+                            tracing::info!(
+                                "gallery index {} loaded: {rows} embeddings in {:.2} s",
+                                dir.display(),
+                                started.elapsed().as_secs_f64()
+                            );
+                        } else {
+                            report.origin = Some(ann::Origin::CaughtUp);
+                            tracing::info!(
+                                "gallery index {} loaded and brought up to date in place ({removed} people removed or rewritten, {added} embeddings added): {rows} embeddings in {:.2} s",
+                                dir.display(),
+                                started.elapsed().as_secs_f64()
+                            );
+                            if let Err(e) = ix.save(&dir) {
+                                tracing::warn!("{e:#}; it will be caught up again at the next start");
+                            }
+                        }
+                        report.seconds = started.elapsed().as_secs_f64();
+                        return Ok((Arc::new(ix), report));
+                    }
+                    Ok(ann::Followed::Rebuild) => tracing::info!(
+                        "gallery index {} is too far behind the gallery to catch up in place: building it",
+                        dir.display()
+                    ),
+                    Err(e) => tracing::warn!("{e:#}; building the gallery index again"),
+                },
                 Ok(None) => tracing::info!(
-                    "gallery index {} is missing or stale: building it",
+                    "gallery index {} is missing, damaged or made with other parameters: building it",
                     dir.display()
                 ),
                 Err(e) => tracing::warn!("{e:#}; building the gallery index again"),
             }
         }
-        let ix = ann::HnswIndex::build(&self.people, params)?;
+        let mut ix = ann::HnswIndex::build(&self.people, dim, params, proj)?;
         tracing::info!(
             "gallery HNSW index built over {rows} embeddings in {:.1} s",
             started.elapsed().as_secs_f64()
         );
-        if let Some(fingerprint) = &fingerprint {
-            if let Err(e) = ix.save(&dir, fingerprint) {
-                tracing::warn!("{e:#}; it will be built again at the next start");
+        report.origin = Some(ann::Origin::Built);
+        if cfg.persist {
+            match ix.save(&dir) {
+                Ok(()) => ix.keep_in(dir),
+                Err(e) => {
+                    report.dir = None;
+                    tracing::warn!("{e:#}; it will be built again at the next start")
+                }
             }
         }
-        Ok(Arc::new(ix))
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok((Arc::new(ix), report))
     }
 
     /// Writes the gallery crash-safely.
