@@ -787,7 +787,12 @@ fn main() -> ExitCode {
             };
             match vigil::control::run(p, opts, metrics, server.as_ref(), stop) {
                 Ok(s) if s.ok() => {
-                    tracing::info!("done: {} events", s.events);
+                    tracing::info!(
+                        "done: {} events; {} clips classified, {} frames searched for faces",
+                        s.events,
+                        s.clips,
+                        s.face_frames
+                    );
                     Ok(())
                 }
                 Ok(s) => {

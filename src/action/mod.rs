@@ -66,6 +66,11 @@ pub fn run_stream(
         failure: None,
         recent: std::collections::VecDeque::new(),
         meter: meter.clone(),
+        quiet: 0,
+        gated: false,
+        skipped: None,
+        metrics: metrics.clone(),
+        stream_id: stream_id.to_string(),
     };
     for msg in rx.iter() {
         match msg {
@@ -128,6 +133,14 @@ struct StreamBranch<'a> {
     /// With snapshots on: the images of the window's sampled frames, for a clip's middle one.
     recent: std::collections::VecDeque<Arc<opencv::core::Mat>>,
     meter: crate::metrics::StageMeter,
+    /// Sampled frames in a row taken while the motion gate was closed.
+    quiet: usize,
+    /// The last complete clip was kept from the classifier by the motion gate.
+    gated: bool,
+    /// Clips the motion gate kept from the classifier (created at the first).
+    skipped: Option<prometheus::IntCounter>,
+    metrics: Arc<crate::metrics::Metrics>,
+    stream_id: String,
 }
 
 impl StreamBranch<'_> {
@@ -157,7 +170,15 @@ impl StreamBranch<'_> {
                 }
                 self.recent.push_back(frame.image.clone());
             }
+            self.quiet = if frame.motion { 0 } else { self.quiet + 1 };
             if let Some(mut clip) = self.window.push(t, crop) {
+                if self.still() {
+                    if !self.gate_closed() {
+                        return false;
+                    }
+                    continue;
+                }
+                self.gated = false;
                 clip.captured = Some(frame.captured);
                 clip.keyframe = self.recent.get(self.recent.len() / 2).cloned();
                 if !self.queue(clip) {
@@ -166,6 +187,27 @@ impl StreamBranch<'_> {
             }
         }
         true
+    }
+
+    /// Whether the motion gate was closed for every frame of the window.
+    fn still(&self) -> bool {
+        self.quiet >= self.cfg.frames
+    }
+
+    /// A complete clip the motion gate keeps from the classifier: counted, and the first of a
+    /// still spell ends the segment that ran before it, as a gap in the stream does. False
+    /// when the branch must stop.
+    fn gate_closed(&mut self) -> bool {
+        self.skipped
+            .get_or_insert_with(|| {
+                let (metrics, id) = (&self.metrics, &self.stream_id);
+                metrics.motion_skipped(id, Branch::Action)
+            })
+            .inc();
+        if std::mem::replace(&mut self.gated, true) {
+            return true;
+        }
+        self.tx.send(ClipMsg::Gap(self.stream)).is_ok()
     }
 
     fn queue(&self, clip: clip::Clip) -> bool {
@@ -223,6 +265,8 @@ impl StreamBranch<'_> {
         self.window = clip::ClipWindow::new(self.stream, cfg.frames, cfg.stride, cfg.sample_fps);
         self.last = None;
         self.recent.clear();
+        self.quiet = 0;
+        self.gated = false;
         self.epoch = epoch;
         let _ = self.tx.send(ClipMsg::Gap(self.stream));
     }

@@ -35,6 +35,8 @@ pub struct Summary {
     pub inference_error: Option<String>,
     /// Clips the classifier scored.
     pub clips: u64,
+    /// Frames the face worker searched for faces.
+    pub face_frames: u64,
 }
 
 impl Summary {
