@@ -271,3 +271,79 @@ impl StreamBranch<'_> {
         let _ = self.tx.send(ClipMsg::Gap(self.stream));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::source::StreamEnd;
+    use opencv::core::{Mat, Scalar, CV_8UC3};
+
+    /// What the branch sent the classifier, in order.
+    fn sent(rx: &crossbeam_channel::Receiver<ClipMsg>) -> Vec<String> {
+        rx.try_iter()
+            .map(|m| match m {
+                ClipMsg::Clip(c) => format!("clip {}", c.index),
+                ClipMsg::Ready { .. } => "ready".into(),
+                ClipMsg::Gap(_) => "gap".into(),
+                ClipMsg::End(_) => "end".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn clips_of_a_still_spell_are_not_classified_and_the_first_ends_the_segment() {
+        let metrics = Arc::new(Metrics::new());
+        let cx = Context::new(
+            metrics::Stage::ActionSampler,
+            "act-cam".into(),
+            Some((0, Arc::from("cam"))),
+            &metrics,
+            crate::shutdown::Shutdown::new(),
+        );
+        let cfg = ActionConfig {
+            frames: 4,
+            stride: 2,
+            resize_short_side: 8,
+            crop: 8,
+            ..ActionConfig::default()
+        };
+        let (in_tx, in_rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let image =
+            Arc::new(Mat::new_rows_cols_with_default(8, 8, CV_8UC3, Scalar::all(9.0)).unwrap());
+        // 8 frames while the gate is open, 12 while it is closed, 8 open again.
+        for seq in 0..28u64 {
+            let f = Frame {
+                stream: 0,
+                seq,
+                pts: seq as f64 / 25.0,
+                epoch: 0,
+                captured: std::time::Instant::now(),
+                image: image.clone(),
+                motion: !(8..20).contains(&seq),
+            };
+            in_tx.send(StreamMsg::Frame(f)).unwrap();
+        }
+        in_tx
+            .send(StreamMsg::End(StreamEnd {
+                stream: 0,
+                frames: 28,
+                media_time: 27.0 / 25.0,
+                reason: EndReason::EndOfFile,
+            }))
+            .unwrap();
+        run_stream(&cx, in_rx, tx, &cfg, None);
+        // Windows end at frames 3, 5, ..., 27. Those ending at 11 to 19 saw only closed-gate
+        // frames: skipped, the first of them ending the running segment (one gap); the window
+        // ending at 21 holds an open frame again.
+        assert_eq!(
+            sent(&rx),
+            [
+                "clip 0", "clip 1", "clip 2", "clip 3", "gap", "clip 9", "clip 10", "clip 11",
+                "clip 12", "end"
+            ]
+        );
+        assert_eq!(metrics.motion_skipped("cam", Branch::Action).get(), 5);
+    }
+}
