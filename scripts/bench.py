@@ -17,6 +17,8 @@
    stage (target 0.9), the int8 I3D against fp32 (when `make int8` built it), the gallery's HNSW
    index at 10k/100k/1M synthetic identities (p99 under 5 ms, recall@1 at least 0.99), 1/2/4/8
    live cameras (scripts/bench_live.py) and, with --soak-minutes, a memory soak.
+5. The motion gate (scripts/bench_motion.py): inference calls on the still-action-still clip with
+   the gate off against on, whole processes (target: at least 5x fewer gated, the same events).
 
 Prints a markdown table and writes it, with the machine description, to docs/benchmarks.md.
 Exits 0 when every measurement ran (even when a target is missed: this is a report), 1 when
@@ -52,6 +54,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_action  # noqa: E402
 import bench_extra  # noqa: E402
+import bench_motion  # noqa: E402
 
 from bench_extra import DEMO_VIDEO, LABELS, MODEL, ORT_LIBRARY, ROOT  # noqa: E402
 SHARED_MEDIA = ROOT.parent / "shared" / "media"
@@ -705,7 +708,7 @@ def main():
     parser.add_argument("--soak-minutes", type=float, default=0.0, help="memory soak length (default 0: none; the issue's soak is 30)")
     parser.add_argument("--save-json", type=Path, help="also write every raw result here")
     parser.add_argument("--only", help="comma-separated parts to run (action, startup, classify, decode, faces, "
-                        "pipeline, int8, gallery, live; the shared gallery is scripts/bench_store.py); the page is then written only with an explicit --out")
+                        "pipeline, int8, gallery, motion, live; the shared gallery is scripts/bench_store.py); the page is then written only with an explicit --out")
     args = parser.parse_args()
     pick = lambda given, quick, full: given if given is not None else (quick if args.quick else full)
     runs = pick(args.runs, 2, 5)
@@ -716,7 +719,7 @@ def main():
     if min(runs, rounds, decode_runs) < 1 or max_wait < 0:
         parser.error("--runs, --rounds and --decode-runs must be at least 1, --max-wait not negative")
 
-    parts = {"action", "startup", "classify", "decode", "faces", "pipeline", "int8", "gallery", "live"}
+    parts = {"action", "startup", "classify", "decode", "faces", "pipeline", "int8", "gallery", "motion", "live"}
     only = set(args.only.split(",")) if args.only else parts
     if only - parts:
         parser.error(f"--only: unknown part(s) {', '.join(sorted(only - parts))}")
@@ -781,6 +784,10 @@ def main():
             sizes = [int(x) for x in (args.gallery_sizes or ("10000,100000" if args.quick else "10000,100000,1000000")).split(",")]
             keep = Path(os.environ.get("VIGIL_CACHE", Path.home() / ".cache" / "vigil")) / "bench-gallery"
             gallery = bench_extra.bench_gallery(vigil_copy, keep, sizes, args.gallery_queries, args.gallery_json)
+        motion = empty
+        if want("motion"):
+            say("motion gate: gated vs ungated (scripts/bench_motion.py)")
+            motion = bench_motion.bench_motion(vigil_copy, sampler, Path(tmp), 1 if args.quick else 2)
         scaling = None
         if want("live") and not args.skip_live:
             say("live cameras: 1, 2, 4, 8 (scripts/bench_live.py)")
@@ -800,7 +807,9 @@ def main():
     if peer_versions and peer_versions != {ort_version}:
         problems.append(f"the peer runs onnxruntime {peer_versions}, vigil's library is {ort_version}")
 
-    extra = [pipeline, int8, gallery] + ([soak] if soak else [])
+    extra = [pipeline, int8, gallery, motion] + ([soak] if soak else [])
+    if not motion.get("same_events", True):
+        problems.append("the motion gate changed the events (see the motion gate note)")
     rows = action["rows"] + startup["rows"] + ([classify["row"]] if classify["row"] else []) + [
         row for d in decodes for row in d["rows"]] + faces["rows"] + [row for e in extra for row in e["rows"]]
     loads = lambda l: " / ".join(f"{x:.2f}" for x in l)

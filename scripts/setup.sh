@@ -87,4 +87,23 @@ if [ ! -s "$live" ]; then
   ffmpeg -v error -y -stream_loop 40 -i "$root/build/media/bigbuckbunny.mp4" -an -c copy "$live.tmp.mp4"
   mv "$live.tmp.mp4" "$live"
 fi
+# A camera-like clip for the motion gate (docs/config.md#motion), 640x360 at 25 fps: a minute of
+# Big Buck Bunny's first frame held still, the real clip (5.3 s), 4 s of a slow pan over a
+# registry photo (a face), and another still minute of the first frame; sensor noise (fresh
+# every frame) over all of it, as a camera's.
+still="$root/build/media/still_action_still.mp4"
+if [ ! -s "$still" ]; then
+  say "making the still-action-still clip for the motion gate"
+  ffmpeg -v error -y -i "$root/build/media/bigbuckbunny.mp4" \
+    -loop 1 -framerate 25 -t 4 -i "$root/build/media/faces/obama2.jpg" \
+    -filter_complex "[0:v]scale=640:360,setsar=1,format=yuv420p,split=3[v0][v1][v2];\
+[v0]trim=end_frame=1,loop=loop=1499:size=1,setpts=N/25/TB[s1];\
+[v1]trim=end_frame=1,loop=loop=1499:size=1,setpts=N/25/TB[s2];\
+[v2]fps=25,setpts=PTS-STARTPTS[a];\
+[1:v]scale=640:360:force_original_aspect_ratio=decrease,pad=640:360:(ow-iw)/2:(oh-ih)/2,setsar=1,\
+crop=576:324:x='min(64\,16*t)':y='min(36\,9*t)',scale=640:360,setsar=1,fps=25,setpts=N/25/TB,format=yuv420p[f];\
+[s1][a][f][s2]concat=n=4:v=1,noise=alls=8:allf=t,format=yuv420p[out]" \
+    -map "[out]" -an -r 25 -c:v libx264 -preset veryfast -crf 23 "$still.tmp.mp4"
+  mv "$still.tmp.mp4" "$still"
+fi
 say "ready: build/ holds the ONNX Runtime library, the models and the demo videos"

@@ -817,16 +817,13 @@ fn main() -> ExitCode {
             };
             match vigil::control::run(p, opts, metrics, server.as_ref(), stop) {
                 Ok(s) if s.ok() => {
-                    if s.clips + s.skipped > 0 {
-                        tracing::info!(
-                            "done: {} events; {} clips classified, {} skipped as stable",
-                            s.events,
-                            s.clips,
-                            s.skipped
-                        );
-                    } else {
-                        tracing::info!("done: {} events", s.events);
-                    }
+                    tracing::info!(
+                        "done: {} events; {} clips classified, {} skipped as stable, {} frames searched for faces",
+                        s.events,
+                        s.clips,
+                        s.skipped,
+                        s.face_frames
+                    );
                     Ok(())
                 }
                 Ok(s) => {

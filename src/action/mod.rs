@@ -67,6 +67,11 @@ pub fn run_stream(
         failure: None,
         recent: std::collections::VecDeque::new(),
         meter: meter.clone(),
+        quiet: 0,
+        gated: false,
+        skipped: None,
+        metrics: metrics.clone(),
+        stream_id: stream_id.to_string(),
     };
     for msg in rx.iter() {
         match msg {
@@ -129,6 +134,14 @@ struct StreamBranch<'a> {
     /// With snapshots on: the images of the window's sampled frames, for a clip's middle one.
     recent: std::collections::VecDeque<Arc<opencv::core::Mat>>,
     meter: crate::metrics::StageMeter,
+    /// Sampled frames in a row taken while the motion gate was closed.
+    quiet: usize,
+    /// The last complete clip was kept from the classifier by the motion gate.
+    gated: bool,
+    /// Clips the motion gate kept from the classifier (created at the first).
+    skipped: Option<prometheus::IntCounter>,
+    metrics: Arc<crate::metrics::Metrics>,
+    stream_id: String,
 }
 
 impl StreamBranch<'_> {
@@ -158,7 +171,15 @@ impl StreamBranch<'_> {
                 }
                 self.recent.push_back(frame.image.clone());
             }
+            self.quiet = if frame.motion { 0 } else { self.quiet + 1 };
             if let Some(mut clip) = self.window.push(t, crop) {
+                if self.still() {
+                    if !self.gate_closed() {
+                        return false;
+                    }
+                    continue;
+                }
+                self.gated = false;
                 clip.captured = Some(frame.captured);
                 clip.keyframe = self.recent.get(self.recent.len() / 2).cloned();
                 if !self.queue(clip) {
@@ -167,6 +188,27 @@ impl StreamBranch<'_> {
             }
         }
         true
+    }
+
+    /// Whether the motion gate was closed for every frame of the window.
+    fn still(&self) -> bool {
+        self.quiet >= self.cfg.frames
+    }
+
+    /// A complete clip the motion gate keeps from the classifier: counted, and the first of a
+    /// still spell ends the segment that ran before it, as a gap in the stream does. False
+    /// when the branch must stop.
+    fn gate_closed(&mut self) -> bool {
+        self.skipped
+            .get_or_insert_with(|| {
+                let (metrics, id) = (&self.metrics, &self.stream_id);
+                metrics.motion_skipped(id, Branch::Action)
+            })
+            .inc();
+        if std::mem::replace(&mut self.gated, true) {
+            return true;
+        }
+        self.tx.send(ClipMsg::Gap(self.stream)).is_ok()
     }
 
     fn queue(&self, clip: clip::Clip) -> bool {
@@ -224,7 +266,85 @@ impl StreamBranch<'_> {
         self.window = clip::ClipWindow::new(self.stream, cfg.frames, cfg.stride, cfg.sample_fps);
         self.last = None;
         self.recent.clear();
+        self.quiet = 0;
+        self.gated = false;
         self.epoch = epoch;
         let _ = self.tx.send(ClipMsg::Gap(self.stream));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::source::StreamEnd;
+    use opencv::core::{Mat, Scalar, CV_8UC3};
+
+    /// What the branch sent the classifier, in order.
+    fn sent(rx: &crossbeam_channel::Receiver<ClipMsg>) -> Vec<String> {
+        rx.try_iter()
+            .map(|m| match m {
+                ClipMsg::Clip(c) => format!("clip {}", c.index),
+                ClipMsg::Ready { .. } => "ready".into(),
+                ClipMsg::Gap(_) => "gap".into(),
+                ClipMsg::End(_) => "end".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn clips_of_a_still_spell_are_not_classified_and_the_first_ends_the_segment() {
+        let metrics = Arc::new(Metrics::new());
+        let cx = Context::new(
+            metrics::Stage::ActionSampler,
+            "act-cam".into(),
+            Some((0, Arc::from("cam"))),
+            &metrics,
+            crate::shutdown::Shutdown::new(),
+        );
+        let cfg = ActionConfig {
+            frames: 4,
+            stride: 2,
+            resize_short_side: 8,
+            crop: 8,
+            ..ActionConfig::default()
+        };
+        let (in_tx, in_rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let image =
+            Arc::new(Mat::new_rows_cols_with_default(8, 8, CV_8UC3, Scalar::all(9.0)).unwrap());
+        // 8 frames while the gate is open, 12 while it is closed, 8 open again.
+        for seq in 0..28u64 {
+            let f = Frame {
+                stream: 0,
+                seq,
+                pts: seq as f64 / 25.0,
+                epoch: 0,
+                captured: std::time::Instant::now(),
+                image: image.clone(),
+                motion: !(8..20).contains(&seq),
+            };
+            in_tx.send(StreamMsg::Frame(f)).unwrap();
+        }
+        in_tx
+            .send(StreamMsg::End(StreamEnd {
+                stream: 0,
+                frames: 28,
+                media_time: 27.0 / 25.0,
+                reason: EndReason::EndOfFile,
+            }))
+            .unwrap();
+        run_stream(&cx, in_rx, tx, &cfg, None);
+        // Windows end at frames 3, 5, ..., 27. Those ending at 11 to 19 saw only closed-gate
+        // frames: skipped, the first of them ending the running segment (one gap); the window
+        // ending at 21 holds an open frame again.
+        assert_eq!(
+            sent(&rx),
+            [
+                "clip 0", "clip 1", "clip 2", "clip 3", "gap", "clip 9", "clip 10", "clip 11",
+                "clip 12", "end"
+            ]
+        );
+        assert_eq!(metrics.motion_skipped("cam", Branch::Action).get(), 5);
     }
 }

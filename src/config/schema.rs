@@ -42,6 +42,11 @@ pub struct Config {
     /// (docs/scaling.md). Default: one replica, which runs every stream.
     #[serde(default)]
     pub cluster: ClusterConfig,
+    /// The motion gate: while nothing moves in a stream, its clips are not classified and its
+    /// frames not searched for faces (docs/config.md#motion). Default: on for cameras and
+    /// network streams, off for files.
+    #[serde(default)]
+    pub motion: MotionConfig,
 }
 
 /// How streams are spread over replicas: rendezvous hashing of each stream id over
@@ -183,6 +188,10 @@ pub struct StreamConfig {
     /// starts a fresh clip window. Default false.
     #[serde(default, rename = "loop")]
     pub looped: bool,
+    /// The motion gate for this stream: `true` or `false` overrides `motion.enabled`. Default:
+    /// as `motion.enabled` says (cameras on, files off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub motion: Option<bool>,
 }
 
 /// A branch of the pipeline.
@@ -599,6 +608,46 @@ impl Default for RuntimeConfig {
             queue_capacity: 8,
             cpu_arena: false,
         }
+    }
+}
+
+/// The motion gate: each frame, shrunk to at most 160 pixels wide, grey and blurred, is compared
+/// with a running average of the stream's recent frames; a pixel changed when it differs by more
+/// than `threshold`, and the stream moves when more than `min_area` of its pixels changed. While
+/// it moves, and for `hold_ms` after, both branches work as usual; otherwise the action branch
+/// classifies no clip and the face branch searches no frame.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct MotionConfig {
+    /// Gate every stream (`true`), none (`false`). Default: cameras and network streams only.
+    /// `streams[].motion` overrides it per stream.
+    pub enabled: Option<bool>,
+    /// Grey levels (1-255) by which a pixel of the shrunk, blurred frame must differ from the
+    /// background to count as changed. Default 15.
+    pub threshold: u8,
+    /// Fraction of the frame's pixels (above 0, at most 1) that must change for motion.
+    /// Default 0.003.
+    pub min_area: f64,
+    /// How long the gate stays open after the last motion, milliseconds (0-600000). Default
+    /// 2000.
+    pub hold_ms: u64,
+}
+
+impl Default for MotionConfig {
+    fn default() -> Self {
+        MotionConfig {
+            enabled: None,
+            threshold: 15,
+            min_area: 0.003,
+            hold_ms: 2000,
+        }
+    }
+}
+
+impl MotionConfig {
+    /// Whether a stream is gated: its own setting, else `enabled`, else whether it is live.
+    pub fn gates(&self, stream: Option<bool>, live: bool) -> bool {
+        stream.or(self.enabled).unwrap_or(live)
     }
 }
 

@@ -80,6 +80,29 @@ pub fn validate(l: &Loaded) -> Vec<Problem> {
         );
     }
 
+    let m = &c.motion;
+    if m.threshold == 0 {
+        p(
+            "motion.threshold".into(),
+            "must be 1..=255 grey levels, got 0 (every pixel would count as changed)".into(),
+        );
+    }
+    if !(m.min_area.is_finite() && m.min_area > 0.0 && m.min_area <= 1.0) {
+        p(
+            "motion.min_area".into(),
+            format!(
+                "must be a fraction of the frame above 0 and at most 1, got {}",
+                m.min_area
+            ),
+        );
+    }
+    if m.hold_ms > 600_000 {
+        p(
+            "motion.hold_ms".into(),
+            format!("must be 0..=600000 milliseconds, got {}", m.hold_ms),
+        );
+    }
+
     let a = &c.action;
     if a.enabled {
         match &a.model {
@@ -906,6 +929,33 @@ mod tests {
             "api:\n  listen: '127.0.0.1:0'\n  event_clips: 0\naction: {enabled: false}\n"
         )
         .is_empty());
+    }
+
+    #[test]
+    fn motion_settings_are_checked_and_the_gate_defaults_to_live_streams() {
+        let yaml = "streams:\n  - {id: a, url: /dev/null}\naction: {enabled: false}\nmotion:\n  threshold: 0\n  min_area: 1.5\n  hold_ms: 700000\n";
+        let p = problems(yaml);
+        for want in [
+            "t.yaml:5:14: motion.threshold: must be 1..=255",
+            "t.yaml:6:13: motion.min_area: must be a fraction",
+            "t.yaml:7:12: motion.hold_ms: must be 0..=600000",
+        ] {
+            assert!(p.iter().any(|s| s.starts_with(want)), "{want}: {p:?}");
+        }
+        assert_eq!(p.len(), 3, "{p:?}");
+        let m = crate::config::MotionConfig::default();
+        assert!(m.gates(None, true) && !m.gates(None, false));
+        assert!(m.gates(Some(true), false) && !m.gates(Some(false), true));
+        let off = crate::config::MotionConfig {
+            enabled: Some(false),
+            ..m.clone()
+        };
+        assert!(!off.gates(None, true) && off.gates(Some(true), true));
+        let on = crate::config::MotionConfig {
+            enabled: Some(true),
+            ..m
+        };
+        assert!(on.gates(None, false) && !on.gates(Some(false), false));
     }
 
     #[test]

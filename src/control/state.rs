@@ -131,6 +131,7 @@ mod tests {
             branches: None,
             realtime: false,
             looped: true,
+            motion: None,
         }
     }
 

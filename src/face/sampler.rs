@@ -1,7 +1,7 @@
 //! The face branch's per-stream half: keeps frames at `faces.sample_fps` (every frame when 0)
 //! and queues them for the shared face worker, then the stream's end. For a live stream a frame
 //! that finds the worker's queue full is dropped and counted; a new epoch ends the stream's
-//! tracks.
+//! tracks. A frame taken while the stream's motion gate is closed is counted and not queued.
 
 use super::worker::FaceMsg;
 use crate::action::sampler::Sampler;
@@ -31,6 +31,7 @@ impl Stage for FaceSampler {
         let dropped = cx
             .metrics
             .frames_dropped(id, Branch::Faces, Drop::QueueFull);
+        let mut skipped = None;
         let new_sampler = || (fps > 0.0).then(|| Sampler::<Frame>::new(fps));
         let mut sampler = new_sampler();
         let mut picked: Vec<Frame> = Vec::new();
@@ -65,6 +66,14 @@ impl Stage for FaceSampler {
             picked.dedup_by_key(|f| f.seq);
             for f in picked.drain(..) {
                 sampled.inc();
+                // The motion gate is closed: nothing moved, nothing to search for. The stream's
+                // tracks are left as they are (see docs/config.md#motion).
+                if !f.motion {
+                    skipped
+                        .get_or_insert_with(|| cx.metrics.motion_skipped(id, Branch::Faces))
+                        .inc();
+                    continue;
+                }
                 let sent = if live {
                     match tx.try_send(FaceMsg::Frame(f)) {
                         Err(TrySendError::Full(_)) => {

@@ -117,6 +117,9 @@ pub struct Metrics {
     /// With a shared gallery store: `vigil_gallery_store_up` and
     /// `vigil_gallery_sync_lag_seconds`, registered when first asked for.
     gallery_store: std::sync::OnceLock<(IntGauge, prometheus::Gauge)>,
+    /// The motion gate's `vigil_motion_active` and `vigil_motion_skipped_total`, registered
+    /// when the first gated stream starts.
+    motion: std::sync::OnceLock<(IntGaugeVec, IntCounterVec)>,
 }
 
 impl Metrics {
@@ -358,6 +361,7 @@ impl Metrics {
             stage_dropped,
             stage_seconds,
             gallery_store: std::sync::OnceLock::new(),
+            motion: std::sync::OnceLock::new(),
         }
     }
 
@@ -385,6 +389,54 @@ impl Metrics {
                 (up, lag)
             })
             .clone()
+    }
+
+    fn motion(&self) -> &(IntGaugeVec, IntCounterVec) {
+        self.motion.get_or_init(|| {
+            let active = IntGaugeVec::new(
+                Opts::new(
+                    "vigil_motion_active",
+                    "1 while the stream's motion gate is open (something moved lately).",
+                ),
+                &["stream"],
+            )
+            .expect("valid metric");
+            let skipped = IntCounterVec::new(
+                Opts::new(
+                    "vigil_motion_skipped_total",
+                    "Work the motion gate saved: clips not classified (stage action), sampled frames not searched for faces (stage faces).",
+                ),
+                &["stream", "stage"],
+            )
+            .expect("valid metric");
+            for m in [
+                Box::new(active.clone()) as Box<dyn prometheus::core::Collector>,
+                Box::new(skipped.clone()),
+            ] {
+                self.registry.register(m).expect("registered once");
+            }
+            (active, skipped)
+        })
+    }
+
+    /// 1 while the stream's motion gate is open.
+    pub fn motion_active(&self, stream: &str) -> IntGauge {
+        self.motion().0.with_label_values(&[stream])
+    }
+
+    /// Clips (`action`) or sampled frames (`faces`) the motion gate kept from inference.
+    pub fn motion_skipped(&self, stream: &str, branch: Branch) -> IntCounter {
+        self.motion()
+            .1
+            .with_label_values(&[stream, branch.as_str()])
+    }
+
+    /// Prepares the motion gate's series of a gated stream.
+    pub fn init_motion(&self, s: &str, branches: &[Branch]) {
+        self.motion_active(s);
+        for &b in branches {
+            self.motion_skipped(s, b);
+        }
     }
 
     /// Prepares the series that exist while a stream runs, so each shows 0 rather than
@@ -455,6 +507,12 @@ impl Metrics {
         }
         let _ = self.stream_stalled_seconds.remove_label_values(&[s]);
         let _ = self.stream_blocked_seconds.remove_label_values(&[s]);
+        if let Some((active, skipped)) = self.motion.get() {
+            let _ = active.remove_label_values(&[s]);
+            for &b in Branch::ALL {
+                let _ = skipped.remove_label_values(&[s, b.as_str()]);
+            }
+        }
     }
 
     /// Prepares the series of the shared stages: every stage, the enabled branches' latency

@@ -37,6 +37,8 @@ pub struct Summary {
     pub clips: u64,
     /// Clips skipped while their stream's label was stable (`action.schedule`).
     pub skipped: u64,
+    /// Frames the face worker searched for faces.
+    pub face_frames: u64,
 }
 
 impl Summary {

@@ -313,6 +313,10 @@ fn prepare_stream_with(
             frame_count: 0,
         },
     };
+    let motion = c
+        .motion
+        .gates(s.motion, kind.is_live())
+        .then(|| crate::source::motion::MotionParams::from_config(&c.motion));
     Ok(PreparedStream {
         id: s.id.clone(),
         action: s.wants(crate::config::Branch::Action, c.action.enabled),
@@ -324,6 +328,7 @@ fn prepare_stream_with(
             realtime: s.realtime,
             looped: s.looped,
             live: c.live.clone(),
+            motion,
         },
         info,
         config: s.clone(),

@@ -463,6 +463,9 @@ impl Topology {
         face_tx: Option<Sender<FaceMsg>>,
     ) -> Result<Vec<JoinHandle<()>>, TopologyError> {
         self.metrics.init_stream(id, branches);
+        if s.plan.motion.is_some() {
+            self.metrics.init_motion(id, branches);
+        }
         self.names.insert(slot, id.clone(), status.preview.clone());
         let mut plan = s.plan;
         plan.index = slot;
@@ -701,6 +704,7 @@ impl Topology {
         summary.inference_error = (!errors.is_empty()).then(|| errors.join("; "));
         summary.clips = self.metrics.stage_processed(metrics::Stage::Classifier);
         summary.skipped = self.metrics.clips_skipped_total();
+        summary.face_frames = self.metrics.stage_processed(metrics::Stage::Faces);
         Ok(summary)
     }
 }
@@ -814,6 +818,7 @@ mod tests {
                 realtime: false,
                 looped: false,
                 live: LiveConfig::default(),
+                motion: None,
             },
             info: VideoInfo {
                 width: 4,
@@ -827,6 +832,7 @@ mod tests {
                 branches: None,
                 realtime: false,
                 looped: false,
+                motion: None,
             },
             from_api: true,
         }

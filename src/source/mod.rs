@@ -4,6 +4,7 @@
 
 pub mod file;
 pub mod live;
+pub mod motion;
 pub mod open;
 pub mod probe;
 pub mod status;
@@ -31,6 +32,9 @@ pub struct Frame {
     pub captured: Instant,
     /// BGR, 8 bits per channel.
     pub image: Arc<Mat>,
+    /// The stream's motion gate is open: something moved in the last `motion.hold_ms` (see
+    /// [`motion`]). Always true for a stream without a gate.
+    pub motion: bool,
 }
 
 /// Errors reading a source. Paths here are files; URLs are redacted before they get here.

@@ -13,6 +13,7 @@
 //! their clip windows and trackers when the epoch changes: frames are never stitched across a
 //! gap.
 
+use super::motion::{MotionDetector, MotionParams};
 use super::open::Opener;
 use super::status::StreamStatus;
 use super::url::SourceKind;
@@ -61,6 +62,8 @@ pub struct SourcePlan {
     /// Files: start again at the end.
     pub looped: bool,
     pub live: LiveConfig,
+    /// The motion gate's settings; `None`: no gate (every frame counts as moving).
+    pub motion: Option<super::motion::MotionParams>,
 }
 
 impl SourcePlan {
@@ -164,6 +167,9 @@ pub fn supervise(
         last_pts: 0.0,
         origin: Instant::now(),
         rng: Jitter::new(plan.index as u64),
+        gate: plan
+            .motion
+            .map(|p| Gate::new(p, env.metrics.motion_active(&plan.id))),
     };
     s.m.state(StreamState::Connecting);
     let mut reason = match &plan.kind {
@@ -174,6 +180,9 @@ pub fn supervise(
         reason = EndReason::Removed;
     }
     s.m.state(StreamState::Down);
+    if let Some(g) = &s.gate {
+        g.report();
+    }
     let end = StreamEnd {
         stream: plan.index,
         frames: s.seq,
@@ -202,6 +211,69 @@ struct Supervisor<'a> {
     /// file is due.
     origin: Instant,
     rng: Jitter,
+    gate: Option<Gate>,
+}
+
+/// A stream's motion gate as the supervisor runs it: the detector, and what it cost.
+struct Gate {
+    detector: MotionDetector,
+    /// The epoch the detector's background belongs to.
+    epoch: u32,
+    active: IntGauge,
+    checked: u64,
+    open: u64,
+    seconds: f64,
+    failed: bool,
+}
+
+impl Gate {
+    fn new(p: MotionParams, active: IntGauge) -> Gate {
+        Gate {
+            detector: MotionDetector::new(p),
+            epoch: 0,
+            active,
+            checked: 0,
+            open: 0,
+            seconds: 0.0,
+            failed: false,
+        }
+    }
+
+    /// Whether the gate is open at this frame. A frame the detector cannot read opens it: the
+    /// gate may cost work, never lose it.
+    fn check(&mut self, epoch: u32, pts: f64, image: &Mat) -> bool {
+        let started = Instant::now();
+        if epoch != self.epoch {
+            self.detector.reset();
+            self.epoch = epoch;
+        }
+        let open = match self.detector.update(pts, image) {
+            Ok(m) => m.open,
+            Err(e) => {
+                if !std::mem::replace(&mut self.failed, true) {
+                    tracing::warn!("motion gate: {}; the gate stays open", e.message);
+                }
+                true
+            }
+        };
+        self.seconds += started.elapsed().as_secs_f64();
+        self.checked += 1;
+        self.open += u64::from(open);
+        self.active.set(i64::from(open));
+        open
+    }
+
+    fn report(&self) {
+        if self.checked > 0 {
+            tracing::info!(
+                "motion gate: {} frames checked, open for {} ({:.0}%), {:.0} us a frame",
+                self.checked,
+                self.open,
+                100.0 * self.open as f64 / self.checked as f64,
+                1e6 * self.seconds / self.checked as f64
+            );
+        }
+    }
 }
 
 const GONE: &str = "the pipeline stopped taking frames";
@@ -398,6 +470,10 @@ impl Supervisor<'_> {
 
     /// Passes a frame to every branch; false when none takes frames any more.
     fn deliver(&mut self, pts: f64, image: Mat) -> bool {
+        let motion = match &mut self.gate {
+            Some(g) => g.check(self.epoch, pts, &image),
+            None => true,
+        };
         let frame = Frame {
             stream: self.plan.index,
             seq: self.seq,
@@ -405,6 +481,7 @@ impl Supervisor<'_> {
             epoch: self.epoch,
             captured: Instant::now(),
             image: Arc::new(image),
+            motion,
         };
         self.seq += 1;
         self.last_pts = pts;
@@ -559,6 +636,7 @@ mod tests {
             realtime: false,
             looped: false,
             live: LiveConfig::default(),
+            motion: None,
         };
         let stop = Shutdown::new();
         let (mut notify, mut on_frame) = (|_: Notice| {}, |_: &Frame| {});
@@ -576,6 +654,7 @@ mod tests {
             last_pts: 0.0,
             origin: Instant::now(),
             rng: Jitter::new(0),
+            gate: None,
         };
         for i in 0..10 {
             assert!(s.deliver(i as f64, Mat::default()));
