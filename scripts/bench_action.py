@@ -20,11 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BUILD = ROOT / "build"
-MODEL = BUILD / "models" / "i3d_kinetics400.onnx"
-LABELS = BUILD / "models" / "kinetics400_labels.txt"
-ORT_LIBRARY = BUILD / "lib" / "libonnxruntime.so"
+from bench_extra import BUILD, LABELS, MODEL, ORT_LIBRARY, ROOT  # noqa: E402  (scripts/ is on the path)
+
 LOOP = ROOT / "scripts" / "action_loop.py"
 SPEED_TARGET = 1.5
 RSS_TARGET = 1.0  # peer's peak RSS / vigil's

@@ -80,6 +80,29 @@ impl Node {
         })
     }
 
+    /// Right after an enrolment of Obama returned elsewhere: waits (30 s) for this node to
+    /// list him and (60 s) to name him in its stream; prints both delays.
+    fn wait_until_it_names_obama(&self, who: &str) {
+        let t0 = now();
+        let started = std::time::Instant::now();
+        wait_for("B to list Obama", Duration::from_secs(30), || {
+            self.people().contains(&"Barack Obama".to_string())
+        });
+        eprintln!(
+            "{who} had Obama {:.2} s after the enrolment on A returned",
+            started.elapsed().as_secs_f64()
+        );
+        let mut seen = None;
+        wait_for("B to name Obama", Duration::from_secs(60), || {
+            seen = self.event_after(&t0, named("Barack Obama"));
+            seen.is_some()
+        });
+        eprintln!(
+            "{who} named Obama {:.2} s after the enrolment on A returned",
+            after(&t0, &seen.unwrap())
+        );
+    }
+
     fn people(&self) -> Vec<String> {
         let (code, v) = api(&self.api, "GET", "/v1/gallery/people", None, "");
         assert_eq!(code, 200, "{v}");
@@ -155,24 +178,7 @@ fn a_node_on_the_hnsw_index_names_an_enrolment_made_on_another_node() {
         ],
     );
     ok_json(&out);
-    let t0 = now();
-    let started = std::time::Instant::now();
-    wait_for("B to list Obama", Duration::from_secs(30), || {
-        b.people().contains(&"Barack Obama".to_string())
-    });
-    eprintln!(
-        "B's HNSW index had Obama {:.2} s after the enrolment on A returned",
-        started.elapsed().as_secs_f64()
-    );
-    let mut seen = None;
-    wait_for("B to name Obama", Duration::from_secs(60), || {
-        seen = b.event_after(&t0, named("Barack Obama"));
-        seen.is_some()
-    });
-    eprintln!(
-        "B (HNSW) named Obama {:.2} s after the enrolment on A returned",
-        after(&t0, &seen.unwrap())
-    );
+    b.wait_until_it_names_obama("B (HNSW)");
     let log = b.log_text();
     assert!(log.contains("brought up to date in place"), "{log}");
     for line in log.lines().filter(|l| l.contains("in place in")) {
@@ -214,24 +220,7 @@ fn two_nodes_share_enrolments_and_removals_and_ride_out_a_store_outage() {
         stderr(&out)
     ));
     ok_json(&out);
-    let t0 = now();
-    let started = std::time::Instant::now();
-    wait_for("B to list Obama", Duration::from_secs(30), || {
-        b.people().contains(&"Barack Obama".to_string())
-    });
-    eprintln!(
-        "B's index had Obama {:.2} s after the enrolment on A returned",
-        started.elapsed().as_secs_f64()
-    );
-    let mut seen = None;
-    wait_for("B to name Obama", Duration::from_secs(60), || {
-        seen = b.event_after(&t0, named("Barack Obama"));
-        seen.is_some()
-    });
-    eprintln!(
-        "B named Obama {:.2} s after the enrolment on A returned",
-        after(&t0, &seen.unwrap())
-    );
+    b.wait_until_it_names_obama("B");
 
     // Enrolled on A over the API: B names him too.
     let (code, v) = api_enrol(&a, "Joe Biden", "biden.jpg");
