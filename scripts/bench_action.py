@@ -14,13 +14,16 @@ process by process. vigil runs three ways on each file:
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-from bench_extra import BUILD, LABELS, MODEL, ORT_LIBRARY, ROOT  # noqa: E402  (scripts/ is on the path)
+import bench_extra  # noqa: E402  (scripts/ is on the path)
+from bench_extra import BUILD, LABELS, MODEL, ROOT  # noqa: E402
 
 LOOP = ROOT / "scripts" / "action_loop.py"
 SPEED_TARGET = 1.5
@@ -32,45 +35,25 @@ def say(msg):
 
 
 def run(cmd, what):
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out, err = proc.stdout.read(), proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    """Runs cmd; returns (stdout, stderr, wall seconds, peak RSS MiB from wait4). The output
+    goes through files, so neither pipe can fill while the other is read."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        text, log = out.read().decode(errors="replace"), err.read().decode(errors="replace")
     if proc.returncode != 0:
-        raise RuntimeError(f"{what} failed ({proc.returncode}): {' '.join(map(str, cmd))}\n"
-                           f"{err.decode(errors='replace')[-2000:]}")
-    return out.decode(), err.decode(errors="replace"), wall, usage.ru_maxrss / 1024
+        raise RuntimeError(f"{what} failed ({proc.returncode}): {' '.join(map(str, cmd))}\n{log[-2000:]}")
+    return text, log, wall, usage.ru_maxrss / 1024
 
 
 def config(path, video, threads, adaptive):
-    events = path.with_suffix(".jsonl")
-    path.write_text(f"""\
-streams:
-  - id: bench
-    url: {video}
-    branches: [action]
-action:
-  enabled: true
-  model:
-    path: {MODEL}
-    labels: {LABELS}
-  schedule:
-    adaptive: {'true' if adaptive else 'false'}
-faces:
-  enabled: false
-sinks:
-  - type: file
-    path: {events}
-metrics:
-  enabled: false
-runtime:
-  onnxruntime_library: {ORT_LIBRARY}
-  execution_provider: cpu
-  intra_threads: {threads}
-""")
-    return events
+    """vigil's default action path on `video` (max_batch left to vigil); returns the events file."""
+    return bench_extra.action_config(path, video, MODEL, threads, max_batch=None, adaptive=adaptive).with_suffix(".jsonl")
 
 
 def vigil_side(vigil, cfg, events):
@@ -81,15 +64,8 @@ def vigil_side(vigil, cfg, events):
         e = json.loads(line)
         if e.get("type") == "action.started":
             started.append(e.get("label"))
-    clips = skipped = None
-    for line in err.splitlines():
-        if "clips classified" in line:
-            words = line.replace(",", " ").split()
-            for i, w in enumerate(words):
-                if w == "clips" and words[i + 1:i + 2] == ["classified"]:
-                    clips = int(words[i - 1])
-                if w == "skipped":
-                    skipped = int(words[i - 1])
+    done = re.search(r"(\d+) clips classified, (\d+) skipped as stable", err)
+    clips, skipped = (int(done.group(1)), int(done.group(2))) if done else (None, None)
     return {"wall": wall, "rss": rss, "started": started, "clips": clips, "skipped": skipped}
 
 

@@ -58,7 +58,11 @@ def make_1080p(workdir, loops):
     return out, f"{DEMO_VIDEO.name} upscaled to 1080p, re-encoded H.264, x{loops}"
 
 
-def action_config(path, video, model, threads, max_batch=4):
+def action_config(path, video, model, threads, max_batch=4, adaptive=None):
+    """The action branch alone on `video`, events to `path` with the suffix .jsonl. max_batch
+    None leaves vigil's default; adaptive sets `action.schedule.adaptive` when given."""
+    batch = f"  max_batch: {max_batch}\n" if max_batch is not None else ""
+    schedule = f"  schedule:\n    adaptive: {'true' if adaptive else 'false'}\n" if adaptive is not None else ""
     path.write_text(f"""\
 streams:
   - id: bench
@@ -68,8 +72,7 @@ action:
   model:
     path: {model}
     labels: {LABELS}
-  max_batch: {max_batch}
-faces:
+{batch}{schedule}faces:
   enabled: false
 sinks:
   - type: file

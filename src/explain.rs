@@ -236,6 +236,11 @@ pub struct Explainer {
     batch: usize,
 }
 
+/// The config's `action.model` section.
+fn model_section(loaded: &Loaded) -> anyhow::Result<&crate::config::ActionModelConfig> {
+    loaded.config.action.model.as_ref().context("action.model")
+}
+
 impl Explainer {
     /// A session of the config's action model with `intra_threads` (0: the config's
     /// `runtime.intra_threads`), and the config's custom actions.
@@ -263,12 +268,7 @@ impl Explainer {
             l.config.runtime.intra_threads = intra_threads;
         }
         let a = crate::pipeline::load_action_model(&l).map_err(|p| anyhow::anyhow!("{p}"))?;
-        let m = loaded
-            .config
-            .action
-            .model
-            .as_ref()
-            .context("action.model")?;
+        let m = model_section(loaded)?;
         let mut e = Explainer {
             classifier: a.classifier,
             labels: Labels {
@@ -287,12 +287,7 @@ impl Explainer {
     }
 
     fn enable_features(&mut self, loaded: &Loaded) -> anyhow::Result<usize> {
-        let m = loaded
-            .config
-            .action
-            .model
-            .as_ref()
-            .context("action.model")?;
+        let m = model_section(loaded)?;
         Ok(self.classifier.enable_features(&m.features)?)
     }
 

@@ -80,25 +80,33 @@ impl Node {
         })
     }
 
-    /// Right after an enrolment of Obama returned elsewhere: waits (30 s) for this node to
-    /// list him and (60 s) to name him in its stream; prints both delays.
-    fn wait_until_it_names_obama(&self, who: &str) {
+    /// Right after an enrolment of `name` returned on A (`how`: "enrolment", "API enrolment"):
+    /// waits (30 s) for this node to list them and (60 s) to name them in its stream; prints
+    /// both delays, naming this node `who`.
+    fn wait_until_it_names(&self, name: &'static str, who: &str, how: &str) {
+        let short = name.split(' ').next_back().unwrap();
         let t0 = now();
         let started = std::time::Instant::now();
-        wait_for("B to list Obama", Duration::from_secs(30), || {
-            self.people().contains(&"Barack Obama".to_string())
-        });
+        wait_for(
+            &format!("B to list {short}"),
+            Duration::from_secs(30),
+            || self.people().contains(&name.to_string()),
+        );
         eprintln!(
-            "{who} had Obama {:.2} s after the enrolment on A returned",
+            "{who} had {short} {:.2} s after the {how} on A returned",
             started.elapsed().as_secs_f64()
         );
         let mut seen = None;
-        wait_for("B to name Obama", Duration::from_secs(60), || {
-            seen = self.event_after(&t0, named("Barack Obama"));
-            seen.is_some()
-        });
+        wait_for(
+            &format!("B to name {short}"),
+            Duration::from_secs(60),
+            || {
+                seen = self.event_after(&t0, named(name));
+                seen.is_some()
+            },
+        );
         eprintln!(
-            "{who} named Obama {:.2} s after the enrolment on A returned",
+            "{who} named {short} {:.2} s after the {how} on A returned",
             after(&t0, &seen.unwrap())
         );
     }
@@ -178,7 +186,7 @@ fn a_node_on_the_hnsw_index_names_an_enrolment_made_on_another_node() {
         ],
     );
     ok_json(&out);
-    b.wait_until_it_names_obama("B (HNSW)");
+    b.wait_until_it_names("Barack Obama", "B (HNSW)", "enrolment");
     let log = b.log_text();
     assert!(log.contains("brought up to date in place"), "{log}");
     for line in log.lines().filter(|l| l.contains("in place in")) {
@@ -220,30 +228,13 @@ fn two_nodes_share_enrolments_and_removals_and_ride_out_a_store_outage() {
         stderr(&out)
     ));
     ok_json(&out);
-    b.wait_until_it_names_obama("B");
+    b.wait_until_it_names("Barack Obama", "B", "enrolment");
 
     // Enrolled on A over the API: B names him too.
     let (code, v) = api_enrol(&a, "Joe Biden", "biden.jpg");
     outputs.push(v.to_string());
     assert_eq!(code, 201, "{v}");
-    let t1 = now();
-    let started = std::time::Instant::now();
-    wait_for("B to list Biden", Duration::from_secs(30), || {
-        b.people().contains(&"Joe Biden".to_string())
-    });
-    eprintln!(
-        "B's index had Biden {:.2} s after the API enrolment on A returned",
-        started.elapsed().as_secs_f64()
-    );
-    let mut seen = None;
-    wait_for("B to name Biden", Duration::from_secs(60), || {
-        seen = b.event_after(&t1, named("Joe Biden"));
-        seen.is_some()
-    });
-    eprintln!(
-        "B named Biden {:.2} s after the API enrolment on A returned",
-        after(&t1, &seen.unwrap())
-    );
+    b.wait_until_it_names("Joe Biden", "B", "API enrolment");
     assert!(a.people().contains(&"Barack Obama".to_string()));
 
     // Removed on B: A drops him from its index at once. A track decides on its last few

@@ -980,10 +980,13 @@ mod tests {
     }
 
     /// 3000 people; 10% removed, 300 enrolled, 50 given a second photo.
-    fn changed(g: &Gallery) -> (Vec<Person>, Vec<String>) {
+    /// The gallery changed: (every tenth person removed and 300 enrolled, 50 with a second
+    /// photo; the names removed; the people kept before any enrolment).
+    fn changed(g: &Gallery) -> (Vec<Person>, Vec<String>, Vec<Person>) {
         let mut people = g.people.clone();
         let removed: Vec<String> = (0..3000).step_by(10).map(|i| format!("p{i}")).collect();
         people.retain(|p| !removed.contains(&p.name));
+        let kept = people.clone();
         for i in 0..300u64 {
             people.push(Person {
                 name: format!("new{i}"),
@@ -996,7 +999,7 @@ mod tests {
             p.embeddings.push(embedding(seed, 32));
             p.sources.push("second".into());
         }
-        (people, removed)
+        (people, removed, kept)
     }
 
     #[test]
@@ -1004,15 +1007,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let g = gallery(&dir.path().join("g.json"), 3000);
         let ix = HnswIndex::build(&g.people, 32, params(), None).unwrap();
-        let (people, removed) = changed(&g);
+        let (people, removed, kept) = changed(&g);
 
         // Removals first: tombstones, and k-NN still answers k live people.
-        let kept: Vec<Person> = g
-            .people
-            .iter()
-            .filter(|p| !removed.contains(&p.name))
-            .cloned()
-            .collect();
         assert_eq!(
             ix.follow(&kept).unwrap(),
             Followed::InPlace {
@@ -1099,13 +1096,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let g = gallery(&dir.path().join("g.json"), 3000);
         let ix = Arc::new(HnswIndex::build(&g.people, 32, params(), None).unwrap());
-        let (people, removed) = changed(&g);
-        let kept: Vec<Person> = g
-            .people
-            .iter()
-            .filter(|p| !removed.contains(&p.name))
-            .cloned()
-            .collect();
+        let (people, removed, kept) = changed(&g);
         // Set once the removals are applied, then once the enrolments are.
         let removals = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicBool::new(false));

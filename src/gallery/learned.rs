@@ -357,13 +357,9 @@ mod tests {
         assert_eq!(near[0].name, "Ada");
     }
 
-    #[test]
-    fn an_active_head_projects_queries_and_gallery_and_rollback_restores_raw() {
-        let dir = tempfile::tempdir().unwrap();
-        let g = gallery(dir.path());
-        let cfg = GalleryIndexConfig::default();
-        let mut h = Heads::default();
-        let figures = Figures {
+    /// A head's figures; the tests here look only at its matrix.
+    fn figures() -> Figures {
+        Figures {
             far: 0.001,
             heldout_tar_raw: 0.5,
             heldout_tar_head: 0.9,
@@ -374,7 +370,16 @@ mod tests {
             positive_triplets_after: 0,
             loss_before: 1.0,
             loss_after: 0.0,
-        };
+        }
+    }
+
+    #[test]
+    fn an_active_head_projects_queries_and_gallery_and_rollback_restores_raw() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = gallery(dir.path());
+        let cfg = GalleryIndexConfig::default();
+        let mut h = Heads::default();
+        let figures = figures();
         // Keeps only the second value: Ada (0,0) and Bob (1,0) become one point.
         let v = HeadVersion {
             version: 0,
@@ -408,18 +413,7 @@ mod tests {
             kind: crate::config::IndexKind::Hnsw,
             ..Default::default()
         };
-        let figures = Figures {
-            far: 0.001,
-            heldout_tar_raw: 0.5,
-            heldout_tar_head: 0.9,
-            heldout_genuine: 1,
-            heldout_impostor: 1,
-            train_embeddings: 2,
-            positive_triplets_before: 1,
-            positive_triplets_after: 0,
-            loss_before: 1.0,
-            loss_after: 0.0,
-        };
+        let figures = figures();
         // Doubles the first value and drops the second.
         let mut h = Heads::default();
         h.adopt(HeadVersion {
