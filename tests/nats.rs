@@ -174,13 +174,7 @@ fn config(dir: &Path, stream: &str, nats_url: &str) -> PathBuf {
         rt = runtime_yaml(),
     );
     let cfg = write_config(dir, &yaml);
-    if !dir.join("gallery.json").exists() {
-        let obama = built("media/faces/obama.jpg");
-        ok_json(&gallery(
-            &cfg,
-            &["enroll", "--name", "obama", obama.to_str().unwrap()],
-        ));
-    }
+    enrol_obama_once(&cfg, &dir.join("gallery.json"));
     cfg
 }
 

@@ -686,6 +686,17 @@ pub fn gallery(config: &Path, args: &[&str]) -> Output {
     out
 }
 
+/// Enrols obama.jpg as `obama` through `config` unless its gallery file already exists.
+pub fn enrol_obama_once(config: &Path, gallery_file: &Path) {
+    if !gallery_file.exists() {
+        let obama = built("media/faces/obama.jpg");
+        ok_json(&gallery(
+            config,
+            &["enroll", "--name", "obama", obama.to_str().unwrap()],
+        ));
+    }
+}
+
 /// The JSON printed by a command that succeeded.
 pub fn ok_json(out: &Output) -> Value {
     assert!(
