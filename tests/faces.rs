@@ -397,7 +397,12 @@ fn the_hamilton_clip_names_miranda_and_lacamoire_once_per_track_and_no_one_wrong
             Some(decision),
             "track {id} repeated its decision: {face_events:#?}"
         );
-        assert!(Path::new(e["snapshot"].as_str().expect("snapshot path")).exists());
+        assert!(Path::new(
+            e["snapshot"]
+                .as_str()
+                .unwrap_or_else(|| panic!("snapshot path {e}\n{}", stderr(&out)))
+        )
+        .exists());
     }
     let sampled_frames = 92; // 9.14 s at 10 fps
     assert!(
@@ -566,4 +571,71 @@ fn detect_interval_3_searches_every_third_frame_and_still_names_the_same_people(
             .all(|s| s.contains("\"obama\"") || s.starts_with("\"face.unknown\"")),
         "{story:?}"
     );
+}
+
+/// Issue 17 item 4: one full search split over lanes (each lane single-threaded sessions, the
+/// pyramid's levels and the R-Net/O-Net batches shared out) finds exactly the faces that one
+/// lane finds, box for box, on real frames of the Hamilton clip.
+#[test]
+fn a_search_split_over_lanes_finds_exactly_the_faces_of_one_lane() {
+    use opencv::prelude::*;
+    use vigil::face::detector::{FaceDetector, Mtcnn, MtcnnParams};
+    let Some(faces) = shared_media_or_ci("faces") else {
+        return;
+    };
+    let env = vigil::infer::environment(&built("lib/libonnxruntime.so")).unwrap();
+    let load = |intra_threads| {
+        let opts = vigil::infer::SessionOptions {
+            provider: vigil::config::ExecutionProvider::Cpu,
+            intra_threads,
+            cpu_arena: false,
+        };
+        Mtcnn::load(
+            &env,
+            &built("models/mtcnn_pnet.onnx"),
+            &built("models/mtcnn_rnet.onnx"),
+            &built("models/mtcnn_onet.onnx"),
+            MtcnnParams {
+                min_face_px: 20.0,
+                scale_factor: 0.709,
+                thresholds: [0.6, 0.7, 0.7],
+                min_probability: 0.95,
+            },
+            &opts,
+        )
+        .unwrap()
+    };
+    let (mut one, mut two, mut three) = (load(1), load(2), load(3));
+    let mut cap = opencv::videoio::VideoCapture::from_file(
+        faces.join("short_hamilton_clip.mp4").to_str().unwrap(),
+        opencv::videoio::CAP_ANY,
+    )
+    .unwrap();
+    let (mut frame, mut n, mut found) = (opencv::core::Mat::default(), 0, 0);
+    while cap.read(&mut frame).unwrap() && n < 250 {
+        n += 1;
+        if n % 25 != 0 {
+            continue;
+        }
+        let want = one.detect(&frame).unwrap();
+        found += want.len();
+        for other in [&mut two, &mut three] {
+            let got = other.detect(&frame).unwrap();
+            assert_eq!(got.len(), want.len(), "frame {n}: {got:?} vs {want:?}");
+            for (g, w) in got.iter().zip(&want) {
+                let close =
+                    |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-3);
+                assert!(
+                    close(&g.bbox, &w.bbox) && (g.prob - w.prob).abs() < 1e-5,
+                    "frame {n}: {g:?} vs {w:?}"
+                );
+                assert!(close(
+                    g.landmarks.as_flattened(),
+                    w.landmarks.as_flattened()
+                ));
+            }
+        }
+    }
+    assert_eq!(n, 250, "the clip has at least 250 frames");
+    assert!(found >= 10, "only {found} faces in 10 frames of the clip");
 }

@@ -101,13 +101,22 @@ impl Net {
     }
 }
 
-/// The MTCNN cascade over three ONNX networks.
-pub struct Mtcnn {
+/// The three networks once, with the buffers one thread needs to run them.
+struct Lane {
     pnet: Net,
     rnet: Net,
     onet: Net,
-    params: MtcnnParams,
     buf: Vec<f32>,
+}
+
+/// The MTCNN cascade over three ONNX networks. On the CPU, one search is split over lanes:
+/// each lane has its own single-threaded sessions, and the lanes run the pyramid's levels and
+/// the halves of a R-Net or O-Net batch side by side. Small convolutions keep two threads of one
+/// session waiting on each other; two sessions on two threads do not (measured on the Hamilton
+/// clip: docs/config.md#faces).
+pub struct Mtcnn {
+    lanes: Vec<Lane>,
+    params: MtcnnParams,
 }
 
 /// A candidate: box corners, score, and the regression that refines it.
@@ -116,6 +125,26 @@ struct Cand {
     b: [f32; 4],
     score: f32,
     reg: [f32; 4],
+}
+
+/// Most lanes one search is split over.
+const MAX_LANES: usize = 4;
+
+/// Lanes for these session options: one per intra-op thread on the CPU (0: one per core, at
+/// most [`MAX_LANES`]), each lane's sessions single-threaded; a GPU provider keeps one lane.
+fn lanes_for(opts: &infer::SessionOptions) -> (usize, infer::SessionOptions) {
+    if opts.provider != crate::config::ExecutionProvider::Cpu || opts.intra_threads == 1 {
+        return (1, opts.clone());
+    }
+    let n = match opts.intra_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let one = infer::SessionOptions {
+        intra_threads: 1,
+        ..opts.clone()
+    };
+    (n.clamp(1, MAX_LANES), one)
 }
 
 impl Mtcnn {
@@ -127,13 +156,18 @@ impl Mtcnn {
         params: MtcnnParams,
         opts: &infer::SessionOptions,
     ) -> Result<Mtcnn, InferError> {
-        Ok(Mtcnn {
-            pnet: Net::load(env, pnet, opts)?,
-            rnet: Net::load(env, rnet, opts)?,
-            onet: Net::load(env, onet, opts)?,
-            params,
-            buf: Vec::new(),
-        })
+        let (n, lane_opts) = lanes_for(opts);
+        let lanes = (0..n)
+            .map(|_| {
+                Ok(Lane {
+                    pnet: Net::load(env, pnet, &lane_opts)?,
+                    rnet: Net::load(env, rnet, &lane_opts)?,
+                    onet: Net::load(env, onet, &lane_opts)?,
+                    buf: Vec::new(),
+                })
+            })
+            .collect::<Result<_, InferError>>()?;
+        Ok(Mtcnn { lanes, params })
     }
 }
 
@@ -216,54 +250,134 @@ fn rerec(c: &mut Cand) {
     c.b[3] = c.b[1] + l;
 }
 
-impl Mtcnn {
-    /// Crops every candidate (clamped to the image, 1-based as in the reference), resizes to
-    /// `side` and stacks them as one batch.
-    fn crops(&mut self, img: &Mat, cands: &[Cand], side: i32) -> Result<(), InferError> {
-        let (w, h) = (img.cols(), img.rows());
-        self.buf.clear();
-        let mut small = Mat::default();
-        for c in cands {
-            let x = (c.b[0].trunc() as i32).max(1);
-            let y = (c.b[1].trunc() as i32).max(1);
-            let ex = (c.b[2].trunc() as i32).min(w);
-            let ey = (c.b[3].trunc() as i32).min(h);
-            let rect = Rect::new(x - 1, y - 1, (ex - x + 1).max(1), (ey - y + 1).max(1));
-            let rect = rect & Rect::new(0, 0, w, h);
-            if rect.width <= 0 || rect.height <= 0 {
-                self.buf
-                    .resize(self.buf.len() + (3 * side * side) as usize, 0.0);
-                continue;
-            }
-            let roi = Mat::roi(img, rect).map_err(cv_err)?;
-            imgproc::resize(
-                &roi,
-                &mut small,
-                Size::new(side, side),
-                0.0,
-                0.0,
-                imgproc::INTER_AREA,
-            )
-            .map_err(cv_err)?;
-            push_planar_rgb(&small, &mut self.buf).map_err(cv_err)?;
+/// Crops every candidate (clamped to the image, 1-based as in the reference), resizes to
+/// `side` and appends them to `out` as one batch.
+fn crops(img: &Mat, cands: &[Cand], side: i32, out: &mut Vec<f32>) -> Result<(), InferError> {
+    let (w, h) = (img.cols(), img.rows());
+    let mut small = Mat::default();
+    for c in cands {
+        let x = (c.b[0].trunc() as i32).max(1);
+        let y = (c.b[1].trunc() as i32).max(1);
+        let ex = (c.b[2].trunc() as i32).min(w);
+        let ey = (c.b[3].trunc() as i32).min(h);
+        let rect = Rect::new(x - 1, y - 1, (ex - x + 1).max(1), (ey - y + 1).max(1));
+        let rect = rect & Rect::new(0, 0, w, h);
+        if rect.width <= 0 || rect.height <= 0 {
+            out.resize(out.len() + (3 * side * side) as usize, 0.0);
+            continue;
         }
-        Ok(())
+        let roi = Mat::roi(img, rect).map_err(cv_err)?;
+        imgproc::resize(
+            &roi,
+            &mut small,
+            Size::new(side, side),
+            0.0,
+            0.0,
+            imgproc::INTER_AREA,
+        )
+        .map_err(cv_err)?;
+        push_planar_rgb(&small, out).map_err(cv_err)?;
     }
+    Ok(())
+}
 
-    fn stage1(&mut self, img: &Mat) -> Result<Vec<Cand>, InferError> {
-        let p = self.params.clone();
-        let (w, h) = (img.cols() as f32, img.rows() as f32);
-        let m = 12.0 / p.min_face_px;
-        let mut minl = w.min(h) * m;
-        let mut scale = m;
-        let mut all = Vec::new();
+/// One level of the image pyramid: its place in the pyramid, scale and size.
+#[derive(Debug, Clone, Copy)]
+struct Level {
+    index: usize,
+    scale: f32,
+    w: i32,
+    h: i32,
+}
+
+/// The pyramid's levels for an image of `w` x `h`, as the reference makes them.
+fn levels(w: f32, h: f32, p: &MtcnnParams) -> Vec<Level> {
+    let m = 12.0 / p.min_face_px;
+    let mut minl = w.min(h) * m;
+    let mut scale = m;
+    let mut out = Vec::new();
+    while minl >= 12.0 {
+        out.push(Level {
+            index: out.len(),
+            scale,
+            w: (w * scale + 1.0) as i32,
+            h: (h * scale + 1.0) as i32,
+        });
+        scale *= p.scale_factor;
+        minl *= p.scale_factor;
+    }
+    out
+}
+
+/// Shares `levels` out over `n` lanes, largest first to the least loaded, so each lane gets
+/// about the same number of pixels to search.
+fn share_levels(levels: &[Level], n: usize) -> Vec<Vec<Level>> {
+    let mut by_size = levels.to_vec();
+    by_size.sort_by_key(|l| std::cmp::Reverse(l.w * l.h));
+    let mut shares: Vec<(i64, Vec<Level>)> = vec![(0, Vec::new()); n.max(1)];
+    for l in by_size {
+        let lane = shares
+            .iter_mut()
+            .min_by_key(|(load, _)| *load)
+            .expect("at least one lane");
+        lane.0 += (l.w * l.h) as i64;
+        lane.1.push(l);
+    }
+    shares
+        .into_iter()
+        .map(|(_, l)| l)
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// Runs `f` once per job, each on its own lane: the first on this thread, the others on
+/// scoped threads; results in job order. There are never more jobs than lanes.
+fn on_lanes<J: Send, T: Send>(
+    lanes: &mut [Lane],
+    jobs: Vec<J>,
+    f: impl Fn(&mut Lane, J) -> T + Sync,
+) -> Vec<T> {
+    debug_assert!(jobs.len() <= lanes.len());
+    let f = &f;
+    std::thread::scope(|s| {
+        let mut pairs = lanes.iter_mut().zip(jobs);
+        let first = pairs.next();
+        let others: Vec<_> = pairs
+            .map(|(lane, job)| s.spawn(move || f(lane, job)))
+            .collect();
+        let mut out = Vec::with_capacity(others.len() + 1);
+        if let Some((lane, job)) = first {
+            out.push(f(lane, job));
+        }
+        for h in others {
+            out.push(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+        }
+        out
+    })
+}
+
+/// Which of a lane's networks a batch goes to.
+#[derive(Clone, Copy)]
+enum Stage {
+    Rnet,
+    Onet,
+}
+
+impl Lane {
+    /// P-Net over `levels` of `img`: each level's candidates after its own NMS.
+    fn pnet_levels(
+        &mut self,
+        img: &Mat,
+        levels: &[Level],
+        threshold: f32,
+    ) -> Result<Vec<(usize, Vec<Cand>)>, InferError> {
         let mut scaled = Mat::default();
-        while minl >= 12.0 {
-            let (hs, ws) = ((h * scale + 1.0) as i32, (w * scale + 1.0) as i32);
+        let mut out = Vec::with_capacity(levels.len());
+        for l in levels {
             imgproc::resize(
                 img,
                 &mut scaled,
-                Size::new(ws, hs),
+                Size::new(l.w, l.h),
                 0.0,
                 0.0,
                 imgproc::INTER_AREA,
@@ -271,13 +385,12 @@ impl Mtcnn {
             .map_err(cv_err)?;
             self.buf.clear();
             push_planar_rgb(&scaled, &mut self.buf).map_err(cv_err)?;
-            let buf = std::mem::take(&mut self.buf);
-            let out = self
-                .pnet
-                .run(&buf, [1, 3, hs as usize, ws as usize], &["reg", "prob"]);
-            self.buf = buf;
-            let out = out?;
-            let (reg, prob) = (&out[0].1, &out[1]);
+            let res = self.pnet.run(
+                &self.buf,
+                [1, 3, l.h as usize, l.w as usize],
+                &["reg", "prob"],
+            )?;
+            let (reg, prob) = (&res[0].1, &res[1]);
             let (oh, ow) = (prob.0[2], prob.0[3]);
             let plane = oh * ow;
             let mut found = Vec::new();
@@ -285,17 +398,17 @@ impl Mtcnn {
                 for xx in 0..ow {
                     let i = yy * ow + xx;
                     let score = prob.1[plane + i];
-                    if score < p.thresholds[0] {
+                    if score < threshold {
                         continue;
                     }
                     let (bx, by) = (xx as f32, yy as f32);
                     let q1 = [
-                        ((2.0 * bx + 1.0) / scale).floor(),
-                        ((2.0 * by + 1.0) / scale).floor(),
+                        ((2.0 * bx + 1.0) / l.scale).floor(),
+                        ((2.0 * by + 1.0) / l.scale).floor(),
                     ];
                     let q2 = [
-                        ((2.0 * bx + 12.0) / scale).floor(),
-                        ((2.0 * by + 12.0) / scale).floor(),
+                        ((2.0 * bx + 12.0) / l.scale).floor(),
+                        ((2.0 * by + 12.0) / l.scale).floor(),
                     ];
                     found.push(Cand {
                         b: [q1[0], q1[1], q2[0], q2[1]],
@@ -310,10 +423,55 @@ impl Mtcnn {
                 }
             }
             nms(&mut found, 0.5, false);
-            all.extend(found);
-            scale *= p.scale_factor;
-            minl *= p.scale_factor;
+            out.push((l.index, found));
         }
+        Ok(out)
+    }
+
+    /// Crops of `cands` through R-Net or O-Net: the named outputs' values.
+    fn batch(
+        &mut self,
+        img: &Mat,
+        cands: &[Cand],
+        stage: Stage,
+        outputs: &[&str],
+    ) -> Result<Vec<Vec<f32>>, InferError> {
+        let side = match stage {
+            Stage::Rnet => 24,
+            Stage::Onet => 48,
+        };
+        self.buf.clear();
+        crops(img, cands, side, &mut self.buf)?;
+        let net = match stage {
+            Stage::Rnet => &mut self.rnet,
+            Stage::Onet => &mut self.onet,
+        };
+        let shape = [cands.len(), 3, side as usize, side as usize];
+        Ok(net
+            .run(&self.buf, shape, outputs)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
+    }
+}
+
+/// Below this many candidates a R-Net or O-Net batch stays on one lane.
+const SPLIT_FROM: usize = 8;
+
+impl Mtcnn {
+    fn stage1(&mut self, img: &Mat) -> Result<Vec<Cand>, InferError> {
+        let threshold = self.params.thresholds[0];
+        let levels = levels(img.cols() as f32, img.rows() as f32, &self.params);
+        let shares = share_levels(&levels, self.lanes.len());
+        let mut per_level: Vec<(usize, Vec<Cand>)> = Vec::with_capacity(levels.len());
+        for r in on_lanes(&mut self.lanes, shares, |lane, share| {
+            lane.pnet_levels(img, &share, threshold)
+        }) {
+            per_level.extend(r?);
+        }
+        // In pyramid order, as one search over the levels in turn would give them.
+        per_level.sort_by_key(|(i, _)| *i);
+        let mut all: Vec<Cand> = per_level.into_iter().flat_map(|(_, c)| c).collect();
         nms(&mut all, 0.7, false);
         for c in &mut all {
             let (rw, rh) = (c.b[2] - c.b[0], c.b[3] - c.b[1]);
@@ -326,6 +484,32 @@ impl Mtcnn {
             rerec(c);
         }
         Ok(all)
+    }
+
+    /// R-Net or O-Net over `cands`, split over the lanes when there are enough of them; each
+    /// output's values in candidate order.
+    fn batch(
+        &mut self,
+        img: &Mat,
+        cands: &[Cand],
+        stage: Stage,
+        outputs: &[&str],
+    ) -> Result<Vec<Vec<f32>>, InferError> {
+        let n = if cands.len() < SPLIT_FROM {
+            1
+        } else {
+            self.lanes.len()
+        };
+        let chunks: Vec<&[Cand]> = cands.chunks(cands.len().div_ceil(n).max(1)).collect();
+        let mut joined = vec![Vec::new(); outputs.len()];
+        for r in on_lanes(&mut self.lanes, chunks, |lane, chunk| {
+            lane.batch(img, chunk, stage, outputs)
+        }) {
+            for (all, part) in joined.iter_mut().zip(r?) {
+                all.extend(part);
+            }
+        }
+        Ok(joined)
     }
 }
 
@@ -362,21 +546,15 @@ impl Mtcnn {
             return Ok(vec![]);
         }
         // R-Net refines and rejects.
-        self.crops(img, &cands, 24)?;
-        let buf = std::mem::take(&mut self.buf);
-        let out = self
-            .rnet
-            .run(&buf, [cands.len(), 3, 24, 24], &["reg", "prob"]);
-        self.buf = buf;
-        let out = out?;
+        let out = self.batch(img, &cands, Stage::Rnet, &["reg", "prob"])?;
         let mut kept = Vec::new();
         for (i, c) in cands.iter().enumerate() {
-            let score = out[1].1[i * 2 + 1];
+            let score = out[1][i * 2 + 1];
             if score > p.thresholds[1] {
                 kept.push(Cand {
                     b: c.b,
                     score,
-                    reg: out[0].1[i * 4..][..4].try_into().expect("4 values"),
+                    reg: out[0][i * 4..][..4].try_into().expect("4 values"),
                 });
             }
         }
@@ -390,22 +568,14 @@ impl Mtcnn {
             return Ok(vec![]);
         }
         // O-Net gives the final box, probability and landmarks.
-        self.crops(img, &cands, 48)?;
-        let buf = std::mem::take(&mut self.buf);
-        let out = self.onet.run(
-            &buf,
-            [cands.len(), 3, 48, 48],
-            &["reg", "landmarks", "prob"],
-        );
-        self.buf = buf;
-        let out = out?;
+        let out = self.batch(img, &cands, Stage::Onet, &["reg", "landmarks", "prob"])?;
         let mut faces: Vec<(Cand, [[f32; 2]; 5])> = Vec::new();
         for (i, c) in cands.iter().enumerate() {
-            let score = out[2].1[i * 2 + 1];
+            let score = out[2][i * 2 + 1];
             if score <= p.thresholds[2] {
                 continue;
             }
-            let lm = &out[1].1[i * 10..][..10];
+            let lm = &out[1][i * 10..][..10];
             let (w, h) = (c.b[2] - c.b[0] + 1.0, c.b[3] - c.b[1] + 1.0);
             let mut pts = [[0.0f32; 2]; 5];
             for k in 0..5 {
@@ -414,7 +584,7 @@ impl Mtcnn {
             let mut c = Cand {
                 b: c.b,
                 score,
-                reg: out[0].1[i * 4..][..4].try_into().expect("4 values"),
+                reg: out[0][i * 4..][..4].try_into().expect("4 values"),
             };
             bbreg(&mut c);
             faces.push((c, pts));
@@ -457,6 +627,38 @@ mod tests {
         assert_eq!(v.len(), 2);
         assert_eq!(v[0].score, 0.9);
         assert_eq!(v[1].b[0], 50.0);
+    }
+
+    #[test]
+    fn the_pyramid_is_shared_over_lanes_by_pixels_and_every_level_once() {
+        let p = MtcnnParams {
+            min_face_px: 20.0,
+            scale_factor: 0.709,
+            thresholds: [0.6, 0.7, 0.7],
+            min_probability: 0.95,
+        };
+        let all = levels(640.0, 360.0, &p);
+        // 360 * 0.6 = 216 shrinking by 0.709 while at least 12: 9 levels, the first 385x217.
+        assert_eq!(all.len(), 9);
+        assert_eq!((all[0].w, all[0].h), (385, 217));
+        for n in 1..=4 {
+            let shares = share_levels(&all, n);
+            assert_eq!(shares.len(), n.min(all.len()));
+            let mut seen: Vec<usize> = shares.iter().flatten().map(|l| l.index).collect();
+            seen.sort();
+            assert_eq!(seen, (0..all.len()).collect::<Vec<_>>());
+            let load = |s: &Vec<Level>| s.iter().map(|l| l.w * l.h).sum::<i32>();
+            let (lo, hi) = (
+                shares.iter().map(load).min().unwrap(),
+                shares.iter().map(load).max().unwrap(),
+            );
+            // No lane gets more than the largest level beyond the least loaded one.
+            assert!(hi - lo <= all[0].w * all[0].h, "{n} lanes: {lo}..{hi}");
+        }
+        // Two lanes: the first level (83,545 pixels) weighs about as much as all the others together
+        // (84,240), so it shares its lane only with the smallest (350), which comes last.
+        let two = share_levels(&all, 2);
+        assert_eq!(two[0].iter().map(|l| l.index).collect::<Vec<_>>(), [0, 8]);
     }
 
     #[test]
