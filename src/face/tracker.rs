@@ -187,6 +187,11 @@ impl Tracker {
         self.tracks.iter().map(|t| t.bbox).collect()
     }
 
+    /// Whether a track of this id is open.
+    pub fn is_open(&self, id: u64) -> bool {
+        self.tracks.iter().any(|t| t.id == id)
+    }
+
     /// Closes every track (end of stream), reporting those that never did.
     pub fn finish(&mut self, t: f64) -> Vec<Decision> {
         self.close_where(|_| true, t)

@@ -211,8 +211,8 @@ impl FaceStage {
         }
     }
 
-    /// The decided face cut from its frame (a copy: the frame is not kept).
-    fn crop(&self, frame: &Frame, d: &Decision) -> Option<Mat> {
+    /// The face in `bbox` cut from its frame (a copy: the frame is not kept).
+    fn crop(&self, frame: &Frame, bbox: [f32; 4]) -> Option<Mat> {
         if !self.snapshots {
             return None;
         }
@@ -220,7 +220,7 @@ impl FaceStage {
         let (w, h) = (img.cols(), img.rows());
         // The face with a margin of a third of its size on every side: a whole head, which a
         // face detector finds again (enrolling the face of an event's snapshot).
-        let [x1, y1, x2, y2] = d.bbox;
+        let [x1, y1, x2, y2] = bbox;
         let (mx, my) = ((x2 - x1) / 3.0, (y2 - y1) / 3.0);
         let [x1, y1, x2, y2] = [x1 - mx, y1 - my, x2 + mx, y2 + my];
         let (x, y) = (x1.max(0.0) as i32, y1.max(0.0) as i32);
@@ -258,6 +258,9 @@ impl Stage for FaceStage {
             reverify_s: t.reverify_ms as f64 / 1000.0,
         };
         let mut streams: HashMap<usize, PerStream> = HashMap::new();
+        // The latest face of each undecided track (with snapshots on), for the event reported
+        // when the track closes before it is decided.
+        let mut last_crop: HashMap<(usize, u64), Mat> = HashMap::new();
         let depth = metrics.queue_depth(metrics::Stage::Faces);
         let det_secs = metrics.inference_seconds(&st.models.detector_name);
         let emb_secs = metrics.inference_seconds(&st.models.embedder_name);
@@ -286,8 +289,10 @@ impl Stage for FaceStage {
                 FaceMsg::Gap { stream, media_time } => {
                     if let Some(ps) = streams.get_mut(&stream) {
                         for d in ps.tracker.finish(media_time) {
-                            send(st.seen(stream, &d, None));
+                            let crop = last_crop.remove(&(stream, d.track_id));
+                            send(st.seen(stream, &d, crop));
                         }
+                        last_crop.retain(|k, _| k.0 != stream);
                         ps.since_search = 0;
                     }
                     continue;
@@ -295,9 +300,11 @@ impl Stage for FaceStage {
                 FaceMsg::End(end) => {
                     if let Some(mut ps) = streams.remove(&end.stream) {
                         for d in ps.tracker.finish(end.media_time) {
-                            send(st.seen(end.stream, &d, None));
+                            let crop = last_crop.remove(&(end.stream, d.track_id));
+                            send(st.seen(end.stream, &d, crop));
                         }
                     }
+                    last_crop.retain(|k, _| k.0 != end.stream);
                     if !send(EventMsg::FaceEnd(end)) {
                         return Ok(());
                     }
@@ -355,8 +362,10 @@ impl Stage for FaceStage {
                 ps.detected.inc_by(dets.len() as u64);
                 let (assigned, closed) = ps.tracker.observe(frame.pts, &dets);
                 for d in closed {
-                    send(st.seen(frame.stream, &d, None));
+                    let crop = last_crop.remove(&(frame.stream, d.track_id));
+                    send(st.seen(frame.stream, &d, crop));
                 }
+                last_crop.retain(|k, _| k.0 != frame.stream || ps.tracker.is_open(k.1));
                 // Only faces whose track still wants an embedding are aligned and embedded.
                 let wanted: Vec<usize> = assigned
                     .iter()
@@ -396,18 +405,23 @@ impl Stage for FaceStage {
                     let Some(ps) = streams.get_mut(&frame.stream) else {
                         continue;
                     };
-                    if let Some(d) =
-                        ps.tracker
-                            .matched(assigned[i].0, &desc, &matches, i, frame.pts)
-                    {
-                        let crop = st.crop(&frame, &d);
-                        let mut m = st.seen(frame.stream, &d, crop);
-                        if let EventMsg::Face { seen, .. } = &mut m {
-                            seen.captured = Some(frame.captured);
+                    let track = assigned[i].0;
+                    let Some(d) = ps.tracker.matched(track, &desc, &matches, i, frame.pts) else {
+                        // Not decided yet: if the track closes before it is, its event shows
+                        // this face.
+                        if let Some(crop) = st.crop(&frame, dets[i].bbox) {
+                            last_crop.insert((frame.stream, track), crop);
                         }
-                        if !send(m) {
-                            return Ok(());
-                        }
+                        continue;
+                    };
+                    last_crop.remove(&(frame.stream, track));
+                    let crop = st.crop(&frame, d.bbox);
+                    let mut m = st.seen(frame.stream, &d, crop);
+                    if let EventMsg::Face { seen, .. } = &mut m {
+                        seen.captured = Some(frame.captured);
+                    }
+                    if !send(m) {
+                        return Ok(());
                     }
                 }
                 let boxes = || assigned.iter().zip(&dets).map(|(a, d)| (a.0, d.bbox));
