@@ -52,22 +52,27 @@ def baseline_python():
     return venv / "bin" / "python"
 
 
-# vigil's settings: (detect_interval, embeds_per_track, reverify_ms, intra_threads).
+# vigil's settings: the faces keys and runtime.intra_threads each run sets on top of its
+# defaults (sample_fps 0 in all: every frame of the clip is searched or tracked).
 SETTINGS = {
-    # The defaults (but every frame sampled): full search on every frame, at most 5 embeddings
-    # per track plus one a second, two ONNX Runtime threads.
-    "vigil_interval_1": (1, 5, 1000, 2),
-    # A full search every 10th frame, tracked faces re-detected near their box in between.
-    "vigil_interval_10": (10, 5, 1000, 2),
+    # The defaults: a full search every 5th frame, tracked faces found again near their box in
+    # between, at most 5 embeddings per track plus one a second, one inference thread per core.
+    "vigil_default": {},
+    # A full MTCNN search on every frame, the rest as by default.
+    "vigil_full_search": {"detect_interval": 1},
     # The baseline's work: a full search and an embedding of every face on every frame, one
     # inference thread (vigil still decodes on its own thread).
-    "vigil_same_work": (1, 1_000_000, 0, 1),
+    "vigil_same_work": {"detect_interval": 1, "tracker": "{embeds_per_track: 1000000, reverify_ms: 0}",
+                        "intra_threads": 1},
 }
 
 
 def vigil_config(dir, key):
     b = ROOT / "build"
-    interval, embeds, reverify, threads = SETTINGS[key]
+    keys = dict(SETTINGS[key])
+    threads = keys.pop("intra_threads", None)
+    faces = "".join(f"  {k}: {v}\n" for k, v in keys.items())
+    runtime = f"  intra_threads: {threads}\n" if threads is not None else ""
     return f"""streams:
   - id: hamilton
     url: {SHARED / CLIP}
@@ -75,9 +80,7 @@ action: {{enabled: false}}
 faces:
   enabled: true
   sample_fps: 0
-  detect_interval: {interval}
-  tracker: {{embeds_per_track: {embeds}, reverify_ms: {reverify}}}
-  detector:
+{faces}  detector:
     type: mtcnn
     pnet: {b}/models/mtcnn_pnet.onnx
     rnet: {b}/models/mtcnn_rnet.onnx
@@ -92,8 +95,7 @@ sinks:
 metrics: {{enabled: false}}
 runtime:
   onnxruntime_library: {b}/lib/libonnxruntime.so
-  intra_threads: {threads}
-"""
+{runtime}"""
 
 
 def run_json(cmd):
@@ -127,7 +129,7 @@ def main():
             path.write_text(vigil_config(tmp, key))
             configs[key] = path
         for name, photo in PEOPLE.items():
-            run_json([vigil, "gallery", "enroll", "--json", "--config", configs["vigil_interval_1"], "--name", name, SHARED / photo])
+            run_json([vigil, "gallery", "enroll", "--json", "--config", configs["vigil_default"], "--name", name, SHARED / photo])
         baseline_cmd = [py, ROOT / "scripts" / "face_baseline.py", "--cache", CACHE / "downloads", "--video", SHARED / CLIP]
         for name, photo in PEOPLE.items():
             baseline_cmd += ["--enrol", f"{name}={SHARED / photo}"]

@@ -724,7 +724,8 @@ pub struct FacesConfig {
     pub sample_fps: f64,
     /// Run the full detector on every Nth sampled frame; in between, faces already tracked are
     /// found again near their last position (much cheaper), and new faces wait for the next
-    /// full search. 1 searches every frame. Default 1.
+    /// full search. 1 searches every frame. Default 5 (at the default sample_fps, a full search
+    /// each second and tracked faces five times a second).
     pub detect_interval: u32,
     /// The face detector. Required when the branch is enabled (or for `vigil gallery`).
     pub detector: Option<DetectorConfig>,
@@ -826,7 +827,7 @@ impl Default for FacesConfig {
         FacesConfig {
             enabled: false,
             sample_fps: 5.0,
-            detect_interval: 1,
+            detect_interval: 5,
             detector: None,
             embedder: None,
             match_threshold: 0.6,
