@@ -29,7 +29,7 @@ test: setup
 # int8 vs fp32 (after `make int8`), the gallery at 10k/100k/1M, 1-8 live cameras; then the shared
 # gallery at 1M in PostgreSQL (bench-store, into docs/scaling.md). About two hours, most of it
 # building 1M-identity HNSW indexes; `python3 scripts/bench.py --quick` is shorter and
-# `--soak-minutes 30` adds the memory soak.
+# `--soak-minutes 60` adds the memory soak.
 bench: build
 	python3 scripts/bench.py
 	python3 scripts/bench_store.py --out docs/scaling.md
