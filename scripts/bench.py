@@ -792,8 +792,8 @@ def main():
             motion = bench_motion.bench_motion(vigil_copy, sampler, Path(tmp), 1 if args.quick else 2)
         scaling = None
         if want("live") and not args.skip_live:
-            say("live cameras: 1, 2, 4, 8 (scripts/bench_live.py)")
-            scaling = bench_extra.bench_scaling(args.live_json)
+            say("live cameras: 1, 2, 4, 8, then 1 and 8 again (scripts/bench_live.py)")
+            scaling = bench_extra.bench_scaling(args.live_json, repeat=1 if args.quick else 3)
         soak = None
         if args.soak_minutes > 0:
             say(f"memory soak: {args.soak_minutes:g} min")
@@ -809,7 +809,7 @@ def main():
     if peer_versions and peer_versions != {ort_version}:
         problems.append(f"the peer runs onnxruntime {peer_versions}, vigil's library is {ort_version}")
 
-    extra = [pipeline, int8, gallery, motion] + ([soak] if soak else [])
+    extra = [pipeline, int8, gallery, motion] + ([scaling] if scaling else []) + ([soak] if soak else [])
     if not motion.get("same_events", True):
         problems.append("the motion gate changed the events (see the motion gate note)")
     rows = action["rows"] + startup["rows"] + ([classify["row"]] if classify["row"] else []) + [

@@ -210,19 +210,65 @@ def bench_gallery(vigil, keep_dir, sizes, queries, saved=None):
     return {"rows": rows, "notes": notes, "results": results}
 
 
-def bench_scaling(saved=None, window=40.0):
-    """scripts/bench_live.py: 1, 2, 4, 8 RTSP cameras with both branches (its own document too)."""
+def bench_scaling(saved=None, window=40.0, repeat=3):
+    """scripts/bench_live.py: 1, 2, 4, 8 RTSP cameras with both branches (its own document too),
+    then 1 and 8 again until there are `repeat` paired passes. Rows: total throughput of each
+    branch with 8 cameras against 1, the least-served camera against half the mean share, and
+    the memory each added camera costs; the latencies go in the notes."""
     if saved:
         rows = json.loads(Path(saved).read_text())
     else:
         out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_live.py"), "--json",
-                              "--window", str(window)], capture_output=True, text=True)
+                              "--window", str(window), "--repeat", str(repeat)], capture_output=True, text=True)
         if out.returncode != 0:
             raise RuntimeError(f"bench_live.py failed:\n{out.stderr[-2000:]}")
         text = out.stdout
         rows = json.loads(text[text.index("\n[") + 1:])
     _, table = bench_live.render(rows, 20.0, window)
-    return {"table": table, "rows_json": rows}
+    lo, hi = min(r["streams"] for r in rows), max(r["streams"] for r in rows)
+    passes = sorted({r.get("pass", 1) for r in rows})
+    pairs = []
+    for p in passes:
+        one = [r for r in rows if r.get("pass", 1) == p and r["streams"] == lo]
+        many = [r for r in rows if r.get("pass", 1) == p and r["streams"] == hi]
+        if one and many and lo != hi:
+            pairs.append((one[0], many[0]))
+    out_rows, notes = [], []
+    if not pairs:
+        return {"table": table, "rows_json": rows, "rows": [], "notes": []}
+    med = statistics.median
+    spread = lambda v: (min(v), max(v))  # noqa: E731
+    cams = f"{hi} vs {lo} RTSP 720p25 camera(s), both branches, {len(pairs)} paired pass(es)"
+    for key, what in [("clips_per_s_per_stream", "classifier clips/s"), ("face_fps_per_stream", "face frames/s")]:
+        tot = lambda r: r[key] * r["streams"]  # noqa: E731
+        ratios = [tot(m) / tot(o) if tot(o) else 0.0 for o, m in pairs]
+        out_rows.append([f"live, {cams}: total {what} with {hi} against {lo} (median of the passes)",
+                         f"{med(tot(m) for _, m in pairs):.2f}", f"{med(tot(o) for o, _ in pairs):.2f}",
+                         med(ratios), 0.9, 0.0, spread(ratios)])
+    for key, what in [("clips_per_s_per_camera", "classifier clips/s"), ("face_fps_per_camera", "face frames/s")]:
+        shares = []
+        for _, m in pairs:
+            per = m.get(key) or []
+            mean = statistics.mean(per) if per else 0.0
+            shares.append(min(per) / (mean / 2) if mean > 0 else 0.0)
+        least = med(min(m.get(key) or [0.0]) for _, m in pairs)
+        out_rows.append([f"live, {cams}: the least-served of {hi} cameras' {what} against half the mean share "
+                         "(ratio = least / (mean / 2))", f"{least:.3f}",
+                         f"{med(statistics.mean(m.get(key) or [0.0]) / 2 for _, m in pairs):.3f}",
+                         med(shares), 1.0, 0.0, spread(shares)])
+    per_cam = [(m["rss_mib"] - o["rss_mib"]) / (hi - lo) for o, m in pairs]
+    out_rows.append([f"live, {cams}: resident memory each added camera costs, (RSS with {hi} - RSS with {lo}) / "
+                     f"{hi - lo}, against a 150 MiB limit (MiB; ratio = limit / measured)",
+                     f"{med(per_cam):.0f}", "150", 150 / max(med(per_cam), 1e-9), 1.0, 0.0,
+                     spread([150 / max(v, 1e-9) for v in per_cam])])
+    fmt = lambda v: f"<= {v:g} s"  # noqa: E731
+    for o, m in pairs:
+        notes.append(f"live pass {o.get('pass', 1)}: latency p99 (capture to result, bucket upper bound) action "
+                     f"{fmt(o['latency_p99_s'])} with {lo} camera(s), {fmt(m['latency_p99_s'])} with {hi}; faces "
+                     f"{fmt(o.get('face_latency_p99_s', float('nan')))} and {fmt(m.get('face_latency_p99_s', float('nan')))}; "
+                     f"per-camera clips/s with {hi}: {', '.join(f'{v:.2f}' for v in m.get('clips_per_s_per_camera', []))}; "
+                     f"face frames/s: {', '.join(f'{v:.1f}' for v in m.get('face_fps_per_camera', []))}.")
+    return {"table": table, "rows_json": rows, "rows": out_rows, "notes": notes}
 
 
 def bench_soak(vigil, workdir, minutes, every=10.0):

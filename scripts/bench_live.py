@@ -213,6 +213,9 @@ def measure(vigil, n, warmup, window, workdir):
     face_sampled = d("vigil_frames_sampled_total", stage="faces")
     face_dropped = d("vigil_frames_dropped_total", stage="faces", reason="queue_full")
     frame_drops = d("vigil_frames_dropped_total", reason="queue_full") - face_dropped
+    cams = [f"cam{i}" for i in range(1, n + 1)]
+    face_per_cam = [(d("vigil_frames_sampled_total", stage="faces", stream=c)
+                     - d("vigil_frames_dropped_total", stage="faces", reason="queue_full", stream=c)) / dt for c in cams]
     return {
         "streams": n,
         "decoded_fps_per_stream": decoded,
@@ -223,6 +226,9 @@ def measure(vigil, n, warmup, window, workdir):
         "source_frames_dropped_per_s": frame_drops / dt,
         "latency_p50_s": quantile(a, b, 0.5),
         "latency_p99_s": quantile(a, b, 0.99),
+        "face_latency_p99_s": quantile(a, b, 0.99, stage="faces"),
+        "clips_per_s_per_camera": [d("vigil_clips_classified_total", stream=c) / dt for c in cams],
+        "face_fps_per_camera": face_per_cam,
         "cpu_cores": (c1 - c0) / dt,
         "rss_mib": max(rss),
         "rss_mib_per_stream": max(rss) / n,
@@ -269,6 +275,7 @@ def reading(rows):
 
 
 def render(rows, warmup, window):
+    rows = [r for r in rows if r.get("pass", 1) == 1]
     head = (
         "| streams | decoded fps/stream | clips/s/stream | clips dropped | face fps/stream "
         "| face frames dropped | source drops/s | latency p50 / p99 | CPU cores | RSS | RSS/stream |\n"
@@ -312,6 +319,9 @@ def main():
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--json", action="store_true", help="print the rows as JSON too")
     ap.add_argument("--rows", help="write the document from rows saved by --json (no measuring)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="passes; after the first (every --streams count) only the fewest and most cameras "
+                         "are measured again (default 1)")
     args = ap.parse_args()
     if args.rows:
         rows = json.loads(Path(args.rows).read_text())
@@ -323,11 +333,13 @@ def main():
         sys.exit(f"bench-live: {LIVE} is missing: run `make setup` first")
     vigil = vigil_binary()
     rows = []
+    counts = [int(x) for x in args.streams.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        for n in [int(x) for x in args.streams.split(",")]:
-            say(f"{n} stream(s): {args.warmup:.0f} s warm-up, {args.window:.0f} s measured")
-            rows.append(measure(vigil, n, args.warmup, args.window, Path(tmp)))
-            say(json.dumps(rows[-1]))
+        for p in range(1, max(1, args.repeat) + 1):
+            for n in (counts if p == 1 else sorted({min(counts), max(counts)})):
+                say(f"pass {p}: {n} stream(s): {args.warmup:.0f} s warm-up, {args.window:.0f} s measured")
+                rows.append(dict(measure(vigil, n, args.warmup, args.window, Path(tmp)), **{"pass": p}))
+                say(json.dumps(rows[-1]))
     doc, table = render(rows, args.warmup, args.window)
     Path(args.out).write_text(doc)
     say(f"wrote {args.out}")
