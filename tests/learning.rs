@@ -515,11 +515,11 @@ fn calibrate_on_the_demo_gallery_prints_a_threshold_and_rates() {
     assert_eq!(v["frr_at_threshold"], 0.0, "{v}");
     let g = v["genuine"]["max"].as_f64().unwrap();
     assert!(g > 0.2 && g < 0.6, "{v}");
+    // Fewer than 10 genuine pairs are said to be few; the impostor pairs always are here.
     let warnings = v["warnings"].to_string();
-    assert!(
-        warnings.contains("genuine pair(s)") && warnings.contains("needs about 3000"),
-        "{v}"
-    );
+    let few_genuine = v["genuine"]["pairs"].as_u64().unwrap() < 10;
+    assert_eq!(warnings.contains("genuine pair(s)"), few_genuine, "{v}");
+    assert!(warnings.contains("needs about 3000"), "{v}");
     // A second run sees the same pictures again: the same faces, not new genuine pairs at
     // distance 0 (nor a second copy of Biden's face in his group).
     let o = run(&cfg);
