@@ -512,6 +512,8 @@ def bench_faces(vigil, runs):
         ])
     problems = [f"faces: vigil ({k.removeprefix('vigil_')}) did not name {', '.join(sorted(set(r['on_stage']) - set(v)))}"
                 for k, v in r["named"].items() if k != "baseline" and set(r["on_stage"]) - set(v)]
+    problems += [f"faces: vigil ({k.removeprefix('vigil_')}) named {', '.join(sorted(set(v) - set(r['on_stage'])))}, "
+                 "who is not on stage" for k, v in r["named"].items() if k != "baseline" and set(v) - set(r["on_stage"])]
     named = r["named"]
     notes = [
         f"faces: {r['runs']} interleaved run(s) per side, median; enrolled one photo each of {', '.join(r['enrolled'])}; "
