@@ -19,6 +19,12 @@
 //!   [`CHUNK`] added rows (inserted on every core), so a face worker waits at most one chunk
 //!   and nothing is copied. Growing USearch's capacity happens under the same exclusive lock.
 //! - Keys are row numbers that are never reused; each maps to the person who owns it.
+//! - Rows are stored in the graph as f32, f16 or i8 (`gallery.index.quantization`): smaller
+//!   rows make building and searching cheaper (at a million, an i8 graph with m 32 built in a
+//!   third of the time of the f32 default and searched faster at a higher recall). A quantized
+//!   graph's distances are approximate; with `gallery.index.rerank` the index also keeps every
+//!   row in f32 and orders the graph's best candidates by exact distance, so the nearest among
+//!   them wins and the distance reported is exact.
 //!
 //! The persisted index is a folder `<gallery>.index/` holding USearch's file, `rows.bin` (every
 //! person it holds: name, digest, keys) and a `meta.json` with the build parameters, a
