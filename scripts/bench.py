@@ -681,7 +681,12 @@ def document(machine, rows, notes, args, scaling=None):
         "queries whose HNSW top-1 is exact search's top-1. Identities are Gaussian with variance "
         "falling as (j+1)^-1 over the 128 components (a participation ratio of 18, like learned "
         "embeddings) and, up to 100k, isotropic (every direction equal: the worst case for any graph "
-        "index); people are 0.9 apart on average, as dlib's descriptors of different people are.",
+        "index); people are 0.9 apart on average, as dlib's descriptors of different people are. "
+        "The index is the one bench_extra.GALLERY_INDEX_ARGS names (an i8 graph whose best 32 "
+        "candidates are re-ranked by exact distance). At a million: the build time when this run "
+        "built the index (a reused one is not timed), and the peak resident memory of a separate "
+        "`vigil bench gallery --open-only` process that reads the gallery and loads its index as "
+        "`vigil run` does.",
         "- **Soak.** `--soak-minutes N`: `vigil run` on the face demo looped at real-time pace with "
         "both branches, resident memory read from /proc every 10 s, least-squares slope over the "
         "last four fifths.",

@@ -263,15 +263,31 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn rss_mib() -> f64 {
+/// A line of /proc/self/status in MiB (`VmRSS:` now, `VmHWM:` the peak so far).
+fn status_mib(key: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(key))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn rss_mib() -> f64 {
+    status_mib("VmRSS:")
+}
+
+/// CPU seconds this process used so far (user and system, every thread).
+fn cpu_s() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return f64::NAN;
+    }
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
 }
 
 /// Options of `vigil bench gallery`.
@@ -287,6 +303,12 @@ pub struct GalleryBench {
     pub reuse: bool,
     /// Candidate list sizes to search with (the same index, searched once per value).
     pub ef_search: Vec<usize>,
+    /// Candidates re-ranked by exact distance, searched once per value with each ef_search
+    /// (a quantized index keeps its f32 rows when any is above 0).
+    pub rerank: Vec<usize>,
+    /// Only open the gallery and its index as `vigil run` does (both left in `dir` by an earlier
+    /// run with the same options), and report the time and the process's peak memory.
+    pub open_only: bool,
     /// Spectrum of the synthetic identities: the variance of component j falls as
     /// (j+1)^-decay. 0 is isotropic.
     pub decay: f64,
@@ -329,8 +351,18 @@ pub fn gallery(o: &GalleryBench) -> anyhow::Result<serde_json::Value> {
         o.size, o.dim, o.decay, o.seed
     ));
     let mut rng = Rng(o.seed);
-    let reused =
-        o.reuse && Gallery::open(&path, "synthetic", o.dim).is_ok_and(|g| g.people.len() == o.size);
+    // (--open-only does not read the gallery before the timed open: its peak memory is measured.)
+    let reused = if o.open_only {
+        path.is_file()
+    } else {
+        o.reuse && Gallery::open(&path, "synthetic", o.dim).is_ok_and(|g| g.people.len() == o.size)
+    };
+    if o.open_only && !reused {
+        bail!(
+            "--open-only needs the gallery an earlier run with the same options left in {}",
+            o.dir.display()
+        );
+    }
     let (mut enrol_s, mut save_s) = (None, None);
     if reused {
         // Draw the same numbers the enrolment drew, so the queries are the same too.
@@ -352,6 +384,35 @@ pub fn gallery(o: &GalleryBench) -> anyhow::Result<serde_json::Value> {
         save_s = Some(t.elapsed().as_secs_f64());
     }
     let file_mib = std::fs::metadata(&path)?.len() as f64 / (1 << 20) as f64;
+    let embeddings_mib = (o.size * o.dim * 4) as f64 / (1 << 20) as f64;
+    let rerank_max = o.rerank.iter().copied().max().unwrap_or(0);
+    let cfg = crate::config::GalleryIndexConfig {
+        kind: crate::config::IndexKind::Hnsw,
+        rerank: rerank_max,
+        ef_search: o.ef_search.first().copied().unwrap_or(o.index.ef_search),
+        ..o.index.clone()
+    };
+    if o.open_only {
+        // What `vigil run` does at start: read the gallery, load the index (or build it).
+        let before = status_mib("VmHWM:");
+        let t = Instant::now();
+        let g = Gallery::open(&path, "synthetic", o.dim)?;
+        let (read_s, read_peak) = (t.elapsed().as_secs_f64(), status_mib("VmHWM:"));
+        let read_rss = rss_mib();
+        let (_ix, report) = g.open_index(&cfg, ann::index_dir(&path), None)?;
+        drop(g);
+        let open_s = t.elapsed().as_secs_f64();
+        return Ok(serde_json::json!({
+            "size": o.size, "dim": o.dim, "decay": o.decay, "m": cfg.m,
+            "ef_construction": cfg.ef_construction, "quantization": cfg.quantization,
+            "rerank": rerank_max, "open_s": open_s, "origin": report.origin,
+            "embeddings_mib": embeddings_mib, "file_mib": file_mib,
+            "peak_rss_before_open_mib": before, "peak_rss_mib": status_mib("VmHWM:"),
+            "gallery_read_s": read_s, "peak_rss_gallery_read_mib": read_peak,
+            "rss_gallery_read_mib": read_rss,
+            "rss_after_open_mib": rss_mib(),
+        }));
+    }
 
     let t = Instant::now();
     let g = Gallery::open(&path, "synthetic", o.dim)?;
@@ -360,20 +421,17 @@ pub fn gallery(o: &GalleryBench) -> anyhow::Result<serde_json::Value> {
         bail!("reloaded {} people of {}", g.people.len(), o.size);
     }
 
-    let params = ann::HnswParams {
-        m: o.index.m,
-        ef_construction: o.index.ef_construction,
-        ef_search: o.ef_search.first().copied().unwrap_or(o.index.ef_search),
-    };
+    let params = ann::HnswParams::from_config(&cfg);
     let t = Instant::now();
     std::hint::black_box(ann::fingerprint(&g.people));
     let fingerprint_s = t.elapsed().as_secs_f64();
     let dir = ann::index_dir(&path);
-    let (mut build_s, mut index_save_s) = (None, None);
+    let (mut build_s, mut build_cpu_s, mut index_save_s) = (None, None, None);
     if !(reused && ann::HnswIndex::load_current(&dir, &g.people, o.dim, params)?.is_some()) {
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), cpu_s());
         let built = ann::HnswIndex::build(&g.people, o.dim, params, None)?;
         build_s = Some(t.elapsed().as_secs_f64());
+        build_cpu_s = Some(cpu_s() - cpu);
         let t = Instant::now();
         built.save(&dir)?;
         index_save_s = Some(t.elapsed().as_secs_f64());
@@ -420,8 +478,14 @@ pub fn gallery(o: &GalleryBench) -> anyhow::Result<serde_json::Value> {
     }
     let mut hnsw = hnsw;
     let mut runs = Vec::new();
-    for &ef in &o.ef_search {
+    let combos: Vec<(usize, usize)> = o
+        .ef_search
+        .iter()
+        .flat_map(|&ef| o.rerank.iter().map(move |&r| (ef, r)))
+        .collect();
+    for &(ef, rerank) in &combos {
         hnsw.set_ef_search(ef);
+        hnsw.set_rerank(rerank);
         let mut kinds = serde_json::Map::new();
         for (kind, qs) in &sets {
             let mut t_h = Vec::with_capacity(qs.len());
@@ -450,14 +514,15 @@ pub fn gallery(o: &GalleryBench) -> anyhow::Result<serde_json::Value> {
                 }),
             );
         }
-        runs.push(serde_json::json!({"ef_search": ef, "queries": kinds}));
+        runs.push(serde_json::json!({"ef_search": ef, "rerank": rerank, "queries": kinds}));
     }
     Ok(serde_json::json!({
         "size": o.size, "dim": o.dim, "decay": o.decay, "participation_ratio": participation,
         "m": params.m, "ef_construction": params.ef_construction,
+        "quantization": params.quantization, "embeddings_mib": embeddings_mib,
         "threads": std::thread::available_parallelism().map_or(1, |n| n.get()),
         "reused": reused, "enrol_s": enrol_s, "save_s": save_s, "file_mib": file_mib, "reload_s": reload_s,
-        "fingerprint_s": fingerprint_s, "index_build_s": build_s, "index_save_s": index_save_s,
+        "fingerprint_s": fingerprint_s, "index_build_s": build_s, "index_build_cpu_s": build_cpu_s, "index_save_s": index_save_s,
         "index_load_s": index_load_s, "rss_mib": rss, "searches": runs,
     }))
 }

@@ -637,6 +637,17 @@ enum BenchCmd {
         /// Variance of component j falls as (j+1)^-decay (0: isotropic).
         #[arg(long, default_value_t = 0.0)]
         decay: f64,
+        /// How the graph stores rows: f32, f16 or i8 (gallery.index.quantization).
+        #[arg(long, default_value = "f32")]
+        quantization: String,
+        /// Candidates re-ranked by exact distance, comma-separated (each searched with each
+        /// ef_search; gallery.index.rerank).
+        #[arg(long, value_delimiter = ',', default_value = "0")]
+        rerank: Vec<usize>,
+        /// Only open the gallery and index an earlier run left in --dir, as `vigil run` does,
+        /// and report the seconds and the peak resident memory.
+        #[arg(long)]
+        open_only: bool,
     },
 }
 
@@ -937,10 +948,23 @@ fn main() -> ExitCode {
             seed,
             decay,
             reuse,
+            quantization,
+            rerank,
+            open_only,
         }) => {
+            let quantization = match quantization.as_str() {
+                "f32" => vigil::config::IndexQuantization::F32,
+                "f16" => vigil::config::IndexQuantization::F16,
+                "i8" => vigil::config::IndexQuantization::I8,
+                other => {
+                    eprintln!("error: --quantization {other:?}: must be f32, f16 or i8");
+                    return ExitCode::FAILURE;
+                }
+            };
             let index = vigil::config::GalleryIndexConfig {
                 m,
                 ef_construction,
+                quantization,
                 ..Default::default()
             };
             let o = vigil::bench::GalleryBench {
@@ -952,7 +976,9 @@ fn main() -> ExitCode {
                 seed,
                 decay,
                 ef_search,
-                reuse,
+                rerank,
+                reuse: reuse || open_only,
+                open_only,
             };
             vigil::bench::gallery(&o).map(|v| println!("{v}"))
         }

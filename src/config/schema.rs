@@ -1013,6 +1013,26 @@ pub struct GalleryIndexConfig {
     pub ef_search: usize,
     /// Keep the built HNSW index beside the gallery (`<gallery>.index/`). Default true.
     pub persist: bool,
+    /// How the HNSW graph stores its rows: `f32` (exact distances), or `f16`/`i8` (cheaper
+    /// distances while building and searching; the index then keeps the f32 rows too and
+    /// re-ranks its best `rerank` candidates by exact distance). Default f32.
+    pub quantization: IndexQuantization,
+    /// With `f16` or `i8`: candidates of the graph re-ranked by exact (f32) distance; 0 keeps
+    /// the graph's approximate order (and no f32 rows). Ignored with `f32`. Default 0.
+    pub rerank: usize,
+}
+
+/// Most candidates `gallery.index.rerank` may re-rank.
+pub const MAX_RERANK: usize = 1024;
+
+/// The HNSW graph's row storage (`gallery.index.quantization`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IndexQuantization {
+    #[default]
+    F32,
+    F16,
+    I8,
 }
 
 impl Default for GalleryIndexConfig {
@@ -1024,6 +1044,8 @@ impl Default for GalleryIndexConfig {
             ef_construction: 200,
             ef_search: 64,
             persist: true,
+            quantization: IndexQuantization::F32,
+            rerank: 0,
         }
     }
 }

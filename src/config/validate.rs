@@ -618,6 +618,12 @@ pub fn validate_faces(l: &Loaded) -> Vec<Problem> {
     if ix.ef_search == 0 {
         p("gallery.index.ef_search", "must be at least 1".into());
     }
+    if ix.rerank > super::MAX_RERANK {
+        p(
+            "gallery.index.rerank",
+            format!("is {}; must be 0 (off) to {}", ix.rerank, super::MAX_RERANK),
+        );
+    }
     if l.config.gallery.max_image_pixels == 0 {
         p("gallery.max_image_pixels", "must be at least 1".into());
     }
@@ -960,7 +966,7 @@ mod tests {
 
     #[test]
     fn gallery_index_settings_are_checked_with_their_position() {
-        let yaml = "streams:\n  - {id: a, url: /dev/null}\ngallery:\n  index: {kind: hnsw, m: 1, ef_construction: 0, ef_search: 0}\n";
+        let yaml = "streams:\n  - {id: a, url: /dev/null}\ngallery:\n  index: {kind: hnsw, m: 1, ef_construction: 0, ef_search: 0, quantization: i8, rerank: 5000}\n";
         let l = parse(Path::new("t.yaml"), yaml).expect("parses");
         let p: Vec<String> = validate_faces(&l)
             .into_iter()
@@ -970,12 +976,19 @@ mod tests {
             "gallery.index.m: is 1; must be 2 to 255",
             "gallery.index.ef_construction: is 0; must be at least m (1)",
             "gallery.index.ef_search: must be at least 1",
+            "gallery.index.rerank: is 5000; must be 0 (off) to 1024",
         ] {
             assert!(p.iter().any(|s| s.contains(want)), "{want}: {p:?}");
         }
         assert!(p.iter().any(|s| s.starts_with("t.yaml:4:")), "{p:?}");
         let e = parse(Path::new("t.yaml"), "gallery: {index: {kind: fast}}\n").unwrap_err();
         assert!(e.to_string().contains("unknown variant `fast`"), "{e}");
+        let e = parse(
+            Path::new("t.yaml"),
+            "gallery: {index: {quantization: f8}}\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown variant `f8`"), "{e}");
     }
 
     #[test]

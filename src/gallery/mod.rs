@@ -662,11 +662,7 @@ impl Gallery {
             return Ok((Arc::new(ix), report));
         }
         report.kind = "hnsw";
-        let params = ann::HnswParams {
-            m: cfg.m,
-            ef_construction: cfg.ef_construction,
-            ef_search: cfg.ef_search,
-        };
+        let params = ann::HnswParams::from_config(cfg);
         let (proj, dim) = match project {
             Some((p, d)) => (Some(p), d),
             None => (None, self.dim),
