@@ -115,7 +115,12 @@ struct Lane {
 /// session waiting on each other; two sessions on two threads do not (measured on the Hamilton
 /// clip: docs/config.md#faces).
 pub struct Mtcnn {
-    lanes: Vec<Lane>,
+    /// The lane this (the face worker's) thread runs.
+    local: Lane,
+    /// The other lanes, each on a thread of its own for the detector's life (a thread per call
+    /// would give ONNX Runtime's per-thread buffers back and take them again every frame:
+    /// resident memory crept up by 50 MiB over 950 streams added and removed).
+    workers: Vec<Worker>,
     params: MtcnnParams,
 }
 
@@ -157,17 +162,28 @@ impl Mtcnn {
         opts: &infer::SessionOptions,
     ) -> Result<Mtcnn, InferError> {
         let (n, lane_opts) = lanes_for(opts);
-        let lanes = (0..n)
-            .map(|_| {
-                Ok(Lane {
-                    pnet: Net::load(env, pnet, &lane_opts)?,
-                    rnet: Net::load(env, rnet, &lane_opts)?,
-                    onet: Net::load(env, onet, &lane_opts)?,
-                    buf: Vec::new(),
+        let lane = || -> Result<Lane, InferError> {
+            Ok(Lane {
+                pnet: Net::load(env, pnet, &lane_opts)?,
+                rnet: Net::load(env, rnet, &lane_opts)?,
+                onet: Net::load(env, onet, &lane_opts)?,
+                buf: Vec::new(),
+            })
+        };
+        let local = lane()?;
+        let workers = (1..n)
+            .map(|i| {
+                Worker::start(lane()?, format!("face-lane{i}")).map_err(|e| InferError::Run {
+                    model: pnet.to_path_buf(),
+                    reason: format!("cannot start a detector lane's thread: {e}"),
                 })
             })
             .collect::<Result<_, InferError>>()?;
-        Ok(Mtcnn { lanes, params })
+        Ok(Mtcnn {
+            local,
+            workers,
+            params,
+        })
     }
 }
 
@@ -330,30 +346,111 @@ fn share_levels(levels: &[Level], n: usize) -> Vec<Vec<Level>> {
         .collect()
 }
 
-/// Runs `f` once per job, each on its own lane: the first on this thread, the others on
-/// scoped threads; results in job order. There are never more jobs than lanes.
+/// A job for a lane's thread. Its borrows are only as long as [`on_lanes`] waits.
+type Job = Box<dyn FnOnce(&mut Lane) + Send + 'static>;
+
+/// A lane on a thread of its own: takes one job at a time and says when it is done (or
+/// panicked) on `done`.
+struct Worker {
+    jobs: Option<crossbeam_channel::Sender<Job>>,
+    done: crossbeam_channel::Receiver<std::thread::Result<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Worker {
+    fn start(mut lane: Lane, name: String) -> std::io::Result<Worker> {
+        let (jobs, rx) = crossbeam_channel::bounded::<Job>(1);
+        let (tx, done) = crossbeam_channel::bounded(1);
+        let thread = std::thread::Builder::new().name(name).spawn(move || {
+            for job in rx {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut lane)));
+                if tx.send(r).is_err() {
+                    break;
+                }
+            }
+        })?;
+        Ok(Worker {
+            jobs: Some(jobs),
+            done,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs `f` once per job, each on its own lane: the first on this thread, the others on the
+/// workers' threads; results in job order. There are never more jobs than lanes. A panic in
+/// any lane is raised here once every lane is done.
 fn on_lanes<J: Send, T: Send>(
-    lanes: &mut [Lane],
+    local: &mut Lane,
+    workers: &[Worker],
     jobs: Vec<J>,
     f: impl Fn(&mut Lane, J) -> T + Sync,
 ) -> Vec<T> {
-    debug_assert!(jobs.len() <= lanes.len());
+    debug_assert!(jobs.len() <= workers.len() + 1);
     let f = &f;
-    std::thread::scope(|s| {
-        let mut pairs = lanes.iter_mut().zip(jobs);
-        let first = pairs.next();
-        let others: Vec<_> = pairs
-            .map(|(lane, job)| s.spawn(move || f(lane, job)))
-            .collect();
-        let mut out = Vec::with_capacity(others.len() + 1);
-        if let Some((lane, job)) = first {
-            out.push(f(lane, job));
+    let mut jobs = jobs.into_iter();
+    let first = jobs.next();
+    let slots: Vec<std::sync::Mutex<Option<T>>> =
+        jobs.as_slice().iter().map(|_| Default::default()).collect();
+    let mut sent = 0;
+    let mut failed: Option<Box<dyn std::any::Any + Send>> = None;
+    for ((w, job), slot) in workers.iter().zip(jobs).zip(&slots) {
+        let task: Box<dyn FnOnce(&mut Lane) + Send + '_> = Box::new(move |lane: &mut Lane| {
+            let out = f(lane, job);
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(out);
+        });
+        // SAFETY: the task borrows `f`, `slot` and what `job` borrows, all of which outlive
+        // this call; the call does not return or unwind before `done` has answered for every
+        // task sent (below), and a worker answers only after its task has finished or
+        // panicked. Only the lifetime is changed, not the type.
+        let task: Job = unsafe { std::mem::transmute(task) };
+        match w.jobs.as_ref().map(|tx| tx.send(task)) {
+            Some(Ok(())) => sent += 1,
+            _ => {
+                failed = Some(Box::new("a face detector lane's thread has stopped"));
+                break;
+            }
         }
-        for h in others {
-            out.push(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+    }
+    let mine = first
+        .map(|job| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut *local, job))));
+    for w in &workers[..sent] {
+        match w.done.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(p)) => {
+                failed.get_or_insert(p);
+            }
+            Err(_) => {
+                failed.get_or_insert(Box::new("a face detector lane's thread has stopped"));
+            }
         }
-        out
-    })
+    }
+    let mut out = Vec::with_capacity(slots.len() + 1);
+    match mine {
+        Some(Ok(v)) => out.push(v),
+        Some(Err(p)) => std::panic::resume_unwind(p),
+        None => {}
+    }
+    if let Some(p) = failed {
+        std::panic::resume_unwind(p);
+    }
+    for slot in slots {
+        out.push(
+            slot.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .expect("every lane answered"),
+        );
+    }
+    out
 }
 
 /// Which of a lane's networks a batch goes to.
@@ -462,9 +559,9 @@ impl Mtcnn {
     fn stage1(&mut self, img: &Mat) -> Result<Vec<Cand>, InferError> {
         let threshold = self.params.thresholds[0];
         let levels = levels(img.cols() as f32, img.rows() as f32, &self.params);
-        let shares = share_levels(&levels, self.lanes.len());
+        let shares = share_levels(&levels, 1 + self.workers.len());
         let mut per_level: Vec<(usize, Vec<Cand>)> = Vec::with_capacity(levels.len());
-        for r in on_lanes(&mut self.lanes, shares, |lane, share| {
+        for r in on_lanes(&mut self.local, &self.workers, shares, |lane, share| {
             lane.pnet_levels(img, &share, threshold)
         }) {
             per_level.extend(r?);
@@ -498,11 +595,11 @@ impl Mtcnn {
         let n = if cands.len() < SPLIT_FROM {
             1
         } else {
-            self.lanes.len()
+            1 + self.workers.len()
         };
         let chunks: Vec<&[Cand]> = cands.chunks(cands.len().div_ceil(n).max(1)).collect();
         let mut joined = vec![Vec::new(); outputs.len()];
-        for r in on_lanes(&mut self.lanes, chunks, |lane, chunk| {
+        for r in on_lanes(&mut self.local, &self.workers, chunks, |lane, chunk| {
             lane.batch(img, chunk, stage, outputs)
         }) {
             for (all, part) in joined.iter_mut().zip(r?) {
