@@ -460,6 +460,24 @@ enum Stage {
     Onet,
 }
 
+impl Stage {
+    /// The side of the network's square input.
+    fn side(self) -> i32 {
+        match self {
+            Stage::Rnet => 24,
+            Stage::Onet => 48,
+        }
+    }
+
+    /// The outputs read from it, in the order `refine` uses them.
+    fn outputs(self) -> &'static [&'static str] {
+        match self {
+            Stage::Rnet => &["reg", "prob"],
+            Stage::Onet => &["reg", "landmarks", "prob"],
+        }
+    }
+}
+
 impl Lane {
     /// P-Net over `levels` of `img`: each level's candidates after its own NMS.
     fn pnet_levels(
@@ -525,18 +543,14 @@ impl Lane {
         Ok(out)
     }
 
-    /// Crops of `cands` through R-Net or O-Net: the named outputs' values.
+    /// Crops of `cands` through R-Net or O-Net: its outputs' values.
     fn batch(
         &mut self,
         img: &Mat,
         cands: &[Cand],
         stage: Stage,
-        outputs: &[&str],
     ) -> Result<Vec<Vec<f32>>, InferError> {
-        let side = match stage {
-            Stage::Rnet => 24,
-            Stage::Onet => 48,
-        };
+        let side = stage.side();
         self.buf.clear();
         crops(img, cands, side, &mut self.buf)?;
         let net = match stage {
@@ -545,7 +559,7 @@ impl Lane {
         };
         let shape = [cands.len(), 3, side as usize, side as usize];
         Ok(net
-            .run(&self.buf, shape, outputs)?
+            .run(&self.buf, shape, stage.outputs())?
             .into_iter()
             .map(|(_, v)| v)
             .collect())
@@ -585,12 +599,11 @@ impl Mtcnn {
 
     /// R-Net or O-Net over `cands`, split over the lanes when there are enough of them; each
     /// output's values in candidate order.
-    fn batch(
+    fn spread(
         &mut self,
         img: &Mat,
         cands: &[Cand],
         stage: Stage,
-        outputs: &[&str],
     ) -> Result<Vec<Vec<f32>>, InferError> {
         let n = if cands.len() < SPLIT_FROM {
             1
@@ -598,9 +611,9 @@ impl Mtcnn {
             1 + self.workers.len()
         };
         let chunks: Vec<&[Cand]> = cands.chunks(cands.len().div_ceil(n).max(1)).collect();
-        let mut joined = vec![Vec::new(); outputs.len()];
+        let mut joined = vec![Vec::new(); stage.outputs().len()];
         for r in on_lanes(&mut self.local, &self.workers, chunks, |lane, chunk| {
-            lane.batch(img, chunk, stage, outputs)
+            lane.batch(img, chunk, stage)
         }) {
             for (all, part) in joined.iter_mut().zip(r?) {
                 all.extend(part);
@@ -643,7 +656,7 @@ impl Mtcnn {
             return Ok(vec![]);
         }
         // R-Net refines and rejects.
-        let out = self.batch(img, &cands, Stage::Rnet, &["reg", "prob"])?;
+        let out = self.spread(img, &cands, Stage::Rnet)?;
         let mut kept = Vec::new();
         for (i, c) in cands.iter().enumerate() {
             let score = out[1][i * 2 + 1];
@@ -665,7 +678,7 @@ impl Mtcnn {
             return Ok(vec![]);
         }
         // O-Net gives the final box, probability and landmarks.
-        let out = self.batch(img, &cands, Stage::Onet, &["reg", "landmarks", "prob"])?;
+        let out = self.spread(img, &cands, Stage::Onet)?;
         let mut faces: Vec<(Cand, [[f32; 2]; 5])> = Vec::new();
         for (i, c) in cands.iter().enumerate() {
             let score = out[2][i * 2 + 1];

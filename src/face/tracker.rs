@@ -187,9 +187,11 @@ impl Tracker {
         self.tracks.iter().map(|t| t.bbox).collect()
     }
 
-    /// Whether a track of this id is open.
-    pub fn is_open(&self, id: u64) -> bool {
-        self.tracks.iter().any(|t| t.id == id)
+    /// Whether a track of this id is open and not reported yet: closing it will report it.
+    pub fn undecided(&self, id: u64) -> bool {
+        self.tracks
+            .iter()
+            .any(|t| t.id == id && t.reported.is_none())
     }
 
     /// Closes every track (end of stream), reporting those that never did.

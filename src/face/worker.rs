@@ -365,7 +365,7 @@ impl Stage for FaceStage {
                     let crop = last_crop.remove(&(frame.stream, d.track_id));
                     send(st.seen(frame.stream, &d, crop));
                 }
-                last_crop.retain(|k, _| k.0 != frame.stream || ps.tracker.is_open(k.1));
+                last_crop.retain(|k, _| k.0 != frame.stream || ps.tracker.undecided(k.1));
                 // Only faces whose track still wants an embedding are aligned and embedded.
                 let wanted: Vec<usize> = assigned
                     .iter()
@@ -408,9 +408,11 @@ impl Stage for FaceStage {
                     let track = assigned[i].0;
                     let Some(d) = ps.tracker.matched(track, &desc, &matches, i, frame.pts) else {
                         // Not decided yet: if the track closes before it is, its event shows
-                        // this face.
-                        if let Some(crop) = st.crop(&frame, dets[i].bbox) {
-                            last_crop.insert((frame.stream, track), crop);
+                        // this face. (A decided track re-verified without a change needs none.)
+                        if ps.tracker.undecided(track) {
+                            if let Some(crop) = st.crop(&frame, dets[i].bbox) {
+                                last_crop.insert((frame.stream, track), crop);
+                            }
                         }
                         continue;
                     };
