@@ -709,15 +709,16 @@ def main():
     parser.add_argument("--decode-runs", type=int, help="decode runs per side and file (default 5, quick 3)")
     parser.add_argument("--max-wait", type=float, help="seconds in all to wait for a quiet machine (default 240, quick 30)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown file to write (default docs/benchmarks.md)")
-    parser.add_argument("--gallery-sizes", help="identities, comma-separated (default 10000,100000,1000000; quick 10000,100000)")
+    parser.add_argument("--gallery-sizes", help="identities, comma-separated (default 10000,100000,1000000; quick 10000,100000; \"\" with --gallery-json: measure none)")
     parser.add_argument("--gallery-queries", type=int, default=300, help="queries of each kind per gallery size")
     parser.add_argument("--gallery-json", type=Path, help="add `vigil bench gallery` results saved as a JSON list")
     parser.add_argument("--skip-live", action="store_true", help="leave out the 1/2/4/8 camera scaling rows")
     parser.add_argument("--live-json", type=Path, help="use scripts/bench_live.py rows saved as JSON instead of measuring")
     parser.add_argument("--soak-minutes", type=float, default=0.0, help="memory soak length in minutes (default 0: none; the issue's soak is 60)")
+    parser.add_argument("--soak-json", type=Path, help="summarise the soak a separate run saved with --save-json instead of measuring one")
     parser.add_argument("--save-json", type=Path, help="also write every raw result here")
     parser.add_argument("--only", help="comma-separated parts to run (action, startup, classify, decode, faces, "
-                        "pipeline, int8, gallery, motion, live; the shared gallery is scripts/bench_store.py); the page is then written only with an explicit --out")
+                        "pipeline, int8, gallery, motion, live, soak; the shared gallery is scripts/bench_store.py); the page is then written only with an explicit --out")
     args = parser.parse_args()
     pick = lambda given, quick, full: given if given is not None else (quick if args.quick else full)
     runs = pick(args.runs, 2, 5)
@@ -728,7 +729,8 @@ def main():
     if min(runs, rounds, decode_runs) < 1 or max_wait < 0:
         parser.error("--runs, --rounds and --decode-runs must be at least 1, --max-wait not negative")
 
-    parts = {"action", "startup", "classify", "decode", "faces", "pipeline", "int8", "gallery", "motion", "live"}
+    # "soak" names no part of its own: `--only soak --soak-minutes 60` runs the soak alone.
+    parts = {"action", "startup", "classify", "decode", "faces", "pipeline", "int8", "gallery", "motion", "live", "soak"}
     only = set(args.only.split(",")) if args.only else parts
     if only - parts:
         parser.error(f"--only: unknown part(s) {', '.join(sorted(only - parts))}")
@@ -790,9 +792,15 @@ def main():
             int8_python = Path(os.environ.get("VIGIL_CACHE", Path.home() / ".cache" / "vigil")) / "int8-venv" / "bin" / "python"
             int8 = bench_extra.bench_int8(vigil_copy, sampler, Path(tmp), 2 if args.quick else 3, THREADS, int8_python)
         if want("gallery"):
-            sizes = [int(x) for x in (args.gallery_sizes or ("10000,100000" if args.quick else "10000,100000,1000000")).split(",")]
+            # `--gallery-sizes ""` with --gallery-json: only the saved results, nothing measured.
+            given = args.gallery_sizes if args.gallery_sizes is not None else (
+                "10000,100000" if args.quick else "10000,100000,1000000")
+            sizes = [int(x) for x in given.split(",") if x.strip()]
             keep = Path(os.environ.get("VIGIL_CACHE", Path.home() / ".cache" / "vigil")) / "bench-gallery"
             gallery = bench_extra.bench_gallery(vigil_copy, keep, sizes, args.gallery_queries, args.gallery_json)
+            if args.gallery_json:
+                gallery["notes"].append(f"gallery: the results of {args.gallery_json.name} were measured by a separate "
+                                        f"run (`--gallery-json`){', the sizes ' + given + ' by this one' if sizes else ''}.")
         motion = empty
         if want("motion"):
             say("motion gate: gated vs ungated (scripts/bench_motion.py)")
@@ -801,8 +809,13 @@ def main():
         if want("live") and not args.skip_live:
             say("live cameras: 1, 2, 4, 8, then 1 and 8 again (scripts/bench_live.py)")
             scaling = bench_extra.bench_scaling(args.live_json, repeat=1 if args.quick else 3)
+            if args.live_json:
+                scaling["notes"].append(f"live cameras: measured by a separate run of scripts/bench_live.py "
+                                        f"({args.live_json.name}, `--live-json`), not by this one.")
         soak = None
-        if args.soak_minutes > 0:
+        if args.soak_json:
+            soak = bench_extra.bench_soak(vigil_copy, Path(tmp), 0, saved=args.soak_json)
+        elif args.soak_minutes > 0:
             say(f"memory soak: {args.soak_minutes:g} min")
             soak = bench_extra.bench_soak(vigil_copy, Path(tmp), args.soak_minutes)
     load_after = os.getloadavg()
@@ -847,7 +860,8 @@ def main():
     if args.save_json:
         args.save_json.write_text(json.dumps({"rows": rows, "notes": notes, "gallery": gallery.get("results"),
                                               "live": scaling and scaling["rows_json"],
-                                              "soak": soak and soak["samples"]}, indent=1))
+                                              "soak": soak and soak.get("samples"), "soak_minutes": args.soak_minutes,
+                                              "vigil": machine.get("vigil"), "date": machine.get("date")}, indent=1))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(doc, encoding="utf-8")

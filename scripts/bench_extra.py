@@ -308,9 +308,19 @@ def bench_scaling(saved=None, window=40.0, repeat=3):
     return {"table": table, "rows_json": rows, "rows": out_rows, "notes": notes}
 
 
-def bench_soak(vigil, workdir, minutes, every=10.0):
+def bench_soak(vigil, workdir, minutes, every=10.0, saved=None):
     """One looping, paced 720p stream with both branches for `minutes`; RSS every `every` s.
-    The slope is a least-squares fit over the samples after the first fifth (warm-up)."""
+    The slope is a least-squares fit over the samples after the first fifth (warm-up). With
+    `saved` (a JSON file `--save-json` wrote), that run's samples are summarised instead."""
+    if saved:
+        run = json.loads(Path(saved).read_text())
+        if not run.get("soak"):
+            raise RuntimeError(f"{saved}: no soak samples (run bench.py with --soak-minutes and --save-json)")
+        samples = [tuple(s) for s in run["soak"]]
+        out = soak_summary(samples, run.get("soak_minutes") or samples[-1][0] / 60, every)
+        out["notes"].append(f"soak: measured in a separate run ({saved.name}, {run.get('date', 'date unknown')}) of "
+                            f"vigil {run.get('vigil', 'unknown')}, not in this one.")
+        return out
     faces_models = BUILD / "models"
     config = workdir / "soak.yaml"
     config.write_text(f"""\
@@ -359,6 +369,11 @@ runtime:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    return soak_summary(samples, minutes, every)
+
+
+def soak_summary(samples, minutes, every):
+    """Rows and notes of a soak's (seconds, RSS MiB) samples."""
     tail = samples[len(samples) // 5:]
     xs = [t / 3600 for t, _ in tail]
     ys = [m for _, m in tail]

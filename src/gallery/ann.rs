@@ -34,6 +34,7 @@
 //! ran, or not saved before a stop) is loaded and brought up to date in place. A folder that
 //! cannot be written is not an error; the index is then rebuilt at every start.
 
+use super::rerank_rows::RerankRows;
 use super::{Match, Person};
 use crate::config::{GalleryIndexConfig, IndexQuantization};
 use anyhow::{bail, Context};
@@ -173,7 +174,7 @@ fn fold(h: u64, e: &[f32]) -> u64 {
 
 const SEED: u64 = 0x243F_6A88_85A3_08D3;
 
-fn hex(bytes: &[u8]) -> String {
+pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -228,7 +229,7 @@ struct Rows {
     slot_of: HashMap<String, u32>,
     /// With a quantized graph that re-ranks: every row in f32, by key (`dim` values each;
     /// removed rows stay until a rebuild, as their keys are never reused). Empty otherwise.
-    exact: Vec<f32>,
+    exact: RerankRows,
     /// Rows searched, and removed rows still in the graph (USearch's free slots).
     live: usize,
     dead: usize,
@@ -647,7 +648,8 @@ impl HnswIndex {
             return Ok(None);
         }
         if let Some(want) = &meta.exact_sha256 {
-            let Some(exact) = read_exact(&dir.join(EXACT), rows.owner.len() * dim, want)? else {
+            let Some(exact) = RerankRows::map(&dir.join(EXACT), rows.owner.len() * dim, want)?
+            else {
                 return Ok(None);
             };
             rows.exact = exact;
@@ -726,7 +728,12 @@ impl HnswIndex {
                 crate::durable::replace(&exact_file, |f| {
                     use std::io::Write;
                     let mut buf = Vec::with_capacity(1 << 20);
-                    for chunk in rows.exact.chunks(1 << 18) {
+                    for chunk in rows
+                        .exact
+                        .parts()
+                        .into_iter()
+                        .flat_map(|p| p.chunks(1 << 18))
+                    {
                         buf.clear();
                         buf.extend(chunk.iter().flat_map(|x| x.to_le_bytes()));
                         h.update(&buf);
@@ -834,46 +841,6 @@ fn add_parallel(hnsw: &Graph, rows: &[(u64, &[f32])], threads: usize) -> anyhow:
         bail!("cannot add to the index: {e}");
     }
     Ok(())
-}
-
-/// Row `key` of the f32 rows kept to re-rank with.
-fn exact_row(exact: &[f32], key: u64, dim: usize) -> Option<&[f32]> {
-    let at = usize::try_from(key).ok()?.checked_mul(dim)?;
-    exact.get(at..at + dim)
-}
-
-/// Reads the f32 rows kept to re-rank with (`values` of them); `None` when the file is missing,
-/// of another length, or not the one written (its SHA-256 is not `sha256`).
-fn read_exact(path: &Path, values: usize, sha256: &str) -> anyhow::Result<Option<Vec<f32>>> {
-    use std::io::Read;
-    let mut f = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => bail!("cannot read {}: {e}", path.display()),
-    };
-    let len = f
-        .metadata()
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .len();
-    if len != values as u64 * 4 {
-        return Ok(None);
-    }
-    // Read in pieces straight into the rows: the file is never held twice.
-    let mut out = Vec::with_capacity(values);
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    while out.len() < values {
-        let n = ((values - out.len()) * 4).min(buf.len());
-        f.read_exact(&mut buf[..n])
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        h.update(&buf[..n]);
-        out.extend(
-            buf[..n]
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        );
-    }
-    Ok((hex(&h.finalize()) == sha256).then_some(out))
 }
 
 fn write_rows(rows: &Rows) -> Vec<u8> {
@@ -987,7 +954,7 @@ impl super::Index for HnswIndex {
             // The graph's order is approximate: the nearest by exact distance among its
             // candidates wins.
             for (key, d) in keys.iter().zip(distances.iter_mut()) {
-                if let Some(row) = exact_row(&rows.exact, *key, self.dim) {
+                if let Some(row) = rows.exact.row(*key, self.dim) {
                     *d = squared_l2(query, row);
                 }
             }
@@ -1423,12 +1390,7 @@ mod tests {
                 let rows = ix.read();
                 let best = keys
                     .iter()
-                    .map(|k| {
-                        (
-                            k,
-                            squared_l2(query, exact_row(&rows.exact, *k, 32).unwrap()),
-                        )
-                    })
+                    .map(|k| (k, squared_l2(query, rows.exact.row(*k, 32).unwrap())))
                     .min_by(|a, b| a.1.total_cmp(&b.1))
                     .unwrap();
                 let owner = rows.owner[*best.0 as usize] as usize;
@@ -1468,6 +1430,11 @@ mod tests {
         let loaded = HnswIndex::load(&idir, 32, p, None).unwrap().unwrap();
         assert_eq!(loaded.hnsw.scale, ix.hnsw.scale);
         assert_eq!(loaded.read().exact, ix.read().exact);
+        // Loaded, the f32 rows stay in the file (mapped), none copied into memory.
+        assert_eq!(
+            loaded.read().exact.parts().map(<[f32]>::len),
+            [1000 * 32, 0]
+        );
         for q in queries().iter().take(100) {
             assert_eq!(loaded.search(q, 2), ix.search(q, 2));
         }
@@ -1490,6 +1457,18 @@ mod tests {
         let found = loaded.search(&q, 1);
         assert_eq!(found[0].name, "Newcomer");
         assert!((found[0].distance - 0.003).abs() < 1e-6, "{found:?}");
+        assert_eq!(
+            loaded.read().exact.parts().map(<[f32]>::len),
+            [1000 * 32, 32]
+        );
+        // Saved over the folder its rows are mapped from: the mapping still reads the old
+        // file's rows, and the new folder holds all of them.
+        loaded.save(&idir).unwrap();
+        assert_eq!(loaded.search(&q, 1), found);
+        let again = HnswIndex::load(&idir, 32, p, None).unwrap().unwrap();
+        assert_eq!(again.read().exact.parts().map(<[f32]>::len), [1001 * 32, 0]);
+        assert_eq!(again.read().exact, loaded.read().exact);
+        assert_eq!(again.search(&q, 1), found);
         // Other storage, or re-ranking switched on or off, needs another build.
         for other in [
             quantized(IndexQuantization::F16, 16),

@@ -27,6 +27,7 @@ pub mod learned;
 pub mod live;
 pub mod lock;
 pub mod named;
+mod rerank_rows;
 pub mod side;
 pub mod store;
 pub mod track;
@@ -475,6 +476,12 @@ impl Gallery {
     pub fn open(path: &Path, model: &str, dim: usize) -> Result<Gallery, GalleryError> {
         clean_stale_temporaries(path);
         if let Ok(m) = std::fs::metadata(path) {
+            if m.is_dir() {
+                return Err(GalleryError::File {
+                    path: path.to_path_buf(),
+                    reason: "it is a directory, not a gallery file".into(),
+                });
+            }
             if m.len() > MAX_GALLERY_BYTES {
                 return Err(GalleryError::TooLarge {
                     path: path.to_path_buf(),
@@ -482,8 +489,10 @@ impl Gallery {
                 });
             }
         }
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
+        // Parsed as it is read: the file's bytes (717 MiB at a million people) are never held
+        // beside the people parsed from them.
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(Gallery::empty(path, model, dim))
             }
@@ -498,9 +507,9 @@ impl Gallery {
             path: path.to_path_buf(),
             reason,
         };
-        let f: FileFormat = serde_json::from_slice(&bytes)
-            .map_err(|e| corrupt(echo(&e.to_string()).into_owned()))?;
-        drop(bytes);
+        let f: FileFormat =
+            serde_json::from_reader(std::io::BufReader::with_capacity(1 << 20, file))
+                .map_err(|e| corrupt(echo(&e.to_string()).into_owned()))?;
         if f.format != FORMAT {
             return Err(corrupt(format!(
                 "format is {:?}, expected {FORMAT:?}",
@@ -834,9 +843,27 @@ mod tests {
             assert!(e.contains(want) && e.contains("left untouched"), "{e}");
             assert_eq!(std::fs::read_to_string(&path).unwrap(), content);
         }
+        // Cut short (read as a stream, the end of the file is found mid-person), trailing
+        // bytes, or a folder where the file should be.
         let mut g = Gallery::open(&dir.path().join("new.json"), "m", 4).unwrap();
         g.enroll("Ada", emb(0.0), "a.jpg".into()).unwrap();
         g.save().unwrap();
+        let whole = std::fs::read(dir.path().join("new.json")).unwrap();
+        for (content, want) in [
+            (&whole[..whole.len() - 9], "EOF while parsing"),
+            (&[&whole[..], b" x"].concat()[..], "trailing characters"),
+        ] {
+            std::fs::write(&path, content).unwrap();
+            let e = Gallery::open(&path, "m", 4).unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains("left untouched"), "{e}");
+        }
+        let folder = dir.path().join("folder.json");
+        std::fs::create_dir(&folder).unwrap();
+        let e = Gallery::open(&folder, "m", 4).unwrap_err().to_string();
+        assert!(
+            e.contains("folder.json") && e.contains("is a directory"),
+            "{e}"
+        );
         let e = Gallery::open(&dir.path().join("new.json"), "other-model", 128)
             .unwrap_err()
             .to_string();
