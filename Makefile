@@ -27,14 +27,14 @@ test: setup
 # Every benchmark in one run (docs/benchmarks.md): decode 720p/1080p vs ffmpeg, classifier vs
 # Python onnxruntime, faces vs the face_recognition-style baseline, pipeline vs its slowest stage,
 # int8 vs fp32 (after `make int8`), the gallery at 10k/100k/1M, 1-8 live cameras; then the shared
-# gallery at 1M in PostgreSQL (bench-store, into docs/scaling.md). About two hours, most of it
-# building 1M-identity HNSW indexes; `python3 scripts/bench.py --quick` is shorter and
-# `--soak-minutes 60` adds the memory soak.
+# gallery at 1M in PostgreSQL (bench-store, into docs/scaling.md). bench.py alone took 37 min
+# on 2 cores, 9 of them building the 1M gallery's index (later runs reuse it);
+# `python3 scripts/bench.py --quick` is shorter and `--soak-minutes 60` adds the memory soak.
 bench: build
 	python3 scripts/bench.py
 	python3 scripts/bench_store.py --out docs/scaling.md
 
-# Opt-in int8 I3D (not the default: it changed 2 of 46 labels on the real clips).
+# Opt-in int8 I3D (not the default: it changes 2 or 3 of 46 labels on the real clips).
 INT8_VENV = $${VIGIL_CACHE:-$$HOME/.cache/vigil}/int8-venv
 int8: setup
 	test -x $(INT8_VENV)/bin/python || python3 -m venv $(INT8_VENV)
