@@ -174,7 +174,7 @@ fn fold(h: u64, e: &[f32]) -> u64 {
 
 const SEED: u64 = 0x243F_6A88_85A3_08D3;
 
-pub(super) fn hex(bytes: &[u8]) -> String {
+fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -648,10 +648,13 @@ impl HnswIndex {
             return Ok(None);
         }
         if let Some(want) = &meta.exact_sha256 {
-            let Some(exact) = RerankRows::map(&dir.join(EXACT), rows.owner.len() * dim, want)?
+            let Some((exact, digest)) = RerankRows::map(&dir.join(EXACT), rows.owner.len() * dim)?
             else {
                 return Ok(None);
             };
+            if hex(&digest) != *want {
+                return Ok(None);
+            }
             rows.exact = exact;
         }
         let hnsw = Self::empty(dim.max(1), params, meta.scale)?;

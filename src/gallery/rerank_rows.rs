@@ -60,11 +60,11 @@ impl RerankRows {
         self.mapped.as_ref().map_or(&[], |m| m.values())
     }
 
-    /// Maps `path` when it holds `values` f32 values whose SHA-256 is `sha256`; `None` when the
-    /// file is missing, of another length or not the one written. Checking the digest reads
-    /// every page once; each stretch is released from this process as soon as it is hashed, so
-    /// the check never holds the whole file.
-    pub fn map(path: &Path, values: usize, sha256: &str) -> anyhow::Result<Option<RerankRows>> {
+    /// Maps `path` when it holds `values` f32 values, with the file's SHA-256 for the caller to
+    /// check; `None` when the file is missing or of another length. Hashing reads every page
+    /// once; each stretch is released from this process as soon as it is hashed, so the check
+    /// never holds the whole file.
+    pub fn map(path: &Path, values: usize) -> anyhow::Result<Option<(RerankRows, Vec<u8>)>> {
         let f = match std::fs::File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -78,7 +78,7 @@ impl RerankRows {
             return Ok(None);
         }
         if values == 0 {
-            return Ok(Some(RerankRows::default()));
+            return Ok(Some((RerankRows::default(), Sha256::digest([]).to_vec())));
         }
         let mapped =
             Mapped::new(&f, values).with_context(|| format!("cannot map {}", path.display()))?;
@@ -87,9 +87,7 @@ impl RerankRows {
             h.update(stretch);
             mapped.release(stretch);
         }
-        if super::ann::hex(&h.finalize()) != sha256 {
-            return Ok(None);
-        }
+        let digest = h.finalize().to_vec();
         if cfg!(target_endian = "big") {
             // The file is little-endian: a big-endian machine keeps a converted copy instead.
             let tail = mapped
@@ -97,12 +95,15 @@ impl RerankRows {
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect();
-            return Ok(Some(RerankRows { mapped: None, tail }));
+            return Ok(Some((RerankRows { mapped: None, tail }, digest)));
         }
-        Ok(Some(RerankRows {
-            mapped: Some(mapped),
-            tail: Vec::new(),
-        }))
+        Ok(Some((
+            RerankRows {
+                mapped: Some(mapped),
+                tail: Vec::new(),
+            },
+            digest,
+        )))
     }
 }
 
