@@ -814,7 +814,7 @@ def main():
                                         f"({args.live_json.name}, `--live-json`), not by this one.")
         soak = None
         if args.soak_json:
-            soak = bench_extra.bench_soak(vigil_copy, Path(tmp), 0, saved=args.soak_json)
+            soak = bench_extra.saved_soak(args.soak_json)
         elif args.soak_minutes > 0:
             say(f"memory soak: {args.soak_minutes:g} min")
             soak = bench_extra.bench_soak(vigil_copy, Path(tmp), args.soak_minutes)

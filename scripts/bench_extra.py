@@ -308,19 +308,21 @@ def bench_scaling(saved=None, window=40.0, repeat=3):
     return {"table": table, "rows_json": rows, "rows": out_rows, "notes": notes}
 
 
-def bench_soak(vigil, workdir, minutes, every=10.0, saved=None):
+def saved_soak(saved, every=10.0):
+    """The soak a separate run saved (`bench.py --save-json`), summarised as `bench_soak` does."""
+    run = json.loads(Path(saved).read_text())
+    if not run.get("soak"):
+        raise RuntimeError(f"{saved}: no soak samples (run bench.py with --soak-minutes and --save-json)")
+    samples = [tuple(s) for s in run["soak"]]
+    out = soak_summary(samples, run.get("soak_minutes") or samples[-1][0] / 60, every)
+    out["notes"].append(f"soak: measured in a separate run ({Path(saved).name}, {run.get('date', 'date unknown')}) of "
+                        f"vigil {run.get('vigil', 'unknown')}, not in this one.")
+    return out
+
+
+def bench_soak(vigil, workdir, minutes, every=10.0):
     """One looping, paced 720p stream with both branches for `minutes`; RSS every `every` s.
-    The slope is a least-squares fit over the samples after the first fifth (warm-up). With
-    `saved` (a JSON file `--save-json` wrote), that run's samples are summarised instead."""
-    if saved:
-        run = json.loads(Path(saved).read_text())
-        if not run.get("soak"):
-            raise RuntimeError(f"{saved}: no soak samples (run bench.py with --soak-minutes and --save-json)")
-        samples = [tuple(s) for s in run["soak"]]
-        out = soak_summary(samples, run.get("soak_minutes") or samples[-1][0] / 60, every)
-        out["notes"].append(f"soak: measured in a separate run ({saved.name}, {run.get('date', 'date unknown')}) of "
-                            f"vigil {run.get('vigil', 'unknown')}, not in this one.")
-        return out
+    The slope is a least-squares fit over the samples after the first fifth (warm-up)."""
     faces_models = BUILD / "models"
     config = workdir / "soak.yaml"
     config.write_text(f"""\
