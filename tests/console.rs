@@ -355,15 +355,15 @@ fn the_console_shows_streams_previews_and_live_events_enrols_and_removes() {
         Duration::from_secs(30),
         "document.querySelector('#unknown-list form.unknown')",
     );
-    // One card per unknown group: naming it names the group. New unknown faces keep arriving
-    // above it: the card is held by its event id, its name
+    // One card per unknown group: naming it names the group. New unknown faces keep arriving,
+    // of this person and of others above it: the card is held by its key (its group), its name
     // set and its form submitted through its own button from the page, rather than keys and a
     // click at coordinates that move.
-    let id = js(
+    let key = js(
         &tab,
-        "document.querySelector('#unknown-list form.unknown').dataset.id",
+        "document.querySelector('#unknown-list form.unknown').dataset.key",
     );
-    let card = format!("document.querySelector('#unknown-list form[data-id={id}]')");
+    let card = format!("document.querySelector('#unknown-list form[data-key={key}]')");
     js(
         &tab,
         &format!(

@@ -517,7 +517,11 @@ async function lookup(ev) {
 // ---- unknown faces ----
 
 // Newest first, one card per unknown person (group) where the events say which: the group's
-// newest sighting. A card already shown is left as it is (a name being typed stays).
+// newest sighting. A card is keyed by its group (or, without one, its event), so a card already
+// shown is left as it is while its person keeps being seen (a name being typed stays); only its
+// count of sightings is brought up to date.
+const cardKey = (ev) => (ev.unknown_id ? 'group-' + ev.unknown_id : 'event-' + ev.id);
+
 function renderUnknown() {
   const list = $('#unknown-list');
   const wanted = [];
@@ -531,26 +535,35 @@ function renderUnknown() {
     }
     wanted.push(ev);
   }
-  const keep = new Set(wanted.map((ev) => ev.id));
-  for (const c of [...list.children]) if (!keep.has(c.dataset.id)) c.remove();
-  const shown = new Set([...list.children].map((c) => c.dataset.id));
+  const keep = new Set(wanted.map(cardKey));
+  for (const c of [...list.children]) if (!keep.has(c.dataset.key)) c.remove();
+  const shown = new Map([...list.children].map((c) => [c.dataset.key, c]));
   let at = list.firstElementChild;
   for (const ev of wanted) {
-    if (shown.has(ev.id)) { at = list.querySelector(`[data-id="${CSS.escape(ev.id)}"]`).nextElementSibling; continue; }
+    const card = shown.get(cardKey(ev));
+    if (card) {
+      if (ev.unknown_id) $('.seen', card).textContent = seenNote(ev);
+      at = card.nextElementSibling;
+      continue;
+    }
     list.insertBefore(unknownCard(ev), at);
   }
   if (!wanted.length) list.append(el('p', { class: 'note' }, 'No unknown face among the recent events.'));
+}
+
+function seenNote(ev) {
+  const seen = state.events.filter((e) => ev.unknown_id && e.unknown_id === ev.unknown_id).length;
+  return (ev.unknown_id ? `Unknown ${ev.unknown_id}, seen ${seen} time(s); last ` : '') +
+    `${ev.stream}, ${new Date(ev.wall_time).toLocaleTimeString()}`;
 }
 
 function unknownCard(ev) {
   const id = 'name-' + ev.id;
   const button = el('button', { type: 'submit', class: 'write' }, 'Enrol');
   lockWrite(button);
-  const seen = state.events.filter((e) => ev.unknown_id && e.unknown_id === ev.unknown_id).length;
-  const form = el('form', { class: 'card unknown', 'data-id': ev.id },
+  const form = el('form', { class: 'card unknown', 'data-id': ev.id, 'data-key': cardKey(ev) },
     thumbnail(ev, 'Unknown face on ' + ev.stream),
-    el('p', { class: 'note' }, (ev.unknown_id ? `Unknown ${ev.unknown_id}, seen ${seen} time(s); last ` : '') +
-      `${ev.stream}, ${new Date(ev.wall_time).toLocaleTimeString()}`),
+    el('p', { class: 'note seen' }, seenNote(ev)),
     el('label', { for: id }, 'This is'),
     el('input', { id, name: 'name', list: 'people-names', required: true, maxlength: 128 }),
     button,
