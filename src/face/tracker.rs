@@ -169,13 +169,21 @@ impl Tracker {
             None if tr.embeds < p.decide_after => return None,
             None => decide(tr, &p, t, Some(detection)),
             // After the first report, only a new name is news: a known face that looks worse
-            // for a while (profile, blur) does not become unknown again.
+            // for a while (profile, blur) does not become unknown again. An unknown face is
+            // named by its best recent look, as at first; a named one is renamed only when
+            // most of the recent looks say the new name, so one look that happens to fall just
+            // inside someone else's threshold does not rename the person in view.
             Some(before) => {
                 let d = decide(tr, &p, t, Some(detection));
-                if d.identity.is_none() || d.identity == *before {
-                    return None;
+                match &d.identity {
+                    Some(name)
+                        if d.identity != *before
+                            && (before.is_none() || most_say(tr, name, &p)) =>
+                    {
+                        d
+                    }
+                    _ => return None,
                 }
-                d
             }
         };
         tr.reported = Some(d.identity.clone());
@@ -213,6 +221,21 @@ impl Tracker {
         });
         out
     }
+}
+
+/// Whether `name` is the nearest match, within the threshold, of more than half of the
+/// track's recent embeddings.
+fn most_say(tr: &Track, name: &str, p: &TrackerParams) -> bool {
+    let says = tr
+        .recent
+        .iter()
+        .filter(|ms| {
+            ms.iter()
+                .min_by(|a, b| a.distance.total_cmp(&b.distance))
+                .is_some_and(|m| m.name == name && m.distance < p.match_threshold)
+        })
+        .count();
+    2 * says > tr.recent.len()
 }
 
 fn decide(tr: &Track, p: &TrackerParams, t: f64, detection: Option<usize>) -> Decision {
@@ -365,12 +388,13 @@ mod tests {
         let mut tr = Tracker::new(p);
         let mut decisions = Vec::new();
         let mut embeds = 0;
-        for i in 0..30 {
+        for i in 0..40 {
             let t = i as f64 * 0.1;
             let (a, _) = tr.observe(t, &[det(0.0)]);
             if a[0].1 {
                 embeds += 1;
-                // Ada until 1.5 s, then Bob sits down in her place.
+                // Ada until 1.5 s, then Bob sits down in her place: Bob is named once most of
+                // the recent looks (both of the two kept) are his, at the second re-check.
                 let seen = if t < 1.5 {
                     [m("ada", 0.4), m("bob", 0.9)]
                 } else {
@@ -381,10 +405,53 @@ mod tests {
         }
         let names: Vec<Option<&str>> = decisions.iter().map(|d| d.identity.as_deref()).collect();
         assert_eq!(names, vec![Some("ada"), Some("bob")], "{decisions:?}");
+        assert_eq!(decisions[1].media_time, 3.1, "{decisions:?}");
         assert_eq!(
             embeds,
-            2 + 2,
-            "two to start, then one a second (at 1.1 s and 2.1 s)"
+            2 + 3,
+            "two to start, then one a second (at 1.1 s, 2.1 s and 3.1 s)"
+        );
+    }
+
+    #[test]
+    fn one_look_just_inside_someone_elses_threshold_does_not_rename_the_person() {
+        // Every frame embedded (as with `embeds_per_track` unbounded), three looks decide; the
+        // Hamilton clip did this: a performer turning away matched another enrolled person at
+        // 0.59 once, nearer than his own best of the three looks.
+        let p = TrackerParams {
+            embeds_per_track: 1_000,
+            decide_after: 3,
+            ..params()
+        };
+        let mut tr = Tracker::new(p);
+        let mut names = Vec::new();
+        for i in 0..12 {
+            let t = i as f64 * 0.04;
+            let (a, _) = tr.observe(t, &[det(0.0)]);
+            let seen = match i {
+                6 => [m("obama", 0.59), m("lin", 0.64)],
+                7 | 8 => [m("lin", 0.61), m("obama", 0.7)],
+                _ => [m("lin", 0.5), m("obama", 0.75)],
+            };
+            names.extend(
+                tr.matched(a[0].0, &[], &seen, 0, t)
+                    .map(|d| (d.identity, d.media_time)),
+            );
+        }
+        assert_eq!(names, vec![(Some("lin".to_string()), 0.08)]);
+        // When most of the recent looks do say someone else, that is news.
+        for i in 12..15 {
+            let t = i as f64 * 0.04;
+            let (a, _) = tr.observe(t, &[det(0.0)]);
+            names.extend(
+                tr.matched(a[0].0, &[], &[m("obama", 0.45), m("lin", 0.7)], 0, t)
+                    .map(|d| (d.identity, d.media_time)),
+            );
+        }
+        assert_eq!(
+            names[1..],
+            [(Some("obama".to_string()), 0.52)],
+            "two of three looks"
         );
     }
 
