@@ -616,7 +616,8 @@ def document(machine, rows, notes, args, scaling=None):
             "",
             "scripts/bench_live.py (its own page: docs/benchmarks-live.md): N RTSP cameras of 720p25 "
             "H.264 served by Debian's GStreamer RTSP server on loopback, both branches on, 20 s warm-up, "
-            "40 s measured from vigil's /metrics and /proc.",
+            f"{statistics.median(r['window_s'] for r in scaling['rows_json']):.0f} s measured from vigil's "
+            "/metrics and /proc.",
             "",
             scaling["table"],
             "",

@@ -247,7 +247,7 @@ def bench_gallery(vigil, keep_dir, sizes, queries, saved=None):
     return {"rows": rows, "notes": notes, "results": results}
 
 
-def bench_scaling(saved=None, window=40.0, repeat=3):
+def bench_scaling(saved=None, window=90.0, repeat=3):
     """scripts/bench_live.py: 1, 2, 4, 8 RTSP cameras with both branches (its own document too),
     then 1 and 8 again until there are `repeat` paired passes. Rows: total throughput of each
     branch with 8 cameras against 1, the least-served camera against half the mean share, and

@@ -121,6 +121,31 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / tick
 
 
+def thread_cpu(pid):
+    """CPU seconds of each of the process's threads, by (thread id, name)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for t in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (t / "stat").read_text()
+        except OSError:  # the thread ended between listing and reading
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        out[(t.name, name)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def cores_by_thread(before, after, seconds):
+    """Cores busy per thread name over the window, a stream's or lane's number folded into one
+    name (src-cam1, src-cam2 -> src-cam#), busiest first."""
+    groups = {}
+    for key, cpu in after.items():
+        name = re.sub(r"\d+$", "#", key[1])
+        groups[name] = groups.get(name, 0.0) + (cpu - before.get(key, 0.0)) / seconds
+    return dict(sorted(((k, v) for k, v in groups.items() if v >= 0.005), key=lambda kv: -kv[1]))
+
+
 def config(n, rtsp_port, metrics_port, gallery, events):
     streams = "".join(
         f"  - {{id: cam{i}, url: 'rtsp://127.0.0.1:{rtsp_port}/cam{i}'}}\n" for i in range(1, n + 1)
@@ -194,11 +219,13 @@ def measure(vigil, n, warmup, window, workdir):
             time.sleep(0.5)
         time.sleep(warmup)
         t0, c0, a = time.time(), cpu_seconds(proc.pid), parse(scrape(addr))
+        threads0 = thread_cpu(proc.pid)
         rss = []
         while time.time() < t0 + window:
             rss.append(rss_mib(proc.pid))
             time.sleep(1)
         t1, c1, b = time.time(), cpu_seconds(proc.pid), parse(scrape(addr))
+        threads1 = thread_cpu(proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -230,6 +257,7 @@ def measure(vigil, n, warmup, window, workdir):
         "clips_per_s_per_camera": [d("vigil_clips_classified_total", stream=c) / dt for c in cams],
         "face_fps_per_camera": face_per_cam,
         "cpu_cores": (c1 - c0) / dt,
+        "cores_by_thread": cores_by_thread(threads0, threads1, dt),
         "rss_mib": max(rss),
         "rss_mib_per_stream": max(rss) / n,
         "window_s": dt,
@@ -271,6 +299,16 @@ def reading(rows):
                f"<= {last['latency_p99_s']:g} s with {nl}. Resident memory: {first['rss_mib']:.0f} MiB with {n1}, "
                f"{last['rss_mib']:.0f} MiB with {nl}"
                + (f" ({(last['rss_mib'] - first['rss_mib']) / (nl - n1):.0f} MiB per added camera)." if nl != n1 else "."))
+    for r in rows:
+        if r.get("cores_by_thread"):
+            out.append(f"CPU by thread with {r['streams']} camera(s), cores: "
+                       + ", ".join(f"{k} {v:.2f}" for k, v in r["cores_by_thread"].items()) + ".")
+    if any(r.get("cores_by_thread") for r in rows):
+        out.append("Threads: src-* read and decode a camera and convert its frames to BGR; act-* cut and "
+                   "prepare its clips; face-<camera> picks its frames for the face branch; classifier runs I3D; "
+                   "faces runs the face worker (detection, embedding) and face-lane* the detector's other "
+                   "lanes; threads vigil does not name (ONNX Runtime's intra-op pools, "
+                   "FFmpeg's decoding threads) show as vigil.")
     return "\n".join(out)
 
 
@@ -315,7 +353,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--streams", default="1,2,4,8")
     ap.add_argument("--warmup", type=float, default=20.0, help="seconds before measuring")
-    ap.add_argument("--window", type=float, default=40.0, help="seconds measured")
+    ap.add_argument("--window", type=float, default=90.0, help="seconds measured (default 90: with 8 cameras "
+                    "about 7 classified clips per camera, enough for the least-served camera's share)")
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--json", action="store_true", help="print the rows as JSON too")
     ap.add_argument("--rows", help="write the document from rows saved by --json (no measuring)")
