@@ -304,11 +304,12 @@ def reading(rows):
             out.append(f"CPU by thread with {r['streams']} camera(s), cores: "
                        + ", ".join(f"{k} {v:.2f}" for k, v in r["cores_by_thread"].items()) + ".")
     if any(r.get("cores_by_thread") for r in rows):
-        out.append("Threads: src-* read and decode a camera and convert its frames to BGR; act-* cut and "
+        out.append("Threads (a helper thread takes the name of the thread that starts it): src-* read and decode a "
+                   "camera (with FFmpeg's decoding threads) and convert its frames to BGR; act-* cut and "
                    "prepare its clips; face-<camera> picks its frames for the face branch; classifier runs I3D; "
                    "faces runs the face worker (detection, embedding) and face-lane* the detector's other "
-                   "lanes; threads vigil does not name (ONNX Runtime's intra-op pools, "
-                   "FFmpeg's decoding threads) show as vigil.")
+                   "lanes; vigil is the main thread's name, which ONNX Runtime's intra-op pools (started "
+                   "when the models load) carry.")
     return "\n".join(out)
 
 

@@ -85,3 +85,24 @@ pub fn spawn<S: Stage>(
             stage.run(&cx, input, output)
         })
 }
+
+/// Lowers the calling thread's CPU priority by `nice` (Linux: nice is per thread; 0 leaves it).
+/// A refusal is logged, never fatal: the thread runs at the priority it has.
+pub fn lower_priority(nice: i32, what: &str) {
+    if nice <= 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain system calls on the calling thread's own id.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        if libc::setpriority(libc::PRIO_PROCESS, tid, nice) != 0 {
+            tracing::warn!(
+                thread = what,
+                nice,
+                error = %std::io::Error::last_os_error(),
+                "cannot lower the thread's priority"
+            );
+        }
+    }
+}

@@ -639,3 +639,76 @@ fn a_search_split_over_lanes_finds_exactly_the_faces_of_one_lane() {
     assert_eq!(n, 250, "the clip has at least 250 frames");
     assert!(found >= 10, "only {found} faces in 10 frames of the clip");
 }
+
+/// `faces.nice` and `action.nice`: the face worker and its detector's lanes, and the action
+/// classifier, run that much lower than the rest of vigil (Linux nice, per thread), which stays
+/// at the nice it was started with.
+#[test]
+fn the_branches_run_at_the_nice_their_config_asks_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "streams:\n  - {{id: cam, url: '{}', loop: true, realtime: true}}\n{}  nice: 3\n{}sinks: []\nmetrics: {{listen: '127.0.0.1:0'}}\n{}  intra_threads: 2\n",
+        built("media/faces_demo.mp4").display(),
+        action_yaml(),
+        faces_yaml(&dir.path().join("gallery.json"))
+            .replace("faces:\n  enabled: true\n", "faces:\n  enabled: true\n  nice: 7\n"),
+        runtime_yaml()
+    );
+    let mut child = spawn_run(&write_config(dir.path(), &yaml));
+    let _addr = metrics_addr(&mut child);
+    let pid = child.id();
+    // Thread name -> nice, from /proc (field 19 of each thread's stat).
+    let nices = || -> Vec<(String, i64)> {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+            .map(|s| {
+                let name = s[s.find('(').unwrap() + 1..s.rfind(')').unwrap()].to_string();
+                let fields: Vec<&str> = s[s.rfind(')').unwrap() + 1..].split_whitespace().collect();
+                (name, fields[16].parse().unwrap())
+            })
+            .collect()
+    };
+    let of = |all: &[(String, i64)], name: &str| -> Vec<i64> {
+        all.iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+            .collect()
+    };
+    let mut all = Vec::new();
+    wait_for(
+        "the face worker and classifier at work",
+        std::time::Duration::from_secs(60),
+        || {
+            all = nices();
+            of(&all, "faces") == [7]
+                && of(&all, "classifier") == [3]
+                && of(&all, "face-lane1") == [7]
+        },
+    );
+    // The stream's own threads (with the decoder's and OpenCV's helpers, which take the name
+    // of the thread that starts them) keep vigil's priority.
+    for name in ["src-cam", "act-cam", "face-cam"] {
+        let v = of(&all, name);
+        assert!(
+            !v.is_empty() && v.iter().all(|n| *n == 0),
+            "{name}: {all:?}"
+        );
+    }
+    signal(&child, "-TERM");
+    assert!(child.wait().unwrap().success());
+
+    // Out of range is a config error naming the key.
+    let bad = yaml.replace("  nice: 7\n", "  nice: 20\n");
+    let out = vigil()
+        .args(["check", "--config"])
+        .arg(write_config(dir.path(), &bad))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("faces.nice") && err.contains("0..=19"),
+        "{err}"
+    );
+}

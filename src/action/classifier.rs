@@ -387,6 +387,8 @@ pub struct ClassifierStage {
     /// Pass each clip's crops on to the events stage (the API keeps action events' clips to
     /// explain them).
     pub keep_frames: bool,
+    /// `action.nice`: how much lower the classifier's thread runs.
+    pub nice: i32,
 }
 
 impl Stage for ClassifierStage {
@@ -503,7 +505,9 @@ pub fn run<T: From<Scored>>(
         custom,
         mut schedule,
         keep_frames,
+        nice,
     } = st;
+    crate::stage::lower_priority(nice, "classifier");
     let latest = &*latest;
     let (metrics, meter, stop) = (&cx.metrics, &cx.meter, &cx.shutdown);
     let depth = metrics.queue_depth(metrics::Stage::Classifier);

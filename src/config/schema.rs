@@ -253,6 +253,9 @@ pub struct ActionConfig {
     pub custom: CustomActionsConfig,
     /// Classify fewer clips while a stream's label is stable (docs/actions.md).
     pub schedule: ScheduleConfig,
+    /// How much lower than the rest of vigil the classifier's thread runs (Linux nice, 0-19):
+    /// with more cameras than the cores can serve, the face branch gets more of them. Default 0.
+    pub nice: i32,
 }
 
 /// Adaptive clip scheduling: while the same label stays at or above the smoother's start
@@ -328,6 +331,7 @@ impl Default for ActionConfig {
             snapshots: None,
             custom: CustomActionsConfig::default(),
             schedule: ScheduleConfig::default(),
+            nice: 0,
         }
     }
 }
@@ -743,6 +747,10 @@ pub struct FacesConfig {
     pub calibration: CalibrationConfig,
     /// `vigil gallery tune`: the projection head fitted with batch-all triplet loss.
     pub tune: TuneConfig,
+    /// How much lower than the rest of vigil the face worker's threads (and its detector's
+    /// lanes) run (Linux nice, 0-19): with more cameras than the cores can serve, the action
+    /// classifier gets more of them. Default 0.
+    pub nice: i32,
 }
 
 /// Faces of the latest tracks named per person, beside the gallery in `<gallery>.tracks.json`:
@@ -836,6 +844,7 @@ impl Default for FacesConfig {
             unknowns: UnknownsConfig::default(),
             calibration: CalibrationConfig::default(),
             tune: TuneConfig::default(),
+            nice: 0,
         }
     }
 }

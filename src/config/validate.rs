@@ -178,6 +178,15 @@ pub fn validate(l: &Loaded) -> Vec<Problem> {
             format!("{} ms is over a minute", a.max_wait_ms),
         );
     }
+    if !(0..=19).contains(&a.nice) {
+        p(
+            "action.nice".into(),
+            format!(
+                "must be 0..=19 (how much lower the classifier runs), got {}",
+                a.nice
+            ),
+        );
+    }
     let s = &a.smoother;
     for (name, v) in [
         ("start_threshold", s.start_threshold),
@@ -495,6 +504,15 @@ pub fn validate_faces(l: &Loaded) -> Vec<Problem> {
         p(
             "faces.detect_interval",
             format!("must be 1..=1000 frames, got {}", f.detect_interval),
+        );
+    }
+    if !(0..=19).contains(&f.nice) {
+        p(
+            "faces.nice",
+            format!(
+                "must be 0..=19 (how much lower the face branch runs), got {}",
+                f.nice
+            ),
         );
     }
     if !(f.match_threshold > 0.0 && f.match_threshold.is_finite()) {

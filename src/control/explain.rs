@@ -195,24 +195,12 @@ impl Explanations {
     }
 }
 
-/// Lowers the calling thread's CPU priority (Linux: nice is per thread).
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: plain system calls on the calling thread's own id.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        if libc::setpriority(libc::PRIO_PROCESS, tid, 10) != 0 {
-            tracing::debug!("cannot lower the explain thread's priority");
-        }
-    }
-}
-
 fn worker(
     rx: crossbeam_channel::Receiver<Arc<Job>>,
     load: impl FnOnce() -> anyhow::Result<Explainer>,
     cancel: Arc<Mutex<Option<Arc<ort::session::RunOptions>>>>,
 ) {
-    lower_priority();
+    crate::stage::lower_priority(10, "explain");
     let mut load = Some(load);
     let mut explainer: Option<Explainer> = None;
     for job in rx.iter() {

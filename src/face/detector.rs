@@ -36,6 +36,12 @@ pub trait FaceDetector: Send {
         let _ = boxes;
         self.detect(bgr)
     }
+
+    /// Lowers the priority of the threads the detector keeps of its own (the calling thread's
+    /// is the caller's to set) by `nice`.
+    fn lower_priority(&mut self, nice: i32) {
+        let _ = nice;
+    }
 }
 
 /// MTCNN settings (see `faces.detector` in docs/config.md).
@@ -627,6 +633,13 @@ impl FaceDetector for Mtcnn {
     fn detect(&mut self, img: &Mat) -> Result<Vec<Detection>, InferError> {
         let cands = self.stage1(img)?;
         self.refine(img, cands)
+    }
+
+    fn lower_priority(&mut self, nice: i32) {
+        let lanes = vec![(); 1 + self.workers.len()];
+        on_lanes(&mut self.local, &self.workers, lanes, |_, ()| {
+            crate::stage::lower_priority(nice, "face detector lane")
+        });
     }
 
     /// Starts the cascade at R-Net from the previous boxes, squared and widened by a fifth so a

@@ -247,6 +247,8 @@ impl Stage for FaceStage {
     /// frames are looked at: its events are written before its `stream.down`.
     fn run(mut self, cx: &Context, rx: Receiver<FaceMsg>, tx: Sender<EventMsg>) -> Self::Done {
         let st = &mut self;
+        crate::stage::lower_priority(st.cfg.nice, "faces");
+        st.models.detector.lower_priority(st.cfg.nice);
         let metrics = &cx.metrics;
         let t = &st.cfg.tracker;
         let params = TrackerParams {

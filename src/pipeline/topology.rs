@@ -237,6 +237,7 @@ impl Topology {
                 custom: a.custom.clone(),
                 schedule: crate::action::schedule::Schedule::from_config(&cfg.action),
                 keep_frames,
+                nice: cfg.action.nice,
             };
             let cx = shared_cx(metrics::Stage::Classifier, "classifier");
             classifier = Some(stage::spawn(st, cx, rx, ev_tx.clone())?);
