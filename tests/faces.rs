@@ -675,25 +675,24 @@ fn the_branches_run_at_the_nice_their_config_asks_for() {
             .map(|(_, v)| *v)
             .collect()
     };
+    // The stream's own threads (with the decoder's and OpenCV's helpers, which take the name
+    // of the thread that starts them) keep vigil's priority. The looped file is opened again
+    // at each pass, so they are looked at when they are all there.
+    let stream_threads = ["src-cam", "act-cam", "face-cam"];
     let mut all = Vec::new();
     wait_for(
-        "the face worker and classifier at work",
+        "the face worker, the classifier and the stream's threads at work",
         std::time::Duration::from_secs(60),
         || {
             all = nices();
             of(&all, "faces") == [7]
                 && of(&all, "classifier") == [3]
                 && of(&all, "face-lane1") == [7]
+                && stream_threads.iter().all(|n| !of(&all, n).is_empty())
         },
     );
-    // The stream's own threads (with the decoder's and OpenCV's helpers, which take the name
-    // of the thread that starts them) keep vigil's priority.
-    for name in ["src-cam", "act-cam", "face-cam"] {
-        let v = of(&all, name);
-        assert!(
-            !v.is_empty() && v.iter().all(|n| *n == 0),
-            "{name}: {all:?}"
-        );
+    for name in stream_threads {
+        assert!(of(&all, name).iter().all(|n| *n == 0), "{name}: {all:?}");
     }
     signal(&child, "-TERM");
     assert!(child.wait().unwrap().success());

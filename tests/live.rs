@@ -942,12 +942,12 @@ fn memory_stays_flat_with_both_branches_on_a_camera_over_two_minutes() {
     let mut child = spawn_run(&write_config(dir.path(), &yaml));
     let pid = child.id();
     let addr = metrics_addr(&mut child);
+    // Classified clips, not clips dropped while the classifier was busy: with clips skipped
+    // while the label is stable, a fast enough machine keeps up with one camera (a CI-like run
+    // waited 120 s for a drop that never came).
     wait_for("both branches at work", Duration::from_secs(120), || {
         let t = scrape(&addr);
-        metric(
-            &t,
-            "vigil_clips_dropped_total{reason=\"classifier_busy\",stream=\"cam\"}",
-        ) >= 1.0
+        metric(&t, "vigil_clips_classified_total{stream=\"cam\"}") >= 3.0
             && metric(
                 &t,
                 "vigil_frames_sampled_total{stage=\"faces\",stream=\"cam\"}",
