@@ -166,7 +166,8 @@ fn streams_and_people_change_while_vigil_runs_and_the_changes_survive_a_restart(
     );
 
     // Removing the camera: its stream.down (reason removed) comes, and the file stream's frame
-    // counter rises throughout.
+    // counter keeps rising (the removal can answer within one frame of the file, so only
+    // "not backwards" is asked of the reading taken as it answers).
     let before = decoded(&metrics, "photos");
     let (code, _) = api(&addr, "DELETE", "/v1/streams/cam", None, "");
     assert_eq!(code, 204);
@@ -177,7 +178,7 @@ fn streams_and_people_change_while_vigil_runs_and_the_changes_survive_a_restart(
     std::thread::sleep(Duration::from_millis(500));
     let after = decoded(&metrics, "photos");
     assert!(
-        before < during && during < after,
+        before <= during && during < after,
         "{before} {during} {after}"
     );
     let (code, v) = api(&addr, "GET", "/v1/streams/cam", None, "");
