@@ -86,17 +86,29 @@ pub fn spawn<S: Stage>(
         })
 }
 
-/// Lowers the calling thread's CPU priority by `nice` (Linux: nice is per thread; 0 leaves it).
-/// A refusal is logged, never fatal: the thread runs at the priority it has.
+/// Lowers the calling thread's CPU priority by `nice` below what it has (Linux: nice is per
+/// thread; 0 leaves it; the result is at most 19), so a vigil started under `nice` keeps the
+/// difference. A refusal is logged, never fatal: the thread runs at the priority it has.
 pub fn lower_priority(nice: i32, what: &str) {
     if nice <= 0 {
         return;
     }
     #[cfg(target_os = "linux")]
-    // SAFETY: plain system calls on the calling thread's own id.
+    // SAFETY: plain system calls on the calling thread's own id; errno is the calling thread's.
     unsafe {
         let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        if libc::setpriority(libc::PRIO_PROCESS, tid, nice) != 0 {
+        // getpriority may return -1 as a value: errno tells an error apart.
+        *libc::__errno_location() = 0;
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+        if now == -1 && *libc::__errno_location() != 0 {
+            tracing::warn!(
+                thread = what,
+                error = %std::io::Error::last_os_error(),
+                "cannot read the thread's priority"
+            );
+            return;
+        }
+        if libc::setpriority(libc::PRIO_PROCESS, tid, (now + nice).min(19)) != 0 {
             tracing::warn!(
                 thread = what,
                 nice,

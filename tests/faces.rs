@@ -657,18 +657,6 @@ fn the_branches_run_at_the_nice_their_config_asks_for() {
     let mut child = spawn_run(&write_config(dir.path(), &yaml));
     let _addr = metrics_addr(&mut child);
     let pid = child.id();
-    // Thread name -> nice, from /proc (field 19 of each thread's stat).
-    let nices = || -> Vec<(String, i64)> {
-        std::fs::read_dir(format!("/proc/{pid}/task"))
-            .unwrap()
-            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
-            .map(|s| {
-                let name = s[s.find('(').unwrap() + 1..s.rfind(')').unwrap()].to_string();
-                let fields: Vec<&str> = s[s.rfind(')').unwrap() + 1..].split_whitespace().collect();
-                (name, fields[16].parse().unwrap())
-            })
-            .collect()
-    };
     let of = |all: &[(String, i64)], name: &str| -> Vec<i64> {
         all.iter()
             .filter(|(n, _)| n == name)
@@ -684,7 +672,7 @@ fn the_branches_run_at_the_nice_their_config_asks_for() {
         "the face worker, the classifier and the stream's threads at work",
         std::time::Duration::from_secs(60),
         || {
-            all = nices();
+            all = thread_nices(pid);
             of(&all, "faces") == [7]
                 && of(&all, "classifier") == [3]
                 && of(&all, "face-lane1") == [7]

@@ -37,8 +37,8 @@ pub trait FaceDetector: Send {
         self.detect(bgr)
     }
 
-    /// Lowers the priority of the threads the detector keeps of its own (the calling thread's
-    /// is the caller's to set) by `nice`.
+    /// Lowers the priority of the threads the detector keeps of its own by `nice` (the calling
+    /// thread's is the caller's to set).
     fn lower_priority(&mut self, nice: i32) {
         let _ = nice;
     }
@@ -636,9 +636,12 @@ impl FaceDetector for Mtcnn {
     }
 
     fn lower_priority(&mut self, nice: i32) {
-        let lanes = vec![(); 1 + self.workers.len()];
-        on_lanes(&mut self.local, &self.workers, lanes, |_, ()| {
-            crate::stage::lower_priority(nice, "face detector lane")
+        // The first job runs on the calling thread, which is left alone; one per worker lane.
+        let lower: Vec<bool> = (0..=self.workers.len()).map(|i| i > 0).collect();
+        on_lanes(&mut self.local, &self.workers, lower, |_, lower| {
+            if lower {
+                crate::stage::lower_priority(nice, "face detector lane");
+            }
         });
     }
 

@@ -330,6 +330,20 @@ pub fn thread_count(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
+/// Each thread of a process: its name and nice (field 19 of its stat), from /proc.
+pub fn thread_nices(pid: u32) -> Vec<(String, i64)> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+        .map(|s| {
+            let (head, rest) = s.rsplit_once(')').unwrap();
+            let name = head[head.find('(').unwrap() + 1..].to_string();
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            (name, fields[16].parse().unwrap())
+        })
+        .collect()
+}
+
 /// Resident memory of a process in MiB, from /proc.
 pub fn rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
