@@ -152,7 +152,7 @@ pub fn live(
     loaded: &config::Loaded,
     gallery: Arc<LiveGallery>,
 ) -> Result<GalleryOps, config::Problem> {
-    let (models, _) = crate::pipeline::load_faces(loaded)?;
+    let models = crate::pipeline::load_face_models(loaded)?;
     Ok(GalleryOps {
         models,
         store: Store::Live(gallery),

@@ -13,8 +13,8 @@ pub mod topology;
 
 pub use events::EventsStage;
 pub use prepare::{
-    custom_actions_path, load_action_model, load_faces, prepare, prepare_stream, Prepared,
-    PreparedAction, PreparedFaces, PreparedStream,
+    custom_actions_path, load_action_model, load_face_models, load_faces, prepare, prepare_stream,
+    Prepared, PreparedAction, PreparedFaces, PreparedStream,
 };
 pub use topology::{Listed, RunOptions, Topology, TopologyError};
 

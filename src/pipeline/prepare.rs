@@ -182,7 +182,7 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Problems> {
     let want_faces = c.faces.enabled && !blocked.iter().any(|b| has_problem(&problems, b));
     let (action_loaded, faces_loaded) = std::thread::scope(|s| {
         let a = action_model.map(|m| s.spawn(|| load_action(&loaded, m)));
-        let f = want_faces.then(|| load_faces(&loaded));
+        let f = want_faces.then(|| load_face_models(&loaded));
         let a = a.map(|h| {
             h.join().unwrap_or_else(|_| {
                 Err(loaded.problem("action.model", "loading the model panicked".to_string()))
@@ -199,13 +199,10 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Problems> {
     let mut faces = None;
     if let Some(faces_loaded) = faces_loaded {
         match faces_loaded {
-            Ok((models, gallery)) => {
-                let live = crate::gallery::store::open_live(
-                    &gallery.path,
-                    &gallery.model,
-                    gallery.dim,
-                    &c.gallery,
-                );
+            Ok(models) => {
+                let path = loaded.resolve(&c.gallery.path);
+                let (model, dim) = (models.embedder_name.clone(), models.embedder.dim);
+                let live = crate::gallery::store::open_live(&path, &model, dim, &c.gallery);
                 let live = match live {
                     Ok(g) => g,
                     Err(e) => {
@@ -227,9 +224,9 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Problems> {
                 };
                 if c.faces.unknowns.enabled || c.faces.calibration.tracks_per_person > 0 {
                     let store = crate::gallery::unknowns::UnknownStore::open(
-                        &gallery.path,
-                        &gallery.model,
-                        gallery.dim,
+                        &path,
+                        &model,
+                        dim,
                         &c.faces.unknowns,
                         &c.faces.calibration,
                         c.faces.match_threshold,
@@ -242,15 +239,16 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Problems> {
                         }
                     }
                 }
-                if gallery.people.is_empty() {
+                let enrolled = live.people().len();
+                if enrolled == 0 {
                     tracing::warn!(
                         "the gallery {} is empty: every face will be reported as unknown (enrol with `vigil gallery enroll`)",
-                        gallery.path.display()
+                        path.display()
                     );
                 }
                 faces = Some(PreparedFaces {
                     models,
-                    enrolled: gallery.people.len(),
+                    enrolled,
                     gallery: Arc::new(live),
                 });
             }
@@ -357,11 +355,18 @@ fn runtime_env(
     Ok((env, opts))
 }
 
-/// Loads the face detector, the embedder and the gallery (also used by `vigil gallery`).
-pub fn load_faces(loaded: &Loaded) -> Result<(FaceModels, Gallery), Problem> {
+/// Loads the face detector and the embedder, without reading the gallery: `vigil run` and a
+/// running vigil's gallery API open it once, with its index ([`crate::gallery::store::open_live`]),
+/// instead of parsing a big file (a GB in memory at a million people) a second time.
+pub fn load_face_models(loaded: &Loaded) -> Result<FaceModels, Problem> {
     let (env, opts) = runtime_env(loaded)?;
-    let models =
-        load_models(loaded, &env, &opts).map_err(|e| loaded.problem(e.field(), e.to_string()))?;
+    load_models(loaded, &env, &opts).map_err(|e| loaded.problem(e.field(), e.to_string()))
+}
+
+/// Loads the face detector, the embedder and the gallery (`vigil gallery`, which refuses a bad
+/// gallery file before it does anything).
+pub fn load_faces(loaded: &Loaded) -> Result<(FaceModels, Gallery), Problem> {
+    let models = load_face_models(loaded)?;
     let path = loaded.resolve(&loaded.config.gallery.path);
     let gallery = Gallery::open(&path, &models.embedder_name, models.embedder.dim)
         .map_err(|e| loaded.problem("gallery.path", e.to_string()))?;
