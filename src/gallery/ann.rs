@@ -441,6 +441,29 @@ impl HnswIndex {
     /// Brings the index in line with `people` in place, or says it should be rebuilt. Searches
     /// go on meanwhile (see the module's opening on locking).
     pub fn follow(&self, people: &[Person]) -> anyhow::Result<Followed> {
+        self.follow_from(people, Vec::new())
+    }
+
+    /// The slot of `name`, and whether the index holds exactly `embeddings` for it (the same
+    /// digest of the raw embeddings, and as many rows).
+    pub fn holds(&self, name: &str, embeddings: &[Vec<f32>]) -> Option<(u32, bool)> {
+        let rows = self.read();
+        let s = *rows.slot_of.get(name)?;
+        let h = embeddings.iter().fold(SEED, |h, e| fold(h, e));
+        let same = rows.digest[s as usize] == h && rows.keys[s as usize].len() == embeddings.len();
+        Some((s, same))
+    }
+
+    /// Slots made so far (people held, and people removed since the last build).
+    pub fn slots(&self) -> usize {
+        self.read().names.len()
+    }
+
+    /// [`Self::follow`], where the people whose slots are marked in `held` (by
+    /// [`Self::holds`]) are in the gallery unchanged and left out of `people`: only the others
+    /// are passed, so a caller never holds every embedding of a gallery the index already
+    /// has. Slots neither marked nor named in `people` are removed.
+    pub fn follow_from(&self, people: &[Person], held: Vec<bool>) -> anyhow::Result<Followed> {
         let _one = self.changing.lock().unwrap_or_else(|p| p.into_inner());
         // What to do, worked out under the shared lock (searches are not held up).
         enum Todo<'a> {
@@ -451,7 +474,8 @@ impl HnswIndex {
         }
         let (todo, gone, removed_rows, added_rows, live, dead) = {
             let rows = self.read();
-            let mut seen = vec![false; rows.names.len()];
+            let mut seen = held;
+            seen.resize(rows.names.len(), false);
             let mut todo = Vec::new();
             let mut added_rows = 0;
             let mut removed_rows = 0;

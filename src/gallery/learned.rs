@@ -13,11 +13,13 @@
 
 use super::side;
 use super::{Gallery, GalleryError, Index, Match, Person};
-use crate::config::GalleryIndexConfig;
+use crate::config::{GalleryIndexConfig, IndexKind};
+use crate::echo::echo;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Negatives kept per person; the oldest go first.
 pub const MAX_NEGATIVES_PER_PERSON: usize = 256;
@@ -274,24 +276,111 @@ impl Learned {
     /// embeddings.
     pub fn build(g: &Gallery, cfg: &GalleryIndexConfig) -> anyhow::Result<Learned> {
         let corrections = Corrections::load(&g.path, &g.model, g.dim)?;
-        let (inner, report) = match &corrections.head {
-            None => g.open_index(cfg, super::ann::index_dir(&g.path), None)?,
-            Some(h) => {
-                // Its HNSW index (when one is used) is kept apart from the raw one, in
-                // `<gallery>.head<N>.index/`, so switching heads never rebuilds the other.
-                let mut name = g.path.file_name().unwrap_or_default().to_os_string();
-                name.push(format!(".head{}", h.version));
-                let dir = super::ann::index_dir(&g.path.with_file_name(name));
-                let head = h.clone();
-                let project: super::ann::Projection = Arc::new(move |e: &[f32]| head.project(e));
-                g.open_index(cfg, dir, Some((project, h.matrix.len())))?
-            }
-        };
+        let (dir, project) = index_place(&g.path, &corrections);
+        let (inner, report) = g.open_index(cfg, dir, project)?;
         Ok(Learned {
             inner,
             corrections,
             report,
         })
+    }
+
+    /// [`Self::build`] for the gallery file at `path`, started from its persisted HNSW index:
+    /// the index is loaded first, and the file is then read person by person, each person the
+    /// index already holds unchanged dropped as soon as it is read. Only the others (enrolled
+    /// or changed since the index was written) are kept, to be brought in in place, so every
+    /// embedding is never held beside the index (at a million people the file's embeddings
+    /// alone take about 1 GiB once parsed). `each` sees every person as read.
+    ///
+    /// `Ok(None)` when there is nothing to start from: exact search configured, no file, no
+    /// usable persisted index, a gallery small enough for exact search, or one too far from
+    /// the index to catch up in place; the caller then reads the file whole and builds. An
+    /// error is a file that cannot be read or is refused, as [`Gallery::open`] says it.
+    pub fn open_persisted(
+        path: &Path,
+        model: &str,
+        dim: usize,
+        cfg: &GalleryIndexConfig,
+        each: &mut dyn FnMut(&Person),
+    ) -> anyhow::Result<Option<Learned>> {
+        if !cfg.persist || cfg.kind == IndexKind::Exact || !path.is_file() {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        let corrections = Corrections::load(path, model, dim)?;
+        let (dir, project) = index_place(path, &corrections);
+        let (proj, rows_dim) = match project {
+            Some((p, d)) => (Some(p), d),
+            None => (None, dim),
+        };
+        let params = super::ann::HnswParams::from_config(cfg);
+        let ix = match super::ann::HnswIndex::load(&dir, rows_dim, params, proj) {
+            Ok(Some(ix)) => ix,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                tracing::warn!("{e:#}; reading the gallery whole");
+                return Ok(None);
+            }
+        };
+        let mut held = vec![false; ix.slots()];
+        let mut others: Vec<Person> = Vec::new();
+        let mut other_names = std::collections::HashSet::new();
+        let mut rows = 0;
+        Gallery::scan(path, model, dim, &mut |p| {
+            each(&p);
+            rows += p.embeddings.len();
+            let twice = || format!("person {:?} is listed twice", echo(&p.name));
+            match ix.holds(&p.name, &p.embeddings) {
+                Some((slot, same)) => {
+                    if std::mem::replace(&mut held[slot as usize], true) {
+                        return Err(twice());
+                    }
+                    if !same {
+                        others.push(p);
+                    }
+                }
+                None => {
+                    if !other_names.insert(p.name.clone()) {
+                        return Err(twice());
+                    }
+                    others.push(p);
+                }
+            }
+            Ok(())
+        })?;
+        if !super::wants_hnsw(cfg, rows) {
+            return Ok(None);
+        }
+        let mut report = super::IndexReport {
+            kind: "hnsw",
+            origin: None,
+            rows,
+            seconds: 0.0,
+            dir: Some(dir.clone()),
+            removed: 0,
+            added: 0,
+        };
+        match ix.follow_from(&others, held) {
+            Ok(super::ann::Followed::InPlace { removed, added }) => {
+                let ix = super::adopt_loaded(ix, &dir, removed, added, &mut report, started);
+                Ok(Some(Learned {
+                    inner: Arc::new(ix),
+                    corrections,
+                    report,
+                }))
+            }
+            Ok(super::ann::Followed::Rebuild) => {
+                tracing::info!(
+                    "gallery index {} is too far behind the gallery to catch up in place: building it",
+                    dir.display()
+                );
+                Ok(None)
+            }
+            Err(e) => {
+                tracing::warn!("{e:#}; building the gallery index again");
+                Ok(None)
+            }
+        }
     }
 
     pub fn head_version(&self) -> Option<u32> {
@@ -323,6 +412,26 @@ impl Index for Learned {
 
     fn persist(&self) -> anyhow::Result<bool> {
         self.inner.persist()
+    }
+}
+
+/// Where the index of the gallery at `path` is kept, and the projection its rows take: with
+/// a tuned head, its HNSW index (when one is used) is kept apart from the raw one, in
+/// `<gallery>.head<N>.index/`, so switching heads never rebuilds the other.
+fn index_place(
+    path: &Path,
+    corrections: &Corrections,
+) -> (PathBuf, Option<(super::ann::Projection, usize)>) {
+    match &corrections.head {
+        None => (super::ann::index_dir(path), None),
+        Some(h) => {
+            let mut name = path.file_name().unwrap_or_default().to_os_string();
+            name.push(format!(".head{}", h.version));
+            let dir = super::ann::index_dir(&path.with_file_name(name));
+            let head = h.clone();
+            let project: super::ann::Projection = Arc::new(move |e: &[f32]| head.project(e));
+            (dir, Some((project, h.matrix.len())))
+        }
     }
 }
 

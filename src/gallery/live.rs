@@ -123,17 +123,16 @@ pub struct LiveGallery {
     persisted_at: Mutex<Instant>,
 }
 
+fn info(p: &super::Person) -> PersonInfo {
+    PersonInfo {
+        name: p.name.clone(),
+        embeddings: p.embeddings.len(),
+        sources: p.sources.clone(),
+    }
+}
+
 fn listing(g: &Gallery) -> Arc<Vec<PersonInfo>> {
-    Arc::new(
-        g.people
-            .iter()
-            .map(|p| PersonInfo {
-                name: p.name.clone(),
-                embeddings: p.embeddings.len(),
-                sources: p.sources.clone(),
-            })
-            .collect(),
-    )
+    Arc::new(g.people.iter().map(info).collect())
 }
 
 impl LiveGallery {
@@ -145,8 +144,20 @@ impl LiveGallery {
         cfg: &GalleryIndexConfig,
     ) -> anyhow::Result<LiveGallery> {
         let seen = stamp(path);
-        let g = Gallery::open(path, model, dim)?;
-        let learned = super::learned::Learned::build(&g, cfg)?;
+        // From the persisted index when there is one: the file's people are then read one at
+        // a time and only those the index lacks are kept.
+        let mut people = Vec::new();
+        let learned = super::learned::Learned::open_persisted(path, model, dim, cfg, &mut |p| {
+            people.push(info(p))
+        })?;
+        let learned = match learned {
+            Some(l) => l,
+            None => {
+                let g = Gallery::open(path, model, dim)?;
+                people = g.people.iter().map(info).collect();
+                super::learned::Learned::build(&g, cfg)?
+            }
+        };
         let report = Mutex::new(learned.report.clone());
         let index: Arc<dyn Index> = Arc::new(learned);
         Ok(LiveGallery {
@@ -157,7 +168,7 @@ impl LiveGallery {
             dim,
             cfg: cfg.clone(),
             index: Arc::new(SharedIndex::new(index)),
-            people: RwLock::new(listing(&g)),
+            people: RwLock::new(Arc::new(people)),
             seen: Mutex::new(seen),
             unknowns: std::sync::OnceLock::new(),
             replica: None,
@@ -527,5 +538,97 @@ mod tests {
         let ix = again.index().get();
         assert_eq!(ix.search(&e(2000), 1)[0].name, "Bob");
         assert!(ix.search(&e(3), 10).iter().all(|m| m.name != "p3"));
+    }
+
+    #[test]
+    fn opening_from_the_persisted_index_keeps_only_what_changed_and_refuses_what_open_refuses() {
+        use super::super::ann::Origin;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.json");
+        update_file(&path, "m", 8, |g| {
+            (0..300).try_for_each(|i| g.enroll(&format!("p{i}"), e(i), "s".into()))
+        })
+        .unwrap();
+        drop(LiveGallery::open(&path, "m", 8, &hnsw()).unwrap());
+
+        // While no vigil runs: one enrolled, one given a second photo, one removed, one
+        // rewritten (same name, another face).
+        update_file(&path, "m", 8, |g| {
+            g.enroll("Ada", e(1000), "a".into())?;
+            g.enroll("p7", e(1007), "second".into())?;
+            g.remove("p3")?;
+            g.remove("p9")?;
+            g.enroll("p9", e(1009), "new".into())
+        })
+        .unwrap();
+        let live = LiveGallery::open(&path, "m", 8, &hnsw()).unwrap();
+        let report = live.index_report();
+        assert_eq!(report.origin, Some(Origin::CaughtUp));
+        // Ada's row, p7's second and p9's new one come in; p3 and p9's old slot go.
+        assert_eq!((report.added, report.removed, report.rows), (3, 2, 301));
+        let ix = live.index().get();
+        assert_eq!(ix.search(&e(1000), 1)[0].name, "Ada");
+        assert_eq!(ix.search(&e(1007), 1)[0].name, "p7");
+        assert_eq!(ix.search(&e(7), 1)[0].name, "p7");
+        assert_eq!(ix.search(&e(1009), 1)[0].name, "p9");
+        assert!(ix.search(&e(3), 10).iter().all(|m| m.name != "p3"));
+        assert!(
+            ix.search(&e(9), 1)[0].distance > 0.0,
+            "p9's old face is gone"
+        );
+        // The listing is the file's, every person with their count and sources.
+        let people = live.people();
+        assert_eq!(people.len(), 300);
+        let p7 = people.iter().find(|p| p.name == "p7").unwrap();
+        assert_eq!(
+            (p7.embeddings, p7.sources.clone()),
+            (2, vec!["s".to_string(), "second".into()])
+        );
+        assert!(people.iter().all(|p| p.name != "p3"));
+        drop(live);
+        let again = LiveGallery::open(&path, "m", 8, &hnsw()).unwrap();
+        assert_eq!(again.index_report().origin, Some(Origin::Loaded));
+        // That was the path taken: the file read against the persisted index, each person
+        // seen once.
+        let mut seen = 0;
+        let learned =
+            super::super::learned::Learned::open_persisted(&path, "m", 8, &hnsw(), &mut |_| {
+                seen += 1
+            })
+            .unwrap();
+        assert!(learned.is_some());
+        assert_eq!(seen, 300);
+
+        // A file written by hand with a person listed twice is refused as a plain open
+        // refuses it, whether the index holds that person or not.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let twice = |name: &str| format!("person {name:?} is listed twice");
+        // p5, which the index holds; Zed, whom it does not.
+        let p5 = doc["people"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "p5")
+            .unwrap()
+            .clone();
+        let mut zed = p5.clone();
+        zed["name"] = "Zed".into();
+        for (name, extra) in [("p5", vec![p5]), ("Zed", vec![zed.clone(), zed])] {
+            let mut doc = doc.clone();
+            doc["people"].as_array_mut().unwrap().extend(extra);
+            std::fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
+            let plain = Gallery::open(&path, "m", 8).unwrap_err().to_string();
+            let live = LiveGallery::open(&path, "m", 8, &hnsw()).err().unwrap();
+            assert!(plain.contains(&twice(name)), "{plain}");
+            assert_eq!(format!("{live:#}"), plain);
+        }
+        // Another embedder's file: refused as such, not read against the index.
+        doc["model"] = "other".into();
+        std::fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
+        let plain = Gallery::open(&path, "m", 8).unwrap_err().to_string();
+        let live = LiveGallery::open(&path, "m", 8, &hnsw()).err().unwrap();
+        assert!(plain.contains("other"), "{plain}");
+        assert_eq!(format!("{live:#}"), plain);
     }
 }

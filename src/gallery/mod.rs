@@ -27,6 +27,7 @@ pub mod learned;
 pub mod live;
 pub mod lock;
 pub mod named;
+mod read;
 mod rerank_rows;
 pub mod side;
 pub mod store;
@@ -273,18 +274,6 @@ pub struct SyncMark {
     pub change: i64,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileFormat {
-    format: String,
-    version: u32,
-    model: String,
-    dim: usize,
-    people: Vec<Person>,
-    #[serde(default)]
-    sync: Option<SyncMark>,
-}
-
 /// A match: who and how far.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Match {
@@ -474,6 +463,43 @@ impl Gallery {
     /// Opens the gallery at `path`; a missing file is an empty gallery. `model` and `dim`
     /// describe the embedder, and a file made by another is refused.
     pub fn open(path: &Path, model: &str, dim: usize) -> Result<Gallery, GalleryError> {
+        let mut people = Vec::new();
+        let mut by_name = HashMap::new();
+        let Some(sync) = Self::scan(path, model, dim, &mut |p| {
+            if by_name.contains_key(&p.name) {
+                return Err(format!("person {:?} is listed twice", echo(&p.name)));
+            }
+            by_name.insert(p.name.clone(), people.len());
+            people.push(p);
+            Ok(())
+        })?
+        else {
+            return Ok(Gallery::empty(path, model, dim));
+        };
+        people.shrink_to_fit();
+        Ok(Gallery {
+            path: path.to_path_buf(),
+            model: model.to_string(),
+            dim,
+            people,
+            sync,
+            by_name,
+        })
+    }
+
+    /// Reads the gallery file at `path` as [`Self::open`] does, handing each person to `each`
+    /// as soon as it is read and checked, before the next is parsed: a caller that keeps only
+    /// some of them (see [`LiveGallery::open`]) never holds every embedding at once. `each`
+    /// checks what only it can (names listed twice) and says why a person is refused; the
+    /// first fault is reported once the file as a whole is known to be a gallery of this
+    /// embedder, so a file of another embedder is refused as such. `Ok(None)` when there is
+    /// no file (an empty gallery); else the file's sync mark.
+    pub fn scan(
+        path: &Path,
+        model: &str,
+        dim: usize,
+        each: &mut dyn FnMut(Person) -> Result<(), String>,
+    ) -> Result<Option<Option<SyncMark>>, GalleryError> {
         clean_stale_temporaries(path);
         if let Ok(m) = std::fs::metadata(path) {
             if m.is_dir() {
@@ -493,9 +519,7 @@ impl Gallery {
         // beside the people parsed from them.
         let file = match std::fs::File::open(path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Gallery::empty(path, model, dim))
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => {
                 return Err(GalleryError::File {
                     path: path.to_path_buf(),
@@ -507,9 +531,28 @@ impl Gallery {
             path: path.to_path_buf(),
             reason,
         };
-        let f: FileFormat =
-            serde_json::from_reader(std::io::BufReader::with_capacity(1 << 20, file))
-                .map_err(|e| corrupt(echo(&e.to_string()).into_owned()))?;
+        let mut fault: Option<String> = None;
+        let mut check = |p: Person| {
+            if fault.is_some() {
+                return;
+            }
+            if let Err(e) = validate_name(&p.name) {
+                fault = Some(e.to_string());
+            } else if p.embeddings.is_empty()
+                || p.embeddings
+                    .iter()
+                    .any(|e| e.len() != dim || e.iter().any(|v| !v.is_finite()))
+            {
+                fault = Some(format!(
+                    "person {:?} has a malformed embedding",
+                    echo(&p.name)
+                ));
+            } else if let Err(e) = each(p) {
+                fault = Some(e);
+            }
+        };
+        let f = read::read(std::io::BufReader::with_capacity(1 << 20, file), &mut check)
+            .map_err(|e| corrupt(echo(&e.to_string()).into_owned()))?;
         if f.format != FORMAT {
             return Err(corrupt(format!(
                 "format is {:?}, expected {FORMAT:?}",
@@ -530,34 +573,10 @@ impl Gallery {
                 want: dim,
             });
         }
-        let mut by_name = HashMap::with_capacity(f.people.len());
-        for (i, p) in f.people.iter().enumerate() {
-            validate_name(&p.name).map_err(|e| corrupt(e.to_string()))?;
-            if by_name.insert(p.name.clone(), i).is_some() {
-                return Err(corrupt(format!(
-                    "person {:?} is listed twice",
-                    echo(&p.name)
-                )));
-            }
-            if p.embeddings.is_empty()
-                || p.embeddings
-                    .iter()
-                    .any(|e| e.len() != dim || e.iter().any(|v| !v.is_finite()))
-            {
-                return Err(corrupt(format!(
-                    "person {:?} has a malformed embedding",
-                    echo(&p.name)
-                )));
-            }
+        if let Some(reason) = fault {
+            return Err(corrupt(reason));
         }
-        Ok(Gallery {
-            path: path.to_path_buf(),
-            model: f.model,
-            dim,
-            people: f.people,
-            sync: f.sync,
-            by_name,
-        })
+        Ok(Some(f.sync))
     }
 
     /// Adds embeddings to `name`, creating the person if new.
@@ -679,30 +698,9 @@ impl Gallery {
         if cfg.persist {
             report.dir = Some(dir.clone());
             match ann::HnswIndex::load(&dir, dim, params, proj.clone()) {
-                Ok(Some(mut ix)) => match ix.follow(&self.people) {
+                Ok(Some(ix)) => match ix.follow(&self.people) {
                     Ok(ann::Followed::InPlace { removed, added }) => {
-                        ix.keep_in(dir.clone());
-                        report.removed = removed;
-                        report.added = added;
-                        if removed + added == 0 {
-                            report.origin = Some(ann::Origin::Loaded);
-                            tracing::info!(
-                                "gallery index {} loaded: {rows} embeddings in {:.2} s",
-                                dir.display(),
-                                started.elapsed().as_secs_f64()
-                            );
-                        } else {
-                            report.origin = Some(ann::Origin::CaughtUp);
-                            tracing::info!(
-                                "gallery index {} loaded and brought up to date in place ({removed} people removed or rewritten, {added} embeddings added): {rows} embeddings in {:.2} s",
-                                dir.display(),
-                                started.elapsed().as_secs_f64()
-                            );
-                            if let Err(e) = ix.save(&dir) {
-                                tracing::warn!("{e:#}; it will be caught up again at the next start");
-                            }
-                        }
-                        report.seconds = started.elapsed().as_secs_f64();
+                        let ix = adopt_loaded(ix, &dir, removed, added, &mut report, started);
                         return Ok((Arc::new(ix), report));
                     }
                     Ok(ann::Followed::Rebuild) => tracing::info!(
@@ -756,6 +754,43 @@ impl Gallery {
         })
         .map_err(|e| err(e.to_string()))
     }
+}
+
+/// A persisted HNSW index loaded from `dir` and brought in line with the gallery in place
+/// (`removed` people, `added` rows): kept in `dir` (written again when it changed), and
+/// `report` filled in.
+pub(super) fn adopt_loaded(
+    mut ix: ann::HnswIndex,
+    dir: &Path,
+    removed: usize,
+    added: usize,
+    report: &mut IndexReport,
+    started: Instant,
+) -> ann::HnswIndex {
+    let rows = report.rows;
+    ix.keep_in(dir.to_path_buf());
+    report.removed = removed;
+    report.added = added;
+    if removed + added == 0 {
+        report.origin = Some(ann::Origin::Loaded);
+        tracing::info!(
+            "gallery index {} loaded: {rows} embeddings in {:.2} s",
+            dir.display(),
+            started.elapsed().as_secs_f64()
+        );
+    } else {
+        report.origin = Some(ann::Origin::CaughtUp);
+        tracing::info!(
+            "gallery index {} loaded and brought up to date in place ({removed} people removed or rewritten, {added} embeddings added): {rows} embeddings in {:.2} s",
+            dir.display(),
+            started.elapsed().as_secs_f64()
+        );
+        if let Err(e) = ix.save(dir) {
+            tracing::warn!("{e:#}; it will be caught up again at the next start");
+        }
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    ix
 }
 
 use crate::durable::temp_prefix;
