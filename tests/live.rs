@@ -862,7 +862,10 @@ fn fit(points: &[(f64, f64)]) -> f64 {
 /// slope over the next 300 must be under 16 KiB per reconnection (4.7 MiB over the window: a
 /// leak of one 320x240 frame per connection would be 225 KiB). Samples swing by tens of MiB
 /// with inference calls, so the slope goes through each quarter's peak (`slope`), and many
-/// samples a quarter make its peak the working size's.
+/// samples a quarter make its peak the working size's. A window over the limit is followed by
+/// a second one of 300, judged alone: a CI run saw the peak take one step of 3.4 MiB at 290
+/// (413 -> 416 MiB, flat on both sides), which the quarters' fit read as 18 KiB each; a leak
+/// grows in both windows.
 #[test]
 fn memory_stays_flat_over_300_rtsp_reconnects() {
     let _serial = serial();
@@ -882,29 +885,40 @@ fn memory_stays_flat_over_300_rtsp_reconnects() {
     let pid = child.id();
     let count = |text: &str| reconnects(text, "cam", "disconnected");
     let (warm_up, window, every) = (100.0, 300.0, 5.0);
-    let mut points = Vec::new();
-    let mut next = warm_up;
-    while next <= warm_up + window {
-        wait_for(
-            &format!("{next} reconnections"),
-            Duration::from_secs(300),
-            || count(&scrape(&addr)) >= next,
+    let mut start = warm_up;
+    let mut judged = Vec::new();
+    loop {
+        let mut points = Vec::new();
+        let mut next = start;
+        while next <= start + window {
+            wait_for(
+                &format!("{next} reconnections"),
+                Duration::from_secs(300),
+                || count(&scrape(&addr)) >= next,
+            );
+            points.push((count(&scrape(&addr)), rss_mib(pid) * 1024.0));
+            next += every;
+        }
+        let kib = slope(&points);
+        let (first, last) = (points[0], points[points.len() - 1]);
+        eprintln!(
+            "RSS {:.1} MiB at {} reconnections, {:.1} MiB at {}: {kib:.2} KiB per reconnection",
+            first.1 / 1024.0,
+            first.0,
+            last.1 / 1024.0,
+            last.0
         );
-        points.push((count(&scrape(&addr)), rss_mib(pid) * 1024.0));
-        next += every;
+        judged.push((kib, points));
+        if kib < 16.0 || judged.len() == 2 {
+            break;
+        }
+        start = last.0;
     }
-    let kib = slope(&points);
-    let (first, last) = (points[0], points[points.len() - 1]);
-    eprintln!(
-        "RSS {:.1} MiB at {} reconnections, {:.1} MiB at {}: {kib:.2} KiB per reconnection",
-        first.1 / 1024.0,
-        first.0,
-        last.1 / 1024.0,
-        last.0
-    );
+    let kib = judged[judged.len() - 1].0;
     assert!(
         kib < 16.0,
-        "RSS grows {kib:.1} KiB per reconnection: {points:?}"
+        "RSS grows {kib:.1} KiB per reconnection in each of {} windows: {judged:?}",
+        judged.len()
     );
     assert_eq!(
         metric(
