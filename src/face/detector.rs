@@ -3,6 +3,7 @@
 //! facenet-pytorch's `detect_face`, so the converted networks give the boxes they were trained
 //! to give. Other ONNX detectors implement [`FaceDetector`].
 
+use super::area;
 use crate::infer::{self, InferError};
 use opencv::core::{Mat, Rect, Size};
 use opencv::imgproc;
@@ -194,7 +195,7 @@ impl Mtcnn {
 }
 
 /// Appends a BGR 8-bit image as planar RGB floats.
-fn push_planar_rgb(img: &Mat, out: &mut Vec<f32>) -> opencv::Result<()> {
+pub(super) fn push_planar_rgb(img: &Mat, out: &mut Vec<f32>) -> opencv::Result<()> {
     let (w, h) = (img.cols() as usize, img.rows() as usize);
     let start = out.len();
     out.resize(start + 3 * w * h, 0.0);
@@ -277,6 +278,7 @@ fn rerec(c: &mut Cand) {
 fn crops(img: &Mat, cands: &[Cand], side: i32, out: &mut Vec<f32>) -> Result<(), InferError> {
     let (w, h) = (img.cols(), img.rows());
     let mut small = Mat::default();
+    let whole = whole(img);
     for c in cands {
         let x = (c.b[0].trunc() as i32).max(1);
         let y = (c.b[1].trunc() as i32).max(1);
@@ -288,19 +290,43 @@ fn crops(img: &Mat, cands: &[Cand], side: i32, out: &mut Vec<f32>) -> Result<(),
             out.resize(out.len() + (3 * side * side) as usize, 0.0);
             continue;
         }
-        let roi = Mat::roi(img, rect).map_err(cv_err)?;
-        imgproc::resize(
-            &roi,
-            &mut small,
-            Size::new(side, side),
-            0.0,
-            0.0,
-            imgproc::INTER_AREA,
-        )
-        .map_err(cv_err)?;
-        push_planar_rgb(&small, out).map_err(cv_err)?;
+        let shrunk = whole.as_ref().is_some_and(|v| {
+            let part = v.part(rect.x, rect.y, rect.width, rect.height);
+            area::shrink_to_planar_rgb(&part, side as usize, side as usize, out)
+        });
+        if !shrunk {
+            let roi = Mat::roi(img, rect).map_err(cv_err)?;
+            imgproc::resize(
+                &roi,
+                &mut small,
+                Size::new(side, side),
+                0.0,
+                0.0,
+                imgproc::INTER_AREA,
+            )
+            .map_err(cv_err)?;
+            push_planar_rgb(&small, out).map_err(cv_err)?;
+        }
     }
     Ok(())
+}
+
+/// The whole of `img` for [`area::shrink_to_planar_rgb`], when it is a continuous BGR 8-bit
+/// image (a decoded frame); otherwise OpenCV resizes it.
+fn whole(img: &Mat) -> Option<area::View<'_>> {
+    if img.typ() != opencv::core::CV_8UC3 || !img.is_continuous() {
+        return None;
+    }
+    let (w, h) = (img.cols() as usize, img.rows() as usize);
+    let data = img.data_bytes().ok()?;
+    (data.len() >= w * h * 3).then_some(area::View {
+        data,
+        step: w * 3,
+        x: 0,
+        y: 0,
+        w,
+        h,
+    })
 }
 
 /// One level of the image pyramid: its place in the pyramid, scale and size.
@@ -494,18 +520,24 @@ impl Lane {
     ) -> Result<Vec<(usize, Vec<Cand>)>, InferError> {
         let mut scaled = Mat::default();
         let mut out = Vec::with_capacity(levels.len());
+        let whole = whole(img);
         for l in levels {
-            imgproc::resize(
-                img,
-                &mut scaled,
-                Size::new(l.w, l.h),
-                0.0,
-                0.0,
-                imgproc::INTER_AREA,
-            )
-            .map_err(cv_err)?;
             self.buf.clear();
-            push_planar_rgb(&scaled, &mut self.buf).map_err(cv_err)?;
+            let shrunk = whole.as_ref().is_some_and(|v| {
+                area::shrink_to_planar_rgb(v, l.w as usize, l.h as usize, &mut self.buf)
+            });
+            if !shrunk {
+                imgproc::resize(
+                    img,
+                    &mut scaled,
+                    Size::new(l.w, l.h),
+                    0.0,
+                    0.0,
+                    imgproc::INTER_AREA,
+                )
+                .map_err(cv_err)?;
+                push_planar_rgb(&scaled, &mut self.buf).map_err(cv_err)?;
+            }
             let res = self.pnet.run(
                 &self.buf,
                 [1, 3, l.h as usize, l.w as usize],

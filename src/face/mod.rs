@@ -4,6 +4,7 @@
 //! stream.
 
 pub mod align;
+mod area;
 pub mod detector;
 pub mod embedder;
 pub mod sampler;
