@@ -671,10 +671,12 @@ def document(machine, rows, notes, args, scaling=None):
         "- **Pipeline.** `vigil bench pipeline` runs the whole action pipeline on the demo clip looped "
         "(decode, sampler, preprocessing, batching, I3D, smoother, events to a file) and reports "
         "clips scored per second from the start of the run to its end, model loading excluded; the "
-        "slowest stage alone is `vigil bench classify --batch 4` on the same model and threads.",
+        "slowest stage alone is `vigil bench classify --batch 4` on the same model and threads; the "
+        "spread is the range of each round's pipeline against the same round's classifier.",
         "- **int8.** `vigil bench classify` with the fp32 and the int8 model (processes alternating); "
         "labels from `scripts/compare_int8.py`: every 32-frame window (stride 16) of the real clips "
-        "through both models in Python onnxruntime.",
+        "through both models in Python onnxruntime; the speed's spread is the range of each round's "
+        "int8 against the same round's fp32.",
         "- **Gallery.** `vigil bench gallery` enrols synthetic 128-d identities through the gallery's "
         "own API, saves and reloads the file, builds, saves and reloads the HNSW index (USearch), "
         "then times single queries on one thread: probes (an enrolled identity plus noise 0.35 long, "
@@ -787,7 +789,7 @@ def main():
             subprocess.run(["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y", "-stream_loop", str(loops // 2 - 1),
                             "-i", str(DEMO_VIDEO), "-map", "0:v:0", "-c", "copy", str(pipe_video)], check=True)
             pipeline = bench_extra.bench_pipeline(vigil_copy, sampler, Path(tmp), pipe_video,
-                                                  f"{DEMO_VIDEO.name} looped x{loops // 2}", 1 if args.quick else 2, THREADS)
+                                                  f"{DEMO_VIDEO.name} looped x{loops // 2}", 1 if args.quick else 3, THREADS)
         if want("int8"):
             say("int8 vs fp32")
             int8_python = Path(os.environ.get("VIGIL_CACHE", Path.home() / ".cache" / "vigil")) / "int8-venv" / "bin" / "python"

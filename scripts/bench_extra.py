@@ -113,10 +113,12 @@ def bench_pipeline(vigil, sampler, workdir, video, label, runs, threads):
     a = statistics.median(o["clips_per_s"] for o in alone)
     noise = statistics.median(o["foreign_cores"] for o in whole + alone)
     first = whole[0]
+    # The spread: each round's pipeline against the classifier alone of the same round.
+    rounds = [p["clips_per_s"] / c["clips_per_s"] for p, c in zip(whole, alone)]
     return {
         "rows": [[f"whole pipeline on {label} ({first['frames']} frames, {first['clips']} clips, actions) "
                   "vs its slowest stage alone, the classifier on batches of 4 (clips/s)",
-                  f"{w:.3f}", f"{a:.3f}", w / a, PIPELINE_TARGET, noise]],
+                  f"{w:.3f}", f"{a:.3f}", w / a, PIPELINE_TARGET, noise, (min(rounds), max(rounds))]],
         "notes": [f"pipeline: {runs} interleaved runs per side, median; the pipeline's time runs from "
                   f"the start of the run to its last event (model loading excluded): "
                   f"{statistics.median(o['seconds'] for o in whole):.1f} s; the classifier alone times "
@@ -141,8 +143,9 @@ def bench_int8(vigil, sampler, workdir, runs, threads, compare_python):
     f = statistics.median(o["clips_per_s"] for o in sides["fp32"])
     i = statistics.median(o["clips_per_s"] for o in sides["int8"])
     noise = statistics.median(o["foreign_cores"] for o in sides["fp32"] + sides["int8"])
+    rounds = [a["clips_per_s"] / b["clips_per_s"] for a, b in zip(sides["int8"], sides["fp32"])]
     rows = [[f"int8 I3D vs fp32 in vigil, 1 clip, {threads} threads (clips/s)", f"{i:.3f}", f"{f:.3f}",
-             i / f, 1.0, noise]]
+             i / f, 1.0, noise, (min(rounds), max(rounds))]]
     notes = [f"int8: {runs} interleaved processes per side, 3 timed calls each, median; top-1 of the first "
              f"demo clip: int8 {sides['int8'][0]['top1']!r} ({sides['int8'][0]['top1_score']:.3f}), "
              f"fp32 {sides['fp32'][0]['top1']!r} ({sides['fp32'][0]['top1_score']:.3f})."]

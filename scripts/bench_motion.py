@@ -126,7 +126,8 @@ def bench_motion(vigil, sampler, workdir, runs):
     ratios = [infer(a) / max(infer(b), 1) for a in off for b in on]
     row = [f"motion gate on {CLIP.name} (129 s: still, action, face, still; both branches): inference calls "
            "(clips classified + frames searched for faces) ungated / gated, whole processes",
-           f"{i_on:.0f} gated", f"{i_off:.0f} ungated", i_off / max(i_on, 1), TARGET, noise]
+           f"{i_on:.0f} gated", f"{i_off:.0f} ungated", i_off / max(i_on, 1), TARGET, noise,
+           (min(ratios), max(ratios))]
     notes = [
         f"motion gate: {runs} run(s) per side, alternating; ungated {first_off['clips']} clips and "
         f"{first_off['face_frames']} face frames, gated {first_on['clips']} and {first_on['face_frames']} "
