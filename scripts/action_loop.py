@@ -4,7 +4,8 @@
 Decode with OpenCV, resample to --fps by nearest timestamp, resize the short side to 256,
 centre-crop 224, RGB, collect --frames frames, one `session.run` per clip every --stride
 frames, top-1 label per clip. Sequential: nothing overlaps. The session has the settings vigil
-uses (CPU provider, ORT_ENABLE_ALL, --threads intra-op threads, intra-op spinning off).
+uses (CPU provider, ORT_ENABLE_ALL, --threads intra-op threads, intra-op spinning off,
+the CPU memory arena off).
 Prints one JSON object: {"clips", "top1": [...], "frames", "seconds"}.
 """
 
@@ -27,6 +28,7 @@ def main():
     p.add_argument("--frames", type=int, default=32)
     p.add_argument("--stride", type=int, default=16)
     p.add_argument("--spinning", action="store_true", help="keep ORT's default intra-op spinning")
+    p.add_argument("--arena", action="store_true", help="keep ORT's default CPU memory arena")
     a = p.parse_args()
     started = time.perf_counter()
 
@@ -35,6 +37,8 @@ def main():
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if not a.spinning:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # As vigil's default `runtime.cpu_arena: false`: tensors allocated per call.
+    opts.enable_cpu_mem_arena = a.arena
     session = ort.InferenceSession(a.model, sess_options=opts, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     labels = open(a.labels, encoding="utf-8").read().splitlines()

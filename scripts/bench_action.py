@@ -3,7 +3,7 @@
 Both sides are timed the same way: wall time around the whole process (start-up, model
 loading, decoding, every inference call, exit), peak resident memory from wait4(2). The peer is
 scripts/action_loop.py (OpenCV + onnxruntime, sequential, one `session.run` per clip, the same
-ONNX file, intra-op threads and spinning set as vigil sets them). The sides alternate
+ONNX file, intra-op threads, spinning and CPU arena set as vigil sets them). The sides alternate
 process by process. vigil runs three ways on each file:
 
 - as configured by default (adaptive clip scheduling on): the target row;

@@ -43,6 +43,8 @@ def main():
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # As vigil sets it: idle intra-op threads sleep instead of spinning.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # As vigil's default `runtime.cpu_arena: false`: tensors allocated per call.
+    opts.enable_cpu_mem_arena = False
     session = ort.InferenceSession(args.model, sess_options=opts, providers=["CPUExecutionProvider"])
     feed = {args.input_name: x}
     outputs = [args.output_name]
