@@ -36,12 +36,22 @@ impl<'a> View<'a> {
     }
 }
 
-/// One axis's weights as OpenCV's `computeResizeAreaTab` makes them: (destination index,
-/// source index, weight), in destination then source order; each destination index is the
-/// mean of the source cells it covers.
-fn weights(src: usize, dst: usize) -> Vec<(usize, usize, f32)> {
+/// The buffers one shrink works in, kept by the caller so a search's many levels and crops
+/// reuse them instead of allocating four vectors each.
+#[derive(Default)]
+pub(super) struct Scratch {
+    xs: Vec<(usize, usize, f32)>,
+    ys: Vec<(usize, usize, f32)>,
+    acc: Vec<f32>,
+    across: Vec<f32>,
+}
+
+/// Fills `tab` with one axis's weights as OpenCV's `computeResizeAreaTab` makes them:
+/// (destination index, source index, weight), in destination then source order; each
+/// destination index is the mean of the source cells it covers.
+fn weights(src: usize, dst: usize, tab: &mut Vec<(usize, usize, f32)>) {
     let scale = scale(src, dst).0;
-    let mut tab = Vec::with_capacity(src + dst);
+    tab.clear();
     for d in 0..dst {
         let f1 = d as f64 * scale;
         let f2 = f1 + scale;
@@ -59,7 +69,6 @@ fn weights(src: usize, dst: usize) -> Vec<(usize, usize, f32)> {
             tab.push((d, s2, ((f2 - s2 as f64).min(1.0).min(cell) / cell) as f32));
         }
     }
-    tab
 }
 
 /// `v` (a weighted mean of 8-bit values) rounded half to even and saturated to 0..=255.
@@ -83,24 +92,38 @@ fn scale(src: usize, dst: usize) -> (f64, bool) {
 /// does something else and the caller lets OpenCV do it: when either side would grow (it
 /// interpolates), and when both scales are whole numbers (its fast path, which sums in integers
 /// and rounds halves up: a crop of 48 pixels to R-Net's 24).
-pub(super) fn shrink_to_planar_rgb(src: &View, w: usize, h: usize, out: &mut Vec<f32>) -> bool {
+pub(super) fn shrink_to_planar_rgb(
+    src: &View,
+    w: usize,
+    h: usize,
+    out: &mut Vec<f32>,
+    scratch: &mut Scratch,
+) -> bool {
     if w == 0 || h == 0 || w > src.w || h > src.h {
         return false;
     }
     if scale(src.w, w).1 && scale(src.h, h).1 {
         return false;
     }
-    let xs = weights(src.w, w);
-    let ys = weights(src.h, h);
+    let Scratch {
+        xs,
+        ys,
+        acc,
+        across,
+    } = scratch;
+    weights(src.w, w, xs);
+    weights(src.h, h, ys);
     let plane = w * h;
     let start = out.len();
     out.resize(start + 3 * plane, 0.0);
     let planes = &mut out[start..];
-    let mut acc = vec![0.0f32; src.w * 3];
-    let mut across = vec![0.0f32; w * 3];
+    acc.clear();
+    acc.resize(src.w * 3, 0.0);
+    across.clear();
+    across.resize(w * 3, 0.0);
     let mut flush = |dy: usize, acc: &mut [f32], planes: &mut [f32]| {
         across.iter_mut().for_each(|v| *v = 0.0);
-        for &(dx, sx, a) in &xs {
+        for &(dx, sx, a) in xs.iter() {
             let (d, s) = (&mut across[dx * 3..dx * 3 + 3], &acc[sx * 3..sx * 3 + 3]);
             d[0] += a * s[0];
             d[1] += a * s[1];
@@ -116,9 +139,9 @@ pub(super) fn shrink_to_planar_rgb(src: &View, w: usize, h: usize, out: &mut Vec
         acc.iter_mut().for_each(|v| *v = 0.0);
     };
     let mut current = 0;
-    for &(dy, sy, b) in &ys {
+    for &(dy, sy, b) in ys.iter() {
         if dy != current {
-            flush(current, &mut acc, planes);
+            flush(current, acc, planes);
             current = dy;
         }
         let row = &src.data[(src.y + sy) * src.step + src.x * 3..][..src.w * 3];
@@ -126,7 +149,7 @@ pub(super) fn shrink_to_planar_rgb(src: &View, w: usize, h: usize, out: &mut Vec
             *a += b * p as f32;
         }
     }
-    flush(current, &mut acc, planes);
+    flush(current, acc, planes);
     true
 }
 
@@ -183,8 +206,9 @@ mod tests {
         let img = image();
         let step = img.mat_step().first().copied().unwrap();
         let data = img.data_bytes().unwrap();
-        // The MTCNN pyramid of a 640x360 frame, an exact halving, the same size, and crops of
-        // odd rectangles to R-Net's and O-Net's sides (one not square, clipped at a border).
+        // The MTCNN pyramid of a 640x360 frame, whole-number scales (2 and 3: left to OpenCV),
+        // and crops of odd rectangles to R-Net's and O-Net's sides (one not square, clipped at
+        // a border; those of 48 to 24 and 48 are whole-number scales too).
         let mut cases: Vec<(Rect, i32, i32)> = Vec::new();
         let mut scale = 0.6f32;
         while 360.0 * scale >= 12.0 {
@@ -209,6 +233,7 @@ mod tests {
         }
         cases.push((Rect::new(590, 300, 50, 60), 24, 24));
         let (mut values, mut off) = (0usize, 0usize);
+        let mut scratch = Scratch::default();
         for (rect, w, h) in cases {
             if rect.width < w || rect.height < h {
                 continue;
@@ -225,13 +250,21 @@ mod tests {
             let mut got = vec![7.0]; // appended after what is there
             if rect.width % w == 0 && rect.height % h == 0 {
                 assert!(!shrink_to_planar_rgb(
-                    &view, w as usize, h as usize, &mut got
+                    &view,
+                    w as usize,
+                    h as usize,
+                    &mut got,
+                    &mut scratch
                 ));
                 assert_eq!(got, [7.0], "{rect:?} to {w}x{h} is left to OpenCV");
                 continue;
             }
             assert!(shrink_to_planar_rgb(
-                &view, w as usize, h as usize, &mut got
+                &view,
+                w as usize,
+                h as usize,
+                &mut got,
+                &mut scratch
             ));
             assert_eq!(got.len(), want.len() + 1, "{rect:?} to {w}x{h}");
             assert_eq!(got[0], 7.0);
@@ -269,12 +302,15 @@ mod tests {
             h: 20,
         };
         let mut out = Vec::new();
-        assert!(!shrink_to_planar_rgb(&view, 31, 10, &mut out));
-        assert!(!shrink_to_planar_rgb(&view, 10, 21, &mut out));
-        assert!(!shrink_to_planar_rgb(&view, 30, 20, &mut out));
-        assert!(!shrink_to_planar_rgb(&view, 15, 10, &mut out));
+        let mut scratch = Scratch::default();
+        let mut shrink =
+            |w, h, out: &mut Vec<f32>| shrink_to_planar_rgb(&view, w, h, out, &mut scratch);
+        assert!(!shrink(31, 10, &mut out));
+        assert!(!shrink(10, 21, &mut out));
+        assert!(!shrink(30, 20, &mut out));
+        assert!(!shrink(15, 10, &mut out));
         assert!(out.is_empty());
-        assert!(shrink_to_planar_rgb(&view, 29, 20, &mut out));
+        assert!(shrink(29, 20, &mut out));
         assert_eq!(out.len(), 29 * 20 * 3);
     }
 }

@@ -114,6 +114,8 @@ struct Lane {
     rnet: Net,
     onet: Net,
     buf: Vec<f32>,
+    /// The area resize's buffers, reused over the lane's levels and crops.
+    shrink: area::Scratch,
 }
 
 /// The MTCNN cascade over three ONNX networks. On the CPU, one search is split over lanes:
@@ -175,6 +177,7 @@ impl Mtcnn {
                 rnet: Net::load(env, rnet, &lane_opts)?,
                 onet: Net::load(env, onet, &lane_opts)?,
                 buf: Vec::new(),
+                shrink: area::Scratch::default(),
             })
         };
         let local = lane()?;
@@ -275,7 +278,13 @@ fn rerec(c: &mut Cand) {
 
 /// Crops every candidate (clamped to the image, 1-based as in the reference), resizes to
 /// `side` and appends them to `out` as one batch.
-fn crops(img: &Mat, cands: &[Cand], side: i32, out: &mut Vec<f32>) -> Result<(), InferError> {
+fn crops(
+    img: &Mat,
+    cands: &[Cand],
+    side: i32,
+    out: &mut Vec<f32>,
+    scratch: &mut area::Scratch,
+) -> Result<(), InferError> {
     let (w, h) = (img.cols(), img.rows());
     let mut small = Mat::default();
     let whole = whole(img);
@@ -292,7 +301,7 @@ fn crops(img: &Mat, cands: &[Cand], side: i32, out: &mut Vec<f32>) -> Result<(),
         }
         let shrunk = whole.as_ref().is_some_and(|v| {
             let part = v.part(rect.x, rect.y, rect.width, rect.height);
-            area::shrink_to_planar_rgb(&part, side as usize, side as usize, out)
+            area::shrink_to_planar_rgb(&part, side as usize, side as usize, out, scratch)
         });
         if !shrunk {
             let roi = Mat::roi(img, rect).map_err(cv_err)?;
@@ -524,7 +533,8 @@ impl Lane {
         for l in levels {
             self.buf.clear();
             let shrunk = whole.as_ref().is_some_and(|v| {
-                area::shrink_to_planar_rgb(v, l.w as usize, l.h as usize, &mut self.buf)
+                let (w, h) = (l.w as usize, l.h as usize);
+                area::shrink_to_planar_rgb(v, w, h, &mut self.buf, &mut self.shrink)
             });
             if !shrunk {
                 imgproc::resize(
@@ -590,7 +600,7 @@ impl Lane {
     ) -> Result<Vec<Vec<f32>>, InferError> {
         let side = stage.side();
         self.buf.clear();
-        crops(img, cands, side, &mut self.buf)?;
+        crops(img, cands, side, &mut self.buf, &mut self.shrink)?;
         let net = match stage {
             Stage::Rnet => &mut self.rnet,
             Stage::Onet => &mut self.onet,
