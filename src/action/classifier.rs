@@ -64,6 +64,9 @@ pub struct Classifier {
     /// The features output and its width, once [`Classifier::enable_features`] found it.
     features: Option<(String, usize)>,
     input_buf: Vec<f32>,
+    /// Free heap pages go back to the system before each call (see
+    /// [`infer::release_free_heap`]): set when the session allocates per call.
+    trim_heap: bool,
     /// Every call runs with these options, so another thread can cut a call short.
     run_options: Arc<RunOptions>,
 }
@@ -96,6 +99,7 @@ impl Classifier {
             classes,
             features: None,
             input_buf: Vec::new(),
+            trim_heap: false,
             run_options: Arc::new(run_options),
         })
     }
@@ -214,6 +218,9 @@ impl Classifier {
             model: self.path.clone(),
             reason,
         };
+        if self.trim_heap {
+            infer::release_free_heap();
+        }
         let tensor = TensorRef::from_array_view((shape, self.input_buf.as_slice()))
             .map_err(|e| run_err(e.to_string()))?;
         let outputs = self
@@ -299,6 +306,7 @@ pub fn load(
         o.dims[1].ok_or_else(|| contract(format!("output {o} has no fixed class count")))? as usize;
     let model = path.clone();
     let mut c = Classifier::new(session, path, input, output, frames, side, classes)?;
+    c.trim_heap = opts.heap_per_call();
     // Dynamic dimensions can still be too small for the network (I3D needs at least 9 frames):
     // one call on a blank clip finds out at start rather than on the first real clip. It costs
     // a whole inference call, so it is made once per model file and clip shape and remembered
