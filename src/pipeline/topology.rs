@@ -43,6 +43,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+/// Most decoded frames a file stream queues for each branch (at most `runtime.queue_capacity`).
+const FILE_FRAME_QUEUE: usize = 2;
+
 /// Most streams one vigil runs at once (`vigil check` refuses a config with more).
 pub use crate::config::MAX_STREAMS;
 
@@ -507,7 +510,14 @@ impl Topology {
                 token.clone(),
             )
         };
-        let cap = self.config.runtime.queue_capacity;
+        // A file waits for room instead of dropping frames, so a longer queue behind its
+        // decoder only holds more decoded frames (2.7 MB each at 720p): the branches' own
+        // queues downstream already keep their stage fed.
+        let cap = if leaky {
+            self.config.runtime.queue_capacity
+        } else {
+            self.config.runtime.queue_capacity.min(FILE_FRAME_QUEUE)
+        };
         let mut outputs = Vec::new();
         let mut queue = |branch| {
             let (tx, rx) = bounded::<StreamMsg>(cap);
