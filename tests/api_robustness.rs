@@ -288,6 +288,33 @@ fn footprint(pid: u32) -> (f64, usize, usize) {
     (rss_mib(pid), thread_count(pid), fd_count(pid))
 }
 
+/// The RSS pair a churn is judged by. A step in resident memory happens once (an allocator or
+/// a library reaching its working size), a leak grows in every round: when `after` is over 5%
+/// above `before`, `more` further cycles are measured from the new level and judged instead,
+/// twice at most. `done` is the cycles run so far, for the log.
+fn judged_rss(
+    what: &str,
+    pid: u32,
+    (mut before, mut after): (f64, f64),
+    done: usize,
+    more: usize,
+    mut cycle: impl FnMut(),
+) -> (f64, f64) {
+    for round in 1..=2 {
+        if after <= before * 1.05 {
+            break;
+        }
+        for _ in 0..more {
+            cycle();
+        }
+        let (rss, _, _) = footprint(pid);
+        let n = done + more * round;
+        eprintln!("{what}, after {n} cycles: {rss:.1} MiB (judged from {after:.1} MiB)");
+        (before, after) = (after, rss);
+    }
+    (before, after)
+}
+
 #[test]
 fn a_thousand_add_and_remove_cycles_leave_memory_threads_and_open_files_flat() {
     let _serial = serial();
@@ -323,22 +350,11 @@ fn a_thousand_add_and_remove_cycles_leave_memory_threads_and_open_files_flat() {
     }
     let (rss1, threads1, fds1) = footprint(pid);
     eprintln!("files, after 50 cycles: {rss0:.1} MiB, {threads0} threads, {fds0} fds; after 1000: {rss1:.1} MiB, {threads1} threads, {fds1} fds");
-    // As with the camera below: a local run once saw the files' RSS take one step (243.4 ->
-    // 257.6 MiB; 241.1 -> 244.5 when run again). Over the limit, 475 more cycles are measured
-    // from the new level and judged instead (twice at most); a leak grows in every round.
-    let (mut rss0, mut rss1) = (rss0, rss1);
-    for round in 0..2 {
-        if rss1 <= rss0 * 1.05 {
-            break;
-        }
-        for _ in 0..475 {
-            cycle(&file_body, "churn", false);
-        }
-        let (more, _, _) = footprint(pid);
-        let n = 1475 + 475 * round;
-        eprintln!("files, after {n} cycles: {more:.1} MiB (judged from {rss1:.1} MiB)");
-        (rss0, rss1) = (rss1, more);
-    }
+    // A local run once saw the files' RSS take one step (243.4 -> 257.6 MiB; 241.1 -> 244.5
+    // when run again): see `judged_rss`.
+    let (rss0, rss1) = judged_rss("files", pid, (rss0, rss1), 1000, 475, || {
+        cycle(&file_body, "churn", false)
+    });
 
     let rtsp = RtspServer::start(&[("cam", &built("media/live_720p.mp4"))], None);
     let cam_body = format!(
@@ -352,26 +368,14 @@ fn a_thousand_add_and_remove_cycles_leave_memory_threads_and_open_files_flat() {
     for _ in 20..100 {
         cycle(&cam_body, "cam", true);
     }
-    let (mut rss3, threads3, fds3) = footprint(pid);
+    let (rss3, threads3, fds3) = footprint(pid);
     eprintln!("camera, after 20 cycles: {rss2:.1} MiB, {threads2} threads, {fds2} fds; after 100: {rss3:.1} MiB, {threads3} threads, {fds3} fds");
     // The first camera connections take RSS up one step (FFmpeg's RTSP machinery, the face
     // worker's arenas reaching 720p working size), usually within the first 20 cycles; once in
-    // CI it came later (354.9 -> 377.1 MiB where this machine reads 372.9 -> 371.9). A step
-    // happens once, a leak on every cycle: over the limit, 80 more cycles are measured from
-    // the new level and judged instead (twice at most).
-    let mut rss2 = rss2;
-    for round in 0..2 {
-        if rss3 <= rss2 * 1.05 {
-            break;
-        }
-        for _ in 0..80 {
-            cycle(&cam_body, "cam", true);
-        }
-        let (rss4, _, _) = footprint(pid);
-        let n = 180 + 80 * round;
-        eprintln!("camera, after {n} cycles: {rss4:.1} MiB (judged from {rss3:.1} MiB)");
-        (rss2, rss3) = (rss3, rss4);
-    }
+    // CI it came later (354.9 -> 377.1 MiB where this machine reads 372.9 -> 371.9).
+    let (rss2, rss3) = judged_rss("camera", pid, (rss2, rss3), 100, 80, || {
+        cycle(&cam_body, "cam", true)
+    });
     assert!(rss1 <= rss0 * 1.05, "files: RSS {rss0:.1} -> {rss1:.1} MiB");
     assert!(
         threads1 <= threads0 && fds1 <= fds0,

@@ -104,8 +104,9 @@ impl SessionOptions {
 /// Without ONNX Runtime's arena, a large model's call allocates and frees tens of megabytes of
 /// tensors on the heap, beside the frames other threads allocate and free: freed blocks in the
 /// middle of a heap stay resident, and the next call's tensors land beside them. Called before
-/// each action-model call, it keeps that between-calls debris out of the call's peak: on Big
-/// Buck Bunny and arm_wrestling.mp4 peak resident memory fell by 35-70 MiB (docs/benchmarks.md).
+/// each action-model call, it keeps that between-calls debris out of the call's peak: peak
+/// resident memory on arm_wrestling.mp4 fell from 344-362 to 288-306 MiB, on Big Buck Bunny
+/// from 335-395 to 324-354 MiB (4 runs each).
 pub fn release_free_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks the allocator's own free lists; any thread may call it.
