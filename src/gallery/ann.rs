@@ -35,12 +35,13 @@
 //! cannot be written is not an error; the index is then rebuilt at every start.
 
 use super::rerank_rows::RerankRows;
+use super::slot_names::SlotNames;
 use super::{Match, Person};
 use crate::config::{GalleryIndexConfig, IndexQuantization};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use smallvec::SmallVec;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockWriteGuard};
@@ -222,11 +223,11 @@ pub type Projection = Arc<dyn Fn(&[f32]) -> Vec<f32> + Send + Sync>;
 struct Rows {
     /// By key: the slot of the person who owns it, or [`GONE`].
     owner: Vec<u32>,
-    /// By slot: name, keys (empty once removed) and digest of the raw embeddings.
-    names: Vec<String>,
-    keys: Vec<Vec<u64>>,
+    /// By slot: name (and the slot by name), keys (empty once removed) and digest of the raw
+    /// embeddings. Most people have one or two embeddings: their keys need no allocation.
+    names: SlotNames,
+    keys: Vec<SmallVec<[u64; 2]>>,
     digest: Vec<u64>,
-    slot_of: HashMap<String, u32>,
     /// With a quantized graph that re-ranks: every row in f32, by key (`dim` values each;
     /// removed rows stay until a rebuild, as their keys are never reused). Empty otherwise.
     exact: RerankRows,
@@ -238,11 +239,9 @@ struct Rows {
 
 impl Rows {
     fn new_slot(&mut self, name: &str) -> u32 {
-        let s = self.names.len() as u32;
-        self.names.push(name.to_string());
-        self.keys.push(Vec::new());
+        let s = self.names.push(name);
+        self.keys.push(SmallVec::new());
         self.digest.push(SEED);
-        self.slot_of.insert(name.to_string(), s);
         self.people += 1;
         s
     }
@@ -448,7 +447,7 @@ impl HnswIndex {
     /// digest of the raw embeddings, and as many rows).
     pub fn holds(&self, name: &str, embeddings: &[Vec<f32>]) -> Option<(u32, bool)> {
         let rows = self.read();
-        let s = *rows.slot_of.get(name)?;
+        let s = rows.names.slot(name)?;
         let h = embeddings.iter().fold(SEED, |h, e| fold(h, e));
         let same = rows.digest[s as usize] == h && rows.keys[s as usize].len() == embeddings.len();
         Some((s, same))
@@ -480,7 +479,7 @@ impl HnswIndex {
             let mut added_rows = 0;
             let mut removed_rows = 0;
             for p in people {
-                let slot = rows.slot_of.get(&p.name).copied();
+                let slot = rows.names.slot(&p.name);
                 let had = slot.map_or(0, |s| rows.keys[s as usize].len());
                 let mut h = SEED;
                 let mut prefix = if had == 0 { Some(SEED) } else { None };
@@ -506,12 +505,7 @@ impl HnswIndex {
                 added_rows += p.embeddings.len();
                 todo.push(Todo::Replace(slot, p, h));
             }
-            let gone: Vec<u32> = rows
-                .slot_of
-                .values()
-                .copied()
-                .filter(|s| !seen[*s as usize])
-                .collect();
+            let gone: Vec<u32> = rows.names.held().filter(|s| !seen[*s as usize]).collect();
             removed_rows += gone
                 .iter()
                 .map(|s| rows.keys[*s as usize].len())
@@ -606,8 +600,7 @@ impl HnswIndex {
         rows.live -= keys.len();
         rows.dead += keys.len();
         rows.people -= 1;
-        let name = std::mem::take(&mut rows.names[s as usize]);
-        rows.slot_of.remove(&name);
+        rows.names.forget(s);
         self.dirty.store(true, Ordering::Release);
         Ok(())
     }
@@ -615,10 +608,11 @@ impl HnswIndex {
     /// What the index holds, as one hash: every person's name and digest, in slot order.
     fn fingerprint(rows: &Rows) -> String {
         let mut h = Sha256::new();
-        for (s, name) in rows.names.iter().enumerate() {
-            if rows.keys[s].is_empty() {
+        for (s, keys) in rows.keys.iter().enumerate() {
+            if keys.is_empty() {
                 continue;
             }
+            let name = rows.names.name(s as u32);
             h.update((name.len() as u64).to_le_bytes());
             h.update(name.as_bytes());
             h.update(rows.digest[s].to_le_bytes());
@@ -876,11 +870,11 @@ fn write_rows(rows: &Rows) -> Vec<u8> {
     out.extend_from_slice(&(rows.owner.len() as u64).to_le_bytes());
     out.extend_from_slice(&(rows.people as u64).to_le_bytes());
     out.extend_from_slice(&(rows.dead as u64).to_le_bytes());
-    for (s, name) in rows.names.iter().enumerate() {
-        let keys = &rows.keys[s];
+    for (s, keys) in rows.keys.iter().enumerate() {
         if keys.is_empty() {
             continue;
         }
+        let name = rows.names.name(s as u32);
         out.extend_from_slice(&(name.len() as u32).to_le_bytes());
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(&rows.digest[s].to_le_bytes());
@@ -932,7 +926,7 @@ fn read_rows(b: &[u8]) -> Option<Rows> {
             return None;
         }
         let name = std::str::from_utf8(c.take(n)?).ok()?;
-        if rows.slot_of.contains_key(name) {
+        if rows.names.slot(name).is_some() {
             return None;
         }
         let s = rows.new_slot(name);
@@ -996,7 +990,7 @@ impl super::Index for HnswIndex {
             };
             if seen.insert(who) {
                 out.push(Match {
-                    name: rows.names[who as usize].clone(),
+                    name: rows.names.name(who).to_string(),
                     distance: d.max(0.0).sqrt(),
                 });
                 if out.len() == k {
@@ -1421,7 +1415,7 @@ mod tests {
                     .min_by(|a, b| a.1.total_cmp(&b.1))
                     .unwrap();
                 let owner = rows.owner[*best.0 as usize] as usize;
-                assert_eq!(found[0].name, rows.names[owner], "{q:?}");
+                assert_eq!(found[0].name, rows.names.name(owner as u32), "{q:?}");
                 assert!((found[0].distance - best.1.sqrt()).abs() < 1e-6, "{q:?}");
                 assert!(found.windows(2).all(|w| w[0].distance <= w[1].distance));
                 drop(rows);

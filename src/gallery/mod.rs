@@ -30,6 +30,7 @@ pub mod named;
 mod read;
 mod rerank_rows;
 pub mod side;
+mod slot_names;
 pub mod store;
 pub mod track;
 pub mod triplet;
