@@ -194,8 +194,9 @@ def bench_gallery(vigil, keep_dir, sizes, queries, saved=None):
                       "--dir", str(keep_dir), *GALLERY_INDEX_ARGS]
             out, _ = run_json(common + ["--queries", str(queries), "--reuse"], "vigil bench gallery")
             # A process of its own that only opens the gallery and its index, as `vigil run` does:
-            # its peak resident memory.
-            opened, _ = run_json(common + ["--open-only"], "vigil bench gallery --open-only")
+            # its peak resident memory; then, on a copy, a running gallery catching up with
+            # another process's enrolment.
+            opened, _ = run_json(common + ["--open-only", "--refresh"], "vigil bench gallery --open-only --refresh")
             out["open"] = opened
             results.append(out)
     rows, notes = [], []
@@ -243,6 +244,14 @@ def bench_gallery(vigil, keep_dir, sizes, queries, saved=None):
                          f"{o['origin']}, {o.get('index_added', 0)} rows brought in) in {o['open_s']:.1f} s; "
                          f"{o['peak_rss_before_open_mib']:.0f} MiB peak before the open, {o['rss_after_open_mib']:.0f} MiB "
                          f"resident after it (the index and the list of people).")
+            rf = o.get("refresh")
+            if rf:
+                how = ("in place, the file read person by person against the index" if rf["in_place"]
+                       else "the index built again")
+                notes.append(f"{name}: another process enrolled one person (on a copy of the gallery and its index); "
+                             f"the running gallery caught up ({how}) in {rf['refresh_s']:.1f} s, its resident "
+                             f"memory {rf['rss_before_mib']:.0f} MiB before and {rf['peak_rss_mib']:.0f} MiB at the "
+                             f"peak ({rf['people_after']:,} people after).")
         made = ("reused from an earlier run (enrolment and build not repeated)" if r.get("reused") else
                 f"enrolment {secs(r['enrol_s'])}, file written in {secs(r['save_s'])}, HNSW (m {r['m']}, "
                 f"ef_construction {r['ef_construction']}) built in {secs(r['index_build_s'])} on {r['threads']} threads "

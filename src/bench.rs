@@ -290,6 +290,65 @@ fn cpu_s() -> f64 {
     t(u.ru_utime) + t(u.ru_stime)
 }
 
+/// Sets the process's peak resident memory (`VmHWM`) back to what is resident now.
+fn reset_peak_rss() -> std::io::Result<()> {
+    std::fs::write("/proc/self/clear_refs", "5")
+}
+
+/// `--refresh`: a copy of the gallery at `path` and its index is opened as `vigil run` opens
+/// it; one person is enrolled in the copy's file as another process would (read, changed and
+/// written under the lock); the C heap's free pages are handed back and the peak reset; then
+/// the open gallery refreshes, as its watcher does within half a second of such a change. The
+/// copy goes afterwards, so the gallery and index kept for `--reuse` are never touched.
+fn gallery_refresh(
+    o: &GalleryBench,
+    path: &std::path::Path,
+    cfg: &crate::config::GalleryIndexConfig,
+    rng: &mut Rng,
+    person: impl Fn(&mut Rng) -> Vec<f32>,
+) -> anyhow::Result<serde_json::Value> {
+    use crate::gallery::{ann, live, LiveGallery};
+    let scratch = o.dir.join("refresh-copy");
+    let _ = std::fs::remove_dir_all(&scratch);
+    let copy = scratch.join(path.file_name().context("the gallery has no file name")?);
+    let (from, to) = (ann::index_dir(path), ann::index_dir(&copy));
+    std::fs::create_dir_all(&to).with_context(|| format!("cannot create {}", to.display()))?;
+    std::fs::copy(path, &copy).with_context(|| format!("cannot copy {}", path.display()))?;
+    for f in std::fs::read_dir(&from).with_context(|| format!("cannot read {}", from.display()))? {
+        let f = f?;
+        if f.file_type()?.is_file() {
+            std::fs::copy(f.path(), to.join(f.file_name()))?;
+        }
+    }
+    let result = (|| -> anyhow::Result<serde_json::Value> {
+        let running = LiveGallery::open(&copy, "synthetic", o.dim, cfg)?;
+        let newcomer = person(rng);
+        live::update_file(&copy, "synthetic", o.dim, |g| {
+            g.enroll("bench-newcomer", newcomer.clone(), "bench".into())
+        })?;
+        crate::infer::release_free_heap();
+        reset_peak_rss().context("cannot reset the peak resident memory")?;
+        let rss_before = rss_mib();
+        let t = Instant::now();
+        if !running.refresh()? {
+            bail!("the running gallery did not see the change");
+        }
+        let refresh_s = t.elapsed().as_secs_f64();
+        let peak = status_mib("VmHWM:");
+        let found = running.index().get().search(&newcomer, 1);
+        if found.first().map(|m| m.name.as_str()) != Some("bench-newcomer") {
+            bail!("the newcomer is not found after the refresh: {found:?}");
+        }
+        Ok(serde_json::json!({
+            "people_after": running.people().len(), "refresh_s": refresh_s,
+            "rss_before_mib": rss_before, "peak_rss_mib": peak,
+            "in_place": running.index_report().origin != Some(ann::Origin::Built),
+        }))
+    })();
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
 /// Options of `vigil bench gallery`.
 pub struct GalleryBench {
     pub size: usize,
@@ -309,6 +368,10 @@ pub struct GalleryBench {
     /// Only open the gallery and its index as `vigil run` does (both left in `dir` by an earlier
     /// run with the same options), and report the time and the process's peak memory.
     pub open_only: bool,
+    /// With `open_only`: then, on a copy of the gallery and its index, what a running vigil's
+    /// gallery does when another process enrols someone (the copy's file changed, the open
+    /// gallery refreshed): its seconds, and the resident memory before and at the peak.
+    pub refresh: bool,
     /// Spectrum of the synthetic identities: the variance of component j falls as
     /// (j+1)^-decay. 0 is isotropic.
     pub decay: f64,
@@ -403,14 +466,21 @@ pub fn gallery(o: &GalleryBench) -> anyhow::Result<serde_json::Value> {
         if live.people().len() != o.size {
             bail!("opened {} people of {}", live.people().len(), o.size);
         }
+        let (hwm, rss_after_open) = (status_mib("VmHWM:"), rss_mib());
+        drop(live);
+        let refresh = if o.refresh {
+            Some(gallery_refresh(o, &path, &cfg, &mut rng, person)?)
+        } else {
+            None
+        };
         return Ok(serde_json::json!({
             "size": o.size, "dim": o.dim, "decay": o.decay, "m": cfg.m,
             "ef_construction": cfg.ef_construction, "quantization": cfg.quantization,
             "rerank": rerank_max, "open_s": open_s, "origin": report.origin,
             "index_rows": report.rows, "index_added": report.added,
             "embeddings_mib": embeddings_mib, "file_mib": file_mib,
-            "peak_rss_before_open_mib": before, "peak_rss_mib": status_mib("VmHWM:"),
-            "rss_after_open_mib": rss_mib(),
+            "peak_rss_before_open_mib": before, "peak_rss_mib": hwm,
+            "rss_after_open_mib": rss_after_open, "refresh": refresh,
         }));
     }
 

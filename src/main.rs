@@ -648,6 +648,10 @@ enum BenchCmd {
         /// and report the seconds and the peak resident memory.
         #[arg(long)]
         open_only: bool,
+        /// With --open-only: then, on a copy of the gallery and its index, enrol one person in
+        /// the file and time the open gallery catching up (seconds, peak resident memory).
+        #[arg(long, requires = "open_only")]
+        refresh: bool,
     },
 }
 
@@ -951,6 +955,7 @@ fn main() -> ExitCode {
             quantization,
             rerank,
             open_only,
+            refresh,
         }) => {
             let quantization = match quantization.as_str() {
                 "f32" => vigil::config::IndexQuantization::F32,
@@ -979,6 +984,7 @@ fn main() -> ExitCode {
                 rerank,
                 reuse: reuse || open_only,
                 open_only,
+                refresh,
             };
             vigil::bench::gallery(&o).map(|v| println!("{v}"))
         }
