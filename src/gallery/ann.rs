@@ -1012,6 +1012,10 @@ impl super::Index for HnswIndex {
         ))
     }
 
+    fn hnsw(&self) -> Option<&HnswIndex> {
+        Some(self)
+    }
+
     fn persist(&self) -> anyhow::Result<bool> {
         match &self.dir {
             Some(dir) if self.is_dirty() => self.save(dir).map(|()| true),

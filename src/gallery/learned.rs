@@ -322,32 +322,7 @@ impl Learned {
                 return Ok(None);
             }
         };
-        let mut held = vec![false; ix.slots()];
-        let mut others: Vec<Person> = Vec::new();
-        let mut other_names = std::collections::HashSet::new();
-        let mut rows = 0;
-        Gallery::scan(path, model, dim, &mut |p| {
-            each(&p);
-            rows += p.embeddings.len();
-            let twice = || format!("person {:?} is listed twice", echo(&p.name));
-            match ix.holds(&p.name, &p.embeddings) {
-                Some((slot, same)) => {
-                    if std::mem::replace(&mut held[slot as usize], true) {
-                        return Err(twice());
-                    }
-                    if !same {
-                        others.push(p);
-                    }
-                }
-                None => {
-                    if !other_names.insert(p.name.clone()) {
-                        return Err(twice());
-                    }
-                    others.push(p);
-                }
-            }
-            Ok(())
-        })?;
+        let Against { held, others, rows } = scan_against(path, model, dim, &ix, each)?;
         if !super::wants_hnsw(cfg, rows) {
             return Ok(None);
         }
@@ -388,6 +363,58 @@ impl Learned {
     }
 }
 
+/// A gallery file read person by person against a loaded HNSW index ([`scan_against`]).
+pub(super) struct Against {
+    /// The slots of the people the file lists, each marked as read (whether or not the index
+    /// holds their embeddings unchanged).
+    pub held: Vec<bool>,
+    /// The people the index does not hold as they are (enrolled, given more photos, or
+    /// rewritten since it was written), to be brought in in place.
+    pub others: Vec<Person>,
+    /// Embeddings in the file.
+    pub rows: usize,
+}
+
+/// Reads the gallery file at `path` person by person against `ix`, keeping only the people
+/// `ix` does not already hold unchanged: every embedding of the file is never held beside
+/// the index. `each` sees every person as read. Refuses what [`Gallery::open`] refuses (a
+/// person listed twice included), as it says it; no file is an empty gallery.
+pub(super) fn scan_against(
+    path: &Path,
+    model: &str,
+    dim: usize,
+    ix: &super::ann::HnswIndex,
+    each: &mut dyn FnMut(&Person),
+) -> Result<Against, GalleryError> {
+    let mut held = vec![false; ix.slots()];
+    let mut others: Vec<Person> = Vec::new();
+    let mut other_names = std::collections::HashSet::new();
+    let mut rows = 0;
+    Gallery::scan(path, model, dim, &mut |p| {
+        each(&p);
+        rows += p.embeddings.len();
+        let twice = || format!("person {:?} is listed twice", echo(&p.name));
+        match ix.holds(&p.name, &p.embeddings) {
+            Some((slot, same)) => {
+                if std::mem::replace(&mut held[slot as usize], true) {
+                    return Err(twice());
+                }
+                if !same {
+                    others.push(p);
+                }
+            }
+            None => {
+                if !other_names.insert(p.name.clone()) {
+                    return Err(twice());
+                }
+                others.push(p);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(Against { held, others, rows })
+}
+
 impl Index for Learned {
     fn search(&self, query: &[f32], k: usize) -> Vec<Match> {
         let c = &self.corrections;
@@ -412,6 +439,10 @@ impl Index for Learned {
 
     fn persist(&self) -> anyhow::Result<bool> {
         self.inner.persist()
+    }
+
+    fn hnsw(&self) -> Option<&super::ann::HnswIndex> {
+        self.inner.hnsw()
     }
 }
 

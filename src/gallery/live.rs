@@ -11,7 +11,9 @@
 //!   added, the removed ones tombstoned, while searches go on; nothing is copied); an exact
 //!   index, a change of corrections (negatives, head), or a change too large for in place
 //!   builds a new index, swapped in whole (an `Arc` behind a lock held for a pointer copy; the
-//!   face worker never waits for a build).
+//!   face worker never waits for a build). Another process's change is read against the HNSW
+//!   index person by person, as at opening, keeping only who changed: at a million people the
+//!   file's embeddings are never all held beside the index.
 //! - An index changed in place is written to `<gallery>.index/` at most once a minute as
 //!   changes come ([`PERSIST_EVERY`]) and when the watcher stops, so a restart loads it; one
 //!   written earlier is loaded and brought up to date in place anyway.
@@ -301,18 +303,7 @@ impl LiveGallery {
             let started = Instant::now();
             match current.follow(&g.people) {
                 Ok(true) => {
-                    tracing::info!(
-                        "gallery index brought up to date in place in {:.3} s",
-                        started.elapsed().as_secs_f64()
-                    );
-                    *self.people.write().unwrap_or_else(|p| p.into_inner()) = listing(g);
-                    let mut at = self.persisted_at.lock().unwrap_or_else(|p| p.into_inner());
-                    if at.elapsed() >= PERSIST_EVERY {
-                        *at = Instant::now();
-                        if let Err(e) = current.persist() {
-                            tracing::warn!("{e:#}; it is caught up in place at the next start");
-                        }
-                    }
+                    self.changed_in_place(&current, listing(g), started);
                     return Ok(());
                 }
                 Ok(false) => {}
@@ -320,6 +311,67 @@ impl LiveGallery {
             }
         }
         self.rebuild(g)
+    }
+
+    /// After `current` took a change in place: the listing swapped in, and the index written
+    /// if it was not for [`PERSIST_EVERY`].
+    fn changed_in_place(
+        &self,
+        current: &Arc<dyn Index>,
+        people: Arc<Vec<PersonInfo>>,
+        started: Instant,
+    ) {
+        tracing::info!(
+            "gallery index brought up to date in place in {:.3} s",
+            started.elapsed().as_secs_f64()
+        );
+        *self.people.write().unwrap_or_else(|p| p.into_inner()) = people;
+        let mut at = self.persisted_at.lock().unwrap_or_else(|p| p.into_inner());
+        if at.elapsed() >= PERSIST_EVERY {
+            *at = Instant::now();
+            if let Err(e) = current.persist() {
+                tracing::warn!("{e:#}; it is caught up in place at the next start");
+            }
+        }
+    }
+
+    /// Brings the HNSW index in use in line with the file as another process left it, reading
+    /// the file person by person against the index and keeping only who changed, so the
+    /// file's embeddings are never all held beside the index (as at opening:
+    /// [`super::learned::Learned::open_persisted`]). Must be called under `seen`, the
+    /// corrections unchanged. The people now listed and the file's stamp as read; `Ok(None)`
+    /// when it cannot be done so (exact search, a gallery now small enough for it, too much
+    /// changed, or the index refused the change): the caller reads the file whole.
+    fn follow_file(&self) -> anyhow::Result<Option<(usize, Option<Stamp>)>> {
+        let current = self.index.get();
+        let Some(ix) = current.hnsw() else {
+            return Ok(None);
+        };
+        let started = Instant::now();
+        let mut people = Vec::new();
+        let (read, after) = {
+            let _lock = FileLock::take(&self.path)?;
+            let read =
+                super::learned::scan_against(&self.path, &self.model, self.dim, ix, &mut |p| {
+                    people.push(info(p))
+                })?;
+            (read, stamp(&self.path))
+        };
+        if !super::wants_hnsw(&self.cfg, read.rows) {
+            return Ok(None);
+        }
+        match ix.follow_from(&read.others, read.held) {
+            Ok(super::ann::Followed::InPlace { .. }) => {
+                let n = people.len();
+                self.changed_in_place(&current, Arc::new(people), started);
+                Ok(Some((n, after)))
+            }
+            Ok(super::ann::Followed::Rebuild) => Ok(None),
+            Err(e) => {
+                tracing::warn!("{e:#}; building the gallery index again");
+                Ok(None)
+            }
+        }
     }
 
     /// Builds (or loads) the index of `g` with its corrections, and swaps it in.
@@ -342,34 +394,46 @@ impl LiveGallery {
         }
     }
 
-    /// Reads the file again if it changed since last read; true when it did.
+    /// Reads the file again if it changed since last read; true when it did. With the HNSW
+    /// index and the corrections unchanged, the file is read person by person against the
+    /// index and only who changed is kept ([`Self::follow_file`]); otherwise it is read whole.
     pub fn refresh(&self) -> anyhow::Result<bool> {
         let now = stamp(&self.path);
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if now == *seen {
             return Ok(false);
         }
-        // Read under the lock, so a half-finished change by another process is never seen
-        // (the rename makes that impossible anyway; the lock also orders us after it).
-        let g = {
-            let _lock = FileLock::take(&self.path)?;
-            Gallery::open(&self.path, &self.model, self.dim)?
-        };
-        let after = stamp(&self.path);
         // A change of the negatives or the head changes every row searched: built again.
         let corrections_changed = match (&now, &*seen) {
             (Some(a), Some(b)) => a[1..] != b[1..],
             _ => true,
         };
-        if corrections_changed {
-            self.rebuild(&g)?;
+        // Read under the lock, so a half-finished change by another process is never seen
+        // (the rename makes that impossible anyway; the lock also orders us after it).
+        let followed = if corrections_changed {
+            None
         } else {
-            self.install(&g)?;
-        }
+            self.follow_file()?
+        };
+        let (people, after) = match followed {
+            Some(done) => done,
+            None => {
+                let (g, after) = {
+                    let _lock = FileLock::take(&self.path)?;
+                    let g = Gallery::open(&self.path, &self.model, self.dim)?;
+                    (g, stamp(&self.path))
+                };
+                if corrections_changed {
+                    self.rebuild(&g)?;
+                } else {
+                    self.install(&g)?;
+                }
+                (g.people.len(), after)
+            }
+        };
         tracing::info!(
-            "gallery {} changed on disk: {} people now",
-            self.path.display(),
-            g.people.len()
+            "gallery {} changed on disk: {people} people now",
+            self.path.display()
         );
         *seen = after;
         Ok(true)
@@ -494,6 +558,67 @@ mod tests {
             .collect()
     }
 
+    /// A gallery file of `n` people, p0 to p{n-1}, one embedding each.
+    fn enrolled(n: u32) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.json");
+        update_file(&path, "m", 8, |g| {
+            (0..n).try_for_each(|i| g.enroll(&format!("p{i}"), e(i), "s".into()))
+        })
+        .unwrap();
+        (dir, path)
+    }
+
+    /// What another process changes below: one enrolled (Ada), one given a second photo (p7),
+    /// one removed (p3), one rewritten (p9: same name, another face).
+    fn change_four(path: &Path) {
+        update_file(path, "m", 8, |g| {
+            g.enroll("Ada", e(1000), "a".into())?;
+            g.enroll("p7", e(1007), "second".into())?;
+            g.remove("p3")?;
+            g.remove("p9")?;
+            g.enroll("p9", e(1009), "new".into())
+        })
+        .unwrap();
+    }
+
+    /// `live` searches and lists 300 people as [`change_four`] left them.
+    fn four_changed(live: &LiveGallery) {
+        let ix = live.index().get();
+        assert_eq!(ix.search(&e(1000), 1)[0].name, "Ada");
+        assert_eq!(ix.search(&e(1007), 1)[0].name, "p7");
+        assert_eq!(ix.search(&e(7), 1)[0].name, "p7");
+        assert_eq!(ix.search(&e(1009), 1)[0].name, "p9");
+        assert!(ix.search(&e(3), 10).iter().all(|m| m.name != "p3"));
+        assert!(
+            ix.search(&e(9), 1)[0].distance > 0.0,
+            "p9's old face is gone"
+        );
+        // The listing is the file's, every person with their count and sources.
+        let people = live.people();
+        assert_eq!(people.len(), 300);
+        let p7 = people.iter().find(|p| p.name == "p7").unwrap();
+        assert_eq!(
+            (p7.embeddings, p7.sources.clone()),
+            (2, vec!["s".to_string(), "second".into()])
+        );
+        assert!(people.iter().all(|p| p.name != "p3"));
+    }
+
+    /// The gallery file at `path` as JSON, and p5's entry in it.
+    fn doc_and_p5(path: &Path) -> (serde_json::Value, serde_json::Value) {
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let p5 = doc["people"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "p5")
+            .unwrap()
+            .clone();
+        (doc, p5)
+    }
+
     #[test]
     fn enrolment_and_removal_change_a_running_hnsw_index_in_place_and_a_restart_loads_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -541,50 +666,72 @@ mod tests {
     }
 
     #[test]
+    fn another_process_change_is_read_against_the_running_index_keeping_only_who_changed() {
+        let (dir, path) = enrolled(300);
+        let live = LiveGallery::open(&path, "m", 8, &hnsw()).unwrap();
+        let before = live.index().get();
+        change_four(&path);
+        // The path `refresh` takes first: the file read against the index, in place.
+        let (people, after) = live.follow_file().unwrap().expect("read against the index");
+        assert_eq!((people, after), (300, stamp(&path)));
+        let ix = live.index().get();
+        assert!(
+            Arc::ptr_eq(&before, &ix),
+            "the same index, changed in place"
+        );
+        four_changed(&live);
+        // Read again with nothing changed: nothing to do, the same people.
+        assert_eq!(live.follow_file().unwrap().map(|d| d.0), Some(300));
+        assert_eq!(ix.search(&e(1000), 1)[0].name, "Ada");
+
+        // A file written by hand with a person listed twice: refused as opening refuses it,
+        // and the running index keeps what it had.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let (mut doc, p5) = doc_and_p5(&path);
+        doc["people"].as_array_mut().unwrap().push(p5);
+        std::fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
+        let plain = Gallery::open(&path, "m", 8).unwrap_err().to_string();
+        let refused = live.refresh().unwrap_err();
+        assert!(plain.contains("person \"p5\" is listed twice"), "{plain}");
+        assert_eq!(format!("{refused:#}"), plain);
+        assert_eq!(live.index().get().search(&e(5), 1)[0].name, "p5");
+        assert_eq!(live.people().len(), 300);
+
+        // Too much changed to do in place (more rows than the index holds): read whole and
+        // built again, through `refresh`.
+        std::fs::write(&path, &text).unwrap();
+        update_file(&path, "m", 8, |g| {
+            (0..1400).try_for_each(|i| g.enroll(&format!("q{i}"), e(5000 + i), "q".into()))
+        })
+        .unwrap();
+        assert!(live.follow_file().unwrap().is_none());
+        assert!(live.refresh().unwrap());
+        assert!(!Arc::ptr_eq(&before, &live.index().get()), "built again");
+        assert_eq!(live.index().get().search(&e(5100), 1)[0].name, "q100");
+        assert_eq!(live.people().len(), 1700);
+
+        // An exact index is never read against: the file is read whole.
+        let small = dir.path().join("small.json");
+        update_file(&small, "m", 8, |g| g.enroll("Ada", e(1), "a".into())).unwrap();
+        let exact = LiveGallery::open(&small, "m", 8, &GalleryIndexConfig::default()).unwrap();
+        assert_eq!(exact.index().get().kind(), "exact");
+        assert!(exact.follow_file().unwrap().is_none());
+    }
+
+    #[test]
     fn opening_from_the_persisted_index_keeps_only_what_changed_and_refuses_what_open_refuses() {
         use super::super::ann::Origin;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("g.json");
-        update_file(&path, "m", 8, |g| {
-            (0..300).try_for_each(|i| g.enroll(&format!("p{i}"), e(i), "s".into()))
-        })
-        .unwrap();
+        let (_dir, path) = enrolled(300);
         drop(LiveGallery::open(&path, "m", 8, &hnsw()).unwrap());
 
-        // While no vigil runs: one enrolled, one given a second photo, one removed, one
-        // rewritten (same name, another face).
-        update_file(&path, "m", 8, |g| {
-            g.enroll("Ada", e(1000), "a".into())?;
-            g.enroll("p7", e(1007), "second".into())?;
-            g.remove("p3")?;
-            g.remove("p9")?;
-            g.enroll("p9", e(1009), "new".into())
-        })
-        .unwrap();
+        // While no vigil runs.
+        change_four(&path);
         let live = LiveGallery::open(&path, "m", 8, &hnsw()).unwrap();
         let report = live.index_report();
         assert_eq!(report.origin, Some(Origin::CaughtUp));
         // Ada's row, p7's second and p9's new one come in; p3 and p9's old slot go.
         assert_eq!((report.added, report.removed, report.rows), (3, 2, 301));
-        let ix = live.index().get();
-        assert_eq!(ix.search(&e(1000), 1)[0].name, "Ada");
-        assert_eq!(ix.search(&e(1007), 1)[0].name, "p7");
-        assert_eq!(ix.search(&e(7), 1)[0].name, "p7");
-        assert_eq!(ix.search(&e(1009), 1)[0].name, "p9");
-        assert!(ix.search(&e(3), 10).iter().all(|m| m.name != "p3"));
-        assert!(
-            ix.search(&e(9), 1)[0].distance > 0.0,
-            "p9's old face is gone"
-        );
-        // The listing is the file's, every person with their count and sources.
-        let people = live.people();
-        assert_eq!(people.len(), 300);
-        let p7 = people.iter().find(|p| p.name == "p7").unwrap();
-        assert_eq!(
-            (p7.embeddings, p7.sources.clone()),
-            (2, vec!["s".to_string(), "second".into()])
-        );
-        assert!(people.iter().all(|p| p.name != "p3"));
+        four_changed(&live);
         drop(live);
         let again = LiveGallery::open(&path, "m", 8, &hnsw()).unwrap();
         assert_eq!(again.index_report().origin, Some(Origin::Loaded));
@@ -601,17 +748,9 @@ mod tests {
 
         // A file written by hand with a person listed twice is refused as a plain open
         // refuses it, whether the index holds that person or not.
-        let text = std::fs::read_to_string(&path).unwrap();
-        let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
         let twice = |name: &str| format!("person {name:?} is listed twice");
         // p5, which the index holds; Zed, whom it does not.
-        let p5 = doc["people"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == "p5")
-            .unwrap()
-            .clone();
+        let (mut doc, p5) = doc_and_p5(&path);
         let mut zed = p5.clone();
         zed["name"] = "Zed".into();
         for (name, extra) in [("p5", vec![p5]), ("Zed", vec![zed.clone(), zed])] {

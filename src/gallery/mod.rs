@@ -298,6 +298,11 @@ pub trait Index: Send + Sync {
     fn persist(&self) -> anyhow::Result<bool> {
         Ok(false)
     }
+    /// The HNSW index underneath, which can say what it holds ([`ann::HnswIndex::holds`]) so
+    /// a changed file is read against it instead of whole; `None` for exact search.
+    fn hnsw(&self) -> Option<&ann::HnswIndex> {
+        None
+    }
 }
 
 /// Whether `cfg` asks for the HNSW index over `rows` embeddings.
