@@ -322,6 +322,7 @@ fn gallery_refresh(
     }
     let result = (|| -> anyhow::Result<serde_json::Value> {
         let running = LiveGallery::open(&copy, "synthetic", o.dim, cfg)?;
+        let opened = running.index().get();
         let newcomer = person(rng);
         live::update_file(&copy, "synthetic", o.dim, |g| {
             g.enroll("bench-newcomer", newcomer.clone(), "bench".into())
@@ -342,7 +343,7 @@ fn gallery_refresh(
         Ok(serde_json::json!({
             "people_after": running.people().len(), "refresh_s": refresh_s,
             "rss_before_mib": rss_before, "peak_rss_mib": peak,
-            "in_place": running.index_report().origin != Some(ann::Origin::Built),
+            "in_place": std::sync::Arc::ptr_eq(&opened, &running.index().get()),
         }))
     })();
     let _ = std::fs::remove_dir_all(&scratch);
